@@ -1,0 +1,792 @@
+"""The `Distiller`: a `keras.Model` that trains a student from a teacher."""
+
+import keras
+from keras import ops
+
+from keras_distill import losses as losses_module
+from keras_distill.losses.base import as_float
+from keras_distill.losses.logits import LogitsDistillation
+from keras_distill.losses.logits import SoftTargetDistillation
+
+OUTPUT = "__output__"
+_KL_NAMES = ("kl_divergence", "kld", "kullback_leibler_divergence")
+
+
+def _check_backend():
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            "keras_distill.Distiller runs on the TensorFlow backend only. "
+            "Expected KERAS_BACKEND='tensorflow'. Received: "
+            f"KERAS_BACKEND={backend!r}"
+        )
+
+
+def _replica_count():
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _scale_for_replicas(value):
+    """Divides a per-replica mean by the number of replicas.
+
+    Gradients are summed over replicas, so each replica's share of a
+    global-batch mean is its local mean divided by the replica count. Keras
+    applies this inside `keras.losses.Loss.__call__`; terms computed with
+    `keras.ops` directly need it here, so that every term is on one footing.
+    """
+    replicas = _replica_count()
+    if replicas > 1:
+        value = value * (1.0 / replicas)
+    return value
+
+
+def _check_model(arg, model):
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"Invalid value for argument `{arg}`. Expected a built "
+            f"`keras.Model`. Received: {arg}={model!r} of type "
+            f"{type(model).__name__}"
+        )
+    if not model.built:
+        raise ValueError(
+            f"Invalid value for argument `{arg}`. Expected a built "
+            "`keras.Model`: call it on a batch or call "
+            f"`{arg}.build(input_shape)` first. Received: the unbuilt model "
+            f"{model.name!r}"
+        )
+
+
+def _check_fraction(arg, value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        and not hasattr(value, "__float__")
+    ):
+        raise ValueError(
+            f"Invalid value for argument `{arg}`. Expected a float in "
+            f"[0, 1]. Received: {arg}={value!r}"
+        )
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(
+            f"Invalid value for argument `{arg}`. Expected a float in "
+            f"[0, 1]. Received: {arg}={value!r}"
+        )
+    return float(value)
+
+
+def _check_weights(weights, count):
+    if isinstance(weights, (int, float)) and not isinstance(weights, bool):
+        weights = [weights]
+    if not isinstance(weights, (list, tuple)) or len(weights) != count:
+        raise ValueError(
+            "Invalid value for argument `distillation_loss_weights`. Expected "
+            f"a list of {count} non-negative floats, one per distillation "
+            f"loss. Received: distillation_loss_weights={weights!r}"
+        )
+    checked = []
+    for weight in weights:
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, (int, float))
+            or not weight >= 0
+            or weight == float("inf")
+        ):
+            raise ValueError(
+                "Invalid value for argument `distillation_loss_weights`. "
+                "Expected non-negative finite floats. Received: "
+                f"distillation_loss_weights={list(weights)!r}"
+            )
+        checked.append(float(weight))
+    return checked
+
+
+def _input_shape(model):
+    inputs = getattr(model, "inputs", None)
+    if inputs and len(inputs) == 1:
+        return tuple(inputs[0].shape)
+    shapes = getattr(model, "_build_shapes_dict", None)
+    if shapes and len(shapes) == 1:
+        shape = next(iter(shapes.values()))
+        if isinstance(shape, (list, tuple)):
+            return tuple(shape)
+    return None
+
+
+def _output_classes(model, input_shape):
+    """The last axis of the model's single output, or None if unknown."""
+    outputs = getattr(model, "outputs", None)
+    if outputs:
+        return outputs[0].shape[-1] if len(outputs) == 1 else None
+    if input_shape is None:
+        return None
+    try:
+        spec = model.compute_output_spec(keras.KerasTensor(input_shape))
+    except Exception:  # A model that cannot be traced symbolically.
+        return None
+    shape = getattr(spec, "shape", None)
+    return shape[-1] if shape else None
+
+
+def _feature_view(model, role, layer_names):
+    """A functional model returning the output and the named layers' outputs.
+
+    The view shares the model's layers, so calling it is one forward pass of
+    the model that also yields the intermediate features.
+    """
+    if not layer_names:
+        return None
+    if not getattr(model, "inputs", None):
+        raise ValueError(
+            f"Invalid {role} for a feature loss. Expected a Functional or "
+            f"Sequential `keras.Model` whose layers can be named. Received: "
+            f"the subclassed model {model.name!r}"
+        )
+    outputs = {OUTPUT: model.outputs[0] if len(model.outputs) == 1 else None}
+    if outputs[OUTPUT] is None:
+        raise ValueError(
+            f"Invalid {role} for a feature loss. Expected a model with a "
+            f"single output. Received: {len(model.outputs)} outputs"
+        )
+    for name in layer_names:
+        try:
+            layer = model.get_layer(name)
+        except ValueError:
+            known = [layer.name for layer in model.layers]
+            raise ValueError(
+                f"Invalid layer name for the {role}. Expected one of {known}. "
+                f"Received: {name!r}"
+            ) from None
+        outputs[name] = layer.output
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class Distiller(keras.Model):
+    """Trains a student model to match a frozen teacher.
+
+    A `Distiller` is a `keras.Model`: `compile`, `fit`, `evaluate`,
+    `predict`, callbacks and saving work as for any model. `call()` is the
+    student's forward pass, so `distiller.predict(x)` equals
+    `distiller.student.predict(x)`.
+
+    Each training step runs the teacher once (`training=False`, outside the
+    gradient tape), runs the student once, and minimises
+
+    ```
+    loss = alpha · student_loss + (1 - alpha) · Σ_i w_i · distillation_i
+           + the student's regularization losses
+    ```
+
+    where `student_loss` is the loss given to `compile()` (with
+    `sample_weight` and `class_weight` applied exactly as in
+    `student.fit`), `alpha` is `student_loss_weight` and `w_i` are
+    `distillation_loss_weights`. Only the student's weights (and those of
+    any adapter a loss owns) are trained.
+
+    The teacher is never modified: its weights, BatchNorm statistics and its
+    `trainable` flag are left as they were. The distiller simply excludes
+    the teacher's weights from `trainable_weights`.
+
+    `alpha`, the loss weights and every loss' temperature are non-trainable
+    variables: assign `distiller.student_loss_weight`,
+    `distiller.distillation_loss_weights` or `distiller.temperature` (for
+    example from a callback) and the next step uses the new value without
+    recompiling.
+
+    `evaluate()` measures the student alone, as a standalone model: it does
+    not run the teacher, and its `loss` is the student's supervised loss
+    (plus regularization), the number `student.evaluate` would give. Pass
+    `evaluate_distillation=True` to `compile()` to also run the teacher in
+    `evaluate()` and report `distillation_loss` and the training objective.
+
+    Under a `tf.distribute` strategy, create and compile the distiller in
+    the strategy's scope. Every loss term is scaled for the number of
+    replicas the same way, so the gradients equal those of a one-device
+    run on the same global batch.
+
+    Args:
+        teacher: A built, trained `keras.Model` that outputs logits.
+        student: A built `keras.Model` to train. Functional, Sequential and
+            subclassed models are accepted (feature losses need named
+            layers, so Functional or Sequential).
+        distillation_losses: A `keras_distill.losses.DistillationLoss`, a
+            registered name (see `keras_distill.losses.known_names()`), a
+            `keras.distillation` loss, or a list of these. Defaults to
+            `LogitsDistillation(temperature=4.0)`.
+        distillation_loss_weights: One non-negative float per distillation
+            loss. Defaults to 1.0 each.
+        student_loss_weight: `alpha`, the weight of the supervised loss, in
+            [0, 1]. Defaults to 0.5. With 0, labels are not needed.
+        name: The model's name. Defaults to `"distiller"`.
+        **kwargs: Passed on to `keras.Model`.
+
+    Raises:
+        ValueError: If an argument is invalid (not a built model, the same
+            model as teacher and student, class counts that differ for a
+            logits loss, weights out of range, an unknown loss name).
+        RuntimeError: If Keras does not run on the TensorFlow backend.
+
+    Example:
+
+    ```python
+    distiller = keras_distill.Distiller(
+        teacher=teacher,
+        student=student,
+        distillation_losses=keras_distill.losses.LogitsDistillation(
+            temperature=4.0
+        ),
+        student_loss_weight=0.1,
+    )
+    distiller.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    distiller.fit(x_train, y_train, epochs=5)
+    distiller.student.save("student.keras")
+    ```
+    """
+
+    def __init__(
+        self,
+        teacher,
+        student,
+        distillation_losses=None,
+        distillation_loss_weights=None,
+        student_loss_weight=0.5,
+        name="distiller",
+        **kwargs,
+    ):
+        _check_backend()
+        super().__init__(name=name, **kwargs)
+        _check_model("teacher", teacher)
+        _check_model("student", student)
+        if teacher is student:
+            raise ValueError(
+                "Invalid value for argument `student`. Expected a model "
+                "other than the teacher. Received: the same object as "
+                f"teacher and student ({teacher.name!r})"
+            )
+        alpha = _check_fraction("student_loss_weight", student_loss_weight)
+        self.teacher = teacher
+        self.student = student
+        self._alpha = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(alpha),
+            dtype="float32",
+            trainable=False,
+            autocast=False,
+            name="student_loss_weight",
+        )
+        self._evaluate_distillation = False
+        self._set_losses(distillation_losses, distillation_loss_weights)
+        self._student_loss_tracker = keras.metrics.Mean(name="student_loss")
+        self._distillation_loss_tracker = keras.metrics.Mean(
+            name="distillation_loss"
+        )
+        if hasattr(student, "output_names"):
+            self.output_names = student.output_names
+        self.built = True
+
+    # ------------------------------------------------------------------
+    # Losses and their variables.
+
+    def _set_losses(self, distillation_losses, weights):
+        if distillation_losses is None:
+            distillation_losses = [LogitsDistillation()]
+        if not isinstance(distillation_losses, (list, tuple)):
+            distillation_losses = [distillation_losses]
+        if not distillation_losses:
+            raise ValueError(
+                "Invalid value for argument `distillation_losses`. Expected "
+                "at least one distillation loss. Received: "
+                "distillation_losses=[]"
+            )
+        resolved = [losses_module.get(loss) for loss in distillation_losses]
+        if weights is None:
+            weights = [1.0] * len(resolved)
+        weights = _check_weights(weights, len(resolved))
+        self._validate_losses(resolved)
+
+        # Drop the variables of the losses this call replaces.
+        for variable in self.__dict__.get("_loss_variables", []):
+            self._untrack_variable(variable)
+        names = set()
+        for i, loss in enumerate(resolved):
+            if loss.name in names:
+                loss.name = f"{loss.name}_{i}"
+            names.add(loss.name)
+            loss.bind(self)
+        weight_variables = [
+            self.add_weight(
+                shape=(),
+                initializer=keras.initializers.Constant(weight),
+                dtype="float32",
+                trainable=False,
+                autocast=False,
+                name=f"{loss.name}_weight",
+            )
+            for loss, weight in zip(resolved, weights)
+        ]
+        object.__setattr__(self, "_distill_losses", resolved)
+        object.__setattr__(self, "_weight_variables", weight_variables)
+        object.__setattr__(
+            self,
+            "_loss_variables",
+            weight_variables
+            + [v for loss in resolved for v in loss._bound.values()],
+        )
+        object.__setattr__(
+            self,
+            "_teacher_view",
+            _feature_view(
+                self.teacher,
+                "teacher",
+                sorted({x.teacher_layer for x in resolved if x.teacher_layer}),
+            ),
+        )
+        object.__setattr__(
+            self,
+            "_student_view",
+            _feature_view(
+                self.student,
+                "student",
+                sorted({x.student_layer for x in resolved if x.student_layer}),
+            ),
+        )
+        self.train_function = None
+        self.test_function = None
+
+    def _validate_losses(self, resolved):
+        t_shape = _input_shape(self.teacher)
+        s_shape = _input_shape(self.student) or t_shape
+        t_classes = s_classes = None
+        if any(x.needs_logits for x in resolved):
+            t_classes = _output_classes(self.teacher, t_shape or s_shape)
+            s_classes = _output_classes(self.student, s_shape)
+        for loss in resolved:
+            loss.validate_models(self.teacher, self.student)
+            if (
+                loss.needs_logits
+                and t_classes is not None
+                and s_classes is not None
+                and t_classes != s_classes
+            ):
+                raise ValueError(
+                    f"Invalid teacher and student for `{type(loss).__name__}`."
+                    " Expected both to output the same number of classes. "
+                    f"Received: teacher classes={t_classes}, student "
+                    f"classes={s_classes}"
+                )
+
+    @property
+    def distillation_losses(self):
+        """The list of `keras_distill.losses.DistillationLoss` in use."""
+        return list(self._distill_losses)
+
+    @property
+    def student_loss_weight(self):
+        """`alpha`, the weight of the supervised loss (a float in [0, 1])."""
+        return as_float(self._alpha)
+
+    @student_loss_weight.setter
+    def student_loss_weight(self, value):
+        self._alpha.assign(_check_fraction("student_loss_weight", value))
+
+    @property
+    def distillation_loss_weights(self):
+        """The weight of each distillation loss, as a list of floats."""
+        return [as_float(v) for v in self._weight_variables]
+
+    @distillation_loss_weights.setter
+    def distillation_loss_weights(self, weights):
+        weights = _check_weights(weights, len(self._weight_variables))
+        for variable, weight in zip(self._weight_variables, weights):
+            variable.assign(weight)
+
+    @property
+    def temperature(self):
+        """The temperature of the first loss that has one, or None.
+
+        Assigning it sets the temperature of every loss that has one.
+        """
+        for loss in self._distill_losses:
+            if "temperature" in loss.variables:
+                return loss.temperature
+        return None
+
+    @temperature.setter
+    def temperature(self, value):
+        with_temperature = [
+            x for x in self._distill_losses if "temperature" in x.variables
+        ]
+        if not with_temperature:
+            raise ValueError(
+                "Cannot set `temperature`: none of the distillation losses "
+                f"{[type(x).__name__ for x in self._distill_losses]} has one."
+            )
+        for loss in with_temperature:
+            loss.temperature = value
+
+    # ------------------------------------------------------------------
+    # Which weights train.
+
+    @property
+    def trainable_weights(self):
+        if not self.trainable:
+            return []
+        weights = list(self.student.trainable_weights)
+        seen = {id(w) for w in weights}
+        for loss in self._distill_losses:
+            for w in getattr(loss, "trainable_weights", []):
+                if id(w) not in seen:
+                    weights.append(w)
+                    seen.add(id(w))
+        return weights
+
+    @property
+    def trainable_variables(self):
+        return self.trainable_weights
+
+    @property
+    def non_trainable_weights(self):
+        trainable = {id(w) for w in self.trainable_weights}
+        return [w for w in self.weights if id(w) not in trainable]
+
+    @property
+    def non_trainable_variables(self):
+        trainable = {id(w) for w in self.trainable_weights}
+        return [v for v in self.variables if id(v) not in trainable]
+
+    # ------------------------------------------------------------------
+    # Compile.
+
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        metrics=None,
+        *,
+        evaluate_distillation=False,
+        student_loss_fn=None,
+        distillation_loss_fn=None,
+        alpha=None,
+        temperature=None,
+        **kwargs,
+    ):
+        """Configures the distiller for training.
+
+        Takes `keras.Model.compile`'s arguments, which apply to the student
+        (`loss` is the student's supervised loss, `metrics` are computed on
+        the student's predictions), plus the keras.io Distiller example's
+        keywords so that code written for it runs unchanged.
+
+        Args:
+            optimizer: Optimizer name or instance, for the student.
+            loss: The student's supervised loss (name, instance, function,
+                or a structure matching the student's outputs). May be
+                `None` only when `student_loss_weight` is 0.
+            metrics: Metrics on the student's predictions.
+            evaluate_distillation: If True, `evaluate()` also runs the
+                teacher and reports `distillation_loss`, and its `loss` is
+                the training objective. Defaults to False: `evaluate()`
+                measures the student alone.
+            student_loss_fn: keras.io name for `loss`.
+            distillation_loss_fn: keras.io argument: a Keras loss applied to
+                the softened distributions. A KL divergence (the example's
+                choice) keeps `LogitsDistillation`; another loss becomes
+                `SoftTargetDistillation(distillation_loss_fn)`.
+            alpha: keras.io name for `student_loss_weight`.
+            temperature: keras.io argument: sets the temperature of every
+                distillation loss that has one.
+            **kwargs: Other `keras.Model.compile` arguments
+                (`loss_weights`, `weighted_metrics`, `run_eagerly`,
+                `steps_per_execution`, `jit_compile`, `auto_scale_loss`).
+
+        Raises:
+            ValueError: If both `loss` and `student_loss_fn` are given, if a
+                value is invalid, or if `loss` is missing while
+                `student_loss_weight` is above 0.
+
+        Example:
+
+        ```python
+        distiller.compile(
+            optimizer=keras.optimizers.Adam(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy()],
+            student_loss_fn=keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True
+            ),
+            distillation_loss_fn=keras.losses.KLDivergence(),
+            alpha=0.1,
+            temperature=10,
+        )
+        ```
+        """
+        if student_loss_fn is not None:
+            if loss is not None:
+                raise ValueError(
+                    "Invalid arguments to `compile()`. Expected `loss` or "
+                    "`student_loss_fn`, not both. Received: "
+                    f"loss={loss!r}, student_loss_fn={student_loss_fn!r}"
+                )
+            loss = student_loss_fn
+        if not isinstance(evaluate_distillation, bool):
+            raise ValueError(
+                "Invalid value for argument `evaluate_distillation`. Expected "
+                "a bool. Received: "
+                f"evaluate_distillation={evaluate_distillation!r}"
+            )
+        if alpha is not None:
+            self.student_loss_weight = alpha
+        if distillation_loss_fn is not None:
+            self._use_keras_io_loss(distillation_loss_fn, temperature)
+        if temperature is not None:
+            self.temperature = temperature
+        if loss is None and self.student_loss_weight > 0:
+            raise ValueError(
+                "Invalid value for argument `loss`. Expected the student's "
+                "supervised loss, because student_loss_weight="
+                f"{self.student_loss_weight} > 0 (set student_loss_weight=0 "
+                "to distill without labels). Received: loss=None"
+            )
+        super().compile(
+            optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
+        )
+        self._evaluate_distillation = evaluate_distillation
+        self._compile_config.config["evaluate_distillation"] = (
+            evaluate_distillation
+        )
+
+    def _use_keras_io_loss(self, loss_fn, temperature):
+        name = loss_fn.lower() if isinstance(loss_fn, str) else None
+        is_kl = name in _KL_NAMES or isinstance(
+            loss_fn, keras.losses.KLDivergence
+        )
+        current = self._distill_losses
+        keeps_logits = (
+            len(current) == 1 and type(current[0]) is LogitsDistillation
+        )
+        if is_kl and keeps_logits:
+            return
+        kept = current[0].temperature if keeps_logits else 4.0
+        new = (
+            LogitsDistillation(temperature=temperature or kept)
+            if is_kl
+            else SoftTargetDistillation(
+                loss=loss_fn, temperature=temperature or kept
+            )
+        )
+        self._set_losses([new], None)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config:
+            config["evaluate_distillation"] = self._evaluate_distillation
+        return config
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        evaluate_distillation = config.pop("evaluate_distillation", False)
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config, evaluate_distillation=evaluate_distillation)
+        if self.optimizer is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    # ------------------------------------------------------------------
+    # Forward passes.
+
+    def call(self, inputs, training=None):
+        """The student's forward pass."""
+        return self.student(inputs, training=training)
+
+    def _teacher_outputs(self, x):
+        if self._teacher_view is not None:
+            return self._teacher_view(x, training=False)
+        return {OUTPUT: self.teacher(x, training=False)}
+
+    def _student_outputs(self, x, training):
+        if self._student_view is not None:
+            return self._student_view(x, training=training)
+        return {OUTPUT: self.student(x, training=training)}
+
+    def _distillation_loss(self, teacher_outputs, student_outputs, y):
+        total = ops.zeros((), dtype="float32")
+        for loss, weight in zip(self._distill_losses, self._weight_variables):
+            if loss.needs_labels and y is None:
+                raise ValueError(
+                    f"`{type(loss).__name__}` needs labels. Expected data "
+                    "as (x, y). Received: x only"
+                )
+            value = loss.compute(
+                teacher_outputs[loss.teacher_layer or OUTPUT],
+                student_outputs[loss.student_layer or OUTPUT],
+                y_true=y,
+            )
+            if len(value.shape) != 0:
+                raise ValueError(
+                    f"`{type(loss).__name__}.compute` must return a scalar. "
+                    f"Received: a tensor of shape {tuple(value.shape)}"
+                )
+            total = total + weight * ops.cast(value, "float32")
+        return total
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        """The student's supervised loss plus its regularization losses.
+
+        This is what `student.compute_loss` would return for the same batch
+        (sample weights applied, scaled for the number of replicas); the
+        distillation terms are added in `train_step`.
+
+        Args:
+            x: Input data.
+            y: Target data, or None.
+            y_pred: The student's predictions.
+            sample_weight: Sample weights (class weights already folded in).
+            training: Whether the step is a training step.
+
+        Returns:
+            A float32 scalar tensor.
+        """
+        del x, training
+        supervised = self._supervised_loss(y, y_pred, sample_weight)
+        return supervised + self._regularization_loss()
+
+    def _supervised_loss(self, y, y_pred, sample_weight):
+        if y is None or self._compile_loss is None:
+            return ops.zeros((), dtype="float32")
+        value = self._compile_loss(y, y_pred, sample_weight)
+        if value is None:
+            return ops.zeros((), dtype="float32")
+        return ops.cast(value, "float32")
+
+    def _regularization_loss(self):
+        extra = [ops.sum(ops.cast(x, "float32")) for x in self.student.losses]
+        for loss in self._distill_losses:
+            extra += [
+                ops.cast(x, "float32") for x in getattr(loss, "losses", [])
+            ]
+        if not extra:
+            return ops.zeros((), dtype="float32")
+        return _scale_for_replicas(ops.sum(ops.stack(extra)))
+
+    # ------------------------------------------------------------------
+    # Steps.
+
+    def _check_labels(self, y):
+        if y is None and self._compile_loss is not None:
+            raise ValueError(
+                "Invalid data for `fit()`. Expected (x, y) because the "
+                "student's supervised loss needs labels "
+                f"(student_loss_weight={self.student_loss_weight}). Received: "
+                "x without y. Pass labels, or set student_loss_weight=0 and "
+                "compile with loss=None to distill without labels."
+            )
+
+    def _objective(self, x, y, sample_weight, teacher_outputs, training):
+        """Student forward pass and every loss term, inside the tape."""
+        student_outputs = self._student_outputs(x, training=training)
+        y_pred = student_outputs[OUTPUT]
+        supervised = self._supervised_loss(y, y_pred, sample_weight)
+        distillation = self._distillation_loss(
+            teacher_outputs, student_outputs, y
+        )
+        alpha = self._alpha
+        total = (
+            alpha * supervised
+            + (1.0 - alpha) * _scale_for_replicas(distillation)
+            + self._regularization_loss()
+        )
+        return y_pred, supervised, distillation, total
+
+    def _update_trackers(self, x, supervised, distillation, total):
+        import tensorflow as tf
+
+        batch = tf.shape(next(i for i in keras.tree.flatten(x)))[0]
+        replicas = _replica_count()
+        self._loss_tracker.update_state(total * replicas, sample_weight=batch)
+        self._student_loss_tracker.update_state(
+            supervised * replicas, sample_weight=batch
+        )
+        if distillation is not None:
+            self._distillation_loss_tracker.update_state(
+                distillation, sample_weight=batch
+            )
+
+    def _metrics_result(self, x, y, y_pred, sample_weight):
+        if y is not None:
+            return self.compute_metrics(x, y, y_pred, sample_weight)
+        return self.get_metrics_result()
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self._check_labels(y)
+        teacher_outputs = self._teacher_outputs(x)
+        with tf.GradientTape() as tape:
+            y_pred, supervised, distillation, total = self._objective(
+                x, y, sample_weight, teacher_outputs, training=True
+            )
+            self._update_trackers(x, supervised, distillation, total)
+            scaled = self.optimizer.scale_loss(total)
+        variables = self.trainable_weights
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return self._metrics_result(x, y, y_pred, sample_weight)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if self._evaluate_distillation:
+            teacher_outputs = self._teacher_outputs(x)
+            y_pred, supervised, distillation, total = self._objective(
+                x, y, sample_weight, teacher_outputs, training=False
+            )
+        else:
+            y_pred = self.student(x, training=False)
+            supervised = self._supervised_loss(y, y_pred, sample_weight)
+            total = supervised + self._regularization_loss()
+            distillation = None
+        self._update_trackers(x, supervised, distillation, total)
+        logs = self._metrics_result(x, y, y_pred, sample_weight)
+        if distillation is None:
+            logs = {k: v for k, v in logs.items() if k != "distillation_loss"}
+        return logs
+
+    # ------------------------------------------------------------------
+    # Serialization.
+
+    def get_config(self):
+        """Returns the constructor arguments, teacher and student included."""
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "teacher": keras.saving.serialize_keras_object(self.teacher),
+            "student": keras.saving.serialize_keras_object(self.student),
+            "distillation_losses": [
+                keras.saving.serialize_keras_object(x)
+                for x in self._distill_losses
+            ],
+            "distillation_loss_weights": self.distillation_loss_weights,
+            "student_loss_weight": self.student_loss_weight,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """Builds a distiller from the dict `get_config` returned."""
+        config = dict(config)
+        for key in ("teacher", "student"):
+            config[key] = keras.saving.deserialize_keras_object(
+                config[key], custom_objects=custom_objects
+            )
+        config["distillation_losses"] = [
+            keras.saving.deserialize_keras_object(
+                x, custom_objects=custom_objects
+            )
+            for x in config["distillation_losses"]
+        ]
+        return cls(**config)

@@ -1,0 +1,291 @@
+"""The `DistillationLoss` base class and the registry of loss names."""
+
+import inspect
+
+import keras
+import numpy as np
+
+_REGISTRY = {}
+
+
+def register(*names):
+    """Class decorator: registers a `DistillationLoss` under `names`.
+
+    Registered names can be given wherever a distillation loss is expected
+    (`Distiller(distillation_losses="kd")`, config files, the CLI) and are
+    resolved by `keras_distill.losses.get`.
+
+    Args:
+        *names: One or more lower-case names for the class.
+
+    Returns:
+        A decorator that registers the class and returns it unchanged.
+    """
+
+    def decorator(cls):
+        for name in names:
+            _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def known_names():
+    """Returns the sorted list of registered distillation loss names."""
+    return sorted(_REGISTRY)
+
+
+def get(identifier):
+    """Resolves a distillation loss from a name, a config or an instance.
+
+    Args:
+        identifier: A registered name (for example `"kd"`), a dict in Keras'
+            `{"class_name": ..., "config": ...}` form, a `DistillationLoss`
+            instance (returned as is), or a `keras.distillation` loss (wrapped
+            or converted, see `keras_distill.losses.from_keras`).
+
+    Returns:
+        A `DistillationLoss` instance.
+
+    Raises:
+        ValueError: If a name is not registered (the message lists the
+            known names) or the identifier has an unsupported type.
+
+    Example:
+
+    >>> loss = keras_distill.losses.get("kd")
+    >>> type(loss).__name__
+    'LogitsDistillation'
+    """
+    if isinstance(identifier, DistillationLoss):
+        return identifier
+    if isinstance(identifier, str):
+        key = identifier.lower()
+        if key not in _REGISTRY:
+            raise ValueError(
+                "Invalid value for argument `distillation_losses`. Expected "
+                f"one of the registered loss names {known_names()}. "
+                f"Received: distillation_losses={identifier!r}"
+            )
+        return _REGISTRY[key]()
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    from keras_distill.losses.compat import from_keras
+    from keras_distill.losses.compat import is_keras_distillation_loss
+
+    if is_keras_distillation_loss(identifier):
+        return from_keras(identifier)
+    raise ValueError(
+        "Invalid value for argument `distillation_losses`. Expected a "
+        "`keras_distill.losses.DistillationLoss`, a "
+        "`keras.distillation.DistillationLoss` or one of the registered names "
+        f"{known_names()}. Received: distillation_losses={identifier!r} "
+        f"of type {type(identifier).__name__}"
+    )
+
+
+class DistillationLoss:
+    """Base class of every distillation loss.
+
+    A distillation loss compares what the teacher produces with what the
+    student produces for the same batch and returns a scalar: the mean over
+    the batch of a per-example loss, so that it sits on the same footing as a
+    Keras loss with the default `"sum_over_batch_size"` reduction.
+
+    Subclasses implement `compute`. They name the layers whose outputs they
+    need in `teacher_layer` and `student_layer` (`None`, the default, means
+    the model's final output); the `Distiller` extracts them in a single
+    forward pass of each model.
+
+    Hyper-parameters listed in the class attribute `variables` (for example
+    `("temperature",)`) become non-trainable variables of the `Distiller` the
+    loss is attached to, so a callback can change them between epochs without
+    recompiling. Reading the attribute gives the current value as a Python
+    float; assigning it updates the variable.
+
+    Every argument of `__init__` is kept as an attribute of the same name and
+    returned by `get_config`, so `from_config(get_config())` rebuilds an
+    equal loss.
+
+    Example:
+
+    ```python
+    @keras.saving.register_keras_serializable(package="my_package")
+    class MeanSquaredLogits(keras_distill.losses.DistillationLoss):
+        def compute(self, teacher_outputs, student_outputs, y_true=None):
+            diff = keras.ops.cast(teacher_outputs, "float32") - keras.ops.cast(
+                student_outputs, "float32"
+            )
+            return keras.ops.mean(keras.ops.sum(diff * diff, axis=-1))
+    ```
+    """
+
+    variables = ()
+    teacher_layer = None
+    student_layer = None
+    needs_labels = False
+    needs_logits = False
+
+    def __init__(self, name=None):
+        self.name = name or _snake_case(type(self).__name__)
+        self._bound = {}
+
+    def compute(self, teacher_outputs, student_outputs, y_true=None):
+        """Computes the loss for one batch.
+
+        Args:
+            teacher_outputs: The teacher's output (or the feature named by
+                `teacher_layer`) for the batch.
+            student_outputs: The student's output (or the feature named by
+                `student_layer`) for the same batch.
+            y_true: The labels, for losses that set `needs_labels`.
+
+        Returns:
+            A scalar float32 tensor: the batch mean of the per-example loss.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `compute(teacher_outputs, "
+            "student_outputs, y_true=None)`."
+        )
+
+    def __call__(self, teacher_outputs, student_outputs, y_true=None):
+        return self.compute(teacher_outputs, student_outputs, y_true=y_true)
+
+    def compute_loss(self, teacher_outputs, student_outputs, **kwargs):
+        """Same as `compute`, named as `keras.distillation` names it."""
+        return self.compute(
+            teacher_outputs, student_outputs, y_true=kwargs.get("y_true")
+        )
+
+    def validate_models(self, teacher, student):
+        """Checks at construction time that the models suit this loss.
+
+        The default does nothing. Subclasses raise `ValueError` with a clear
+        message when the teacher and student cannot be used together.
+
+        Args:
+            teacher: The teacher `keras.Model`.
+            student: The student `keras.Model`.
+        """
+
+    def bind(self, layer):
+        """Creates the loss' variables as weights of `layer`.
+
+        The `Distiller` calls this once, under its distribution scope. After
+        binding, the attributes listed in `variables` read and write those
+        weights.
+
+        Args:
+            layer: The `keras.Layer` that owns the variables.
+        """
+        for attr in self.variables:
+            value = float(getattr(self, attr))
+            variable = layer.add_weight(
+                shape=(),
+                initializer=keras.initializers.Constant(value),
+                dtype="float32",
+                trainable=False,
+                autocast=False,
+                name=f"{self.name}_{attr}",
+            )
+            self._bound[attr] = variable
+
+    def variable(self, attr):
+        """Returns the bound variable for `attr`, or its constant value.
+
+        Use this inside `compute` so that the value is read when the step
+        runs, not when it is traced.
+
+        Args:
+            attr: One of the names in `variables`.
+
+        Returns:
+            A float32 scalar variable once bound, else a Python float.
+        """
+        if attr in self._bound:
+            return self._bound[attr]
+        return self.__dict__[f"_{attr}"]
+
+    def get_config(self):
+        """Returns the constructor arguments as a JSON-serializable dict."""
+        config = {}
+        for name in inspect.signature(type(self).__init__).parameters:
+            if name in ("self", "args", "kwargs"):
+                continue
+            config[name] = getattr(self, name)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        """Builds a loss from the dict `get_config` returned."""
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def variable_property(attr, check):
+    """Makes an attribute that reads and writes a bindable hyper-parameter.
+
+    Args:
+        attr: The attribute name, also listed in the class' `variables`.
+        check: A function `check(value)` that validates a new value and
+            returns it as a float, raising `ValueError` otherwise.
+
+    Returns:
+        A `property`.
+    """
+
+    def getter(self):
+        if attr in self._bound:
+            return as_float(self._bound[attr])
+        return self.__dict__[f"_{attr}"]
+
+    def setter(self, value):
+        value = check(value)
+        self.__dict__[f"_{attr}"] = value
+        if attr in self.__dict__.get("_bound", {}):
+            self._bound[attr].assign(value)
+
+    return property(getter, setter)
+
+
+def as_float(variable):
+    """A float32 variable's value as the shortest Python float for it.
+
+    `0.3` stored in float32 reads back as `0.3`, not `0.30000001192092896`.
+    """
+    value = np.float32(keras.ops.convert_to_numpy(variable))
+    return float(np.format_float_positional(value))
+
+
+def check_positive(arg):
+    """Returns a validator for a strictly positive finite number."""
+
+    def check(value):
+        if isinstance(value, bool) or not _is_number(value) or not value > 0:
+            raise ValueError(
+                f"Invalid value for argument `{arg}`. Expected a positive "
+                f"float. Received: {arg}={value!r}"
+            )
+        return float(value)
+
+    return check
+
+
+def _is_number(value):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return False
+    return value == value and value not in (float("inf"), float("-inf"))
+
+
+def _snake_case(name):
+    out = []
+    for i, char in enumerate(name):
+        if char.isupper() and i and not name[i - 1].isupper():
+            out.append("_")
+        out.append(char.lower())
+    return "".join(out)

@@ -1,0 +1,96 @@
+"""Accepting the losses of `keras.distillation` unchanged."""
+
+import keras
+
+from keras_distill.losses.base import DistillationLoss
+from keras_distill.losses.logits import LogitsDistillation
+
+
+def is_keras_distillation_loss(obj):
+    """Whether `obj` is a `keras.distillation.DistillationLoss`."""
+    base = getattr(getattr(keras, "distillation", None), "DistillationLoss")
+    return base is not None and isinstance(obj, base)
+
+
+def from_keras(loss):
+    """Converts a `keras.distillation` loss into one of ours.
+
+    A `keras.distillation.LogitsDistillation` with its default KL loss
+    becomes `keras_distill.losses.LogitsDistillation` with the same
+    temperature: the same intent, computed correctly (Keras' version passes
+    the scaled logits to its KL loss without a softmax in some versions and
+    never multiplies by T²). Any other `keras.distillation` loss is wrapped
+    in `KerasDistillationLoss`, which calls its `compute_loss`.
+
+    Args:
+        loss: A `keras.distillation.DistillationLoss` instance.
+
+    Returns:
+        A `keras_distill.losses.DistillationLoss`.
+
+    Example:
+
+    >>> ours = keras_distill.losses.from_keras(
+    ...     keras.distillation.LogitsDistillation(temperature=3.0))
+    >>> ours.temperature
+    3.0
+    """
+    if isinstance(loss, keras.distillation.LogitsDistillation):
+        if isinstance(loss.loss, keras.losses.KLDivergence):
+            return LogitsDistillation(temperature=loss.temperature)
+    return KerasDistillationLoss(loss)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class KerasDistillationLoss(DistillationLoss):
+    """Wraps any `keras.distillation.DistillationLoss`.
+
+    The wrapped loss' `compute_loss(teacher_outputs, student_outputs)` is
+    called on the outputs of the layers its `teacher_layer_name` and
+    `student_layer_name` name (the final outputs when these are `None`),
+    extracted in the same single forward pass as every other loss.
+
+    Args:
+        loss: A `keras.distillation.DistillationLoss` instance.
+        name: Optional name.
+
+    Raises:
+        ValueError: If `loss` is not a `keras.distillation.DistillationLoss`.
+
+    Example:
+
+    ```python
+    loss = keras_distill.losses.KerasDistillationLoss(
+        keras.distillation.FeatureDistillation(
+            teacher_layer_name="t_hidden", student_layer_name="s_hidden"
+        )
+    )
+    ```
+    """
+
+    def __init__(self, loss, name=None):
+        if isinstance(loss, dict):
+            loss = keras.saving.deserialize_keras_object(loss)
+        if not is_keras_distillation_loss(loss):
+            raise ValueError(
+                "Invalid value for argument `loss`. Expected a "
+                "`keras.distillation.DistillationLoss`. Received: "
+                f"loss={loss!r} of type {type(loss).__name__}"
+            )
+        super().__init__(name=name)
+        self.loss = loss
+        self.teacher_layer = getattr(loss, "teacher_layer_name", None)
+        self.student_layer = getattr(loss, "student_layer_name", None)
+
+    def compute(self, teacher_outputs, student_outputs, y_true=None):
+        value = self.loss.compute_loss(teacher_outputs, student_outputs)
+        return keras.ops.cast(value, "float32")
+
+    def validate_models(self, teacher, student):
+        self.loss.validate_model_compatibility(teacher, student)
+
+    def get_config(self):
+        return {
+            "loss": keras.saving.serialize_keras_object(self.loss),
+            "name": self.name,
+        }
