@@ -5,11 +5,11 @@ from keras import ops
 
 from keras_distill import losses as losses_module
 from keras_distill.losses.base import as_float
+from keras_distill.losses.compat import is_kl_divergence
 from keras_distill.losses.logits import LogitsDistillation
 from keras_distill.losses.logits import SoftTargetDistillation
 
 OUTPUT = "__output__"
-_KL_NAMES = ("kl_divergence", "kld", "kullback_leibler_divergence")
 
 
 def _check_backend():
@@ -561,10 +561,7 @@ class Distiller(keras.Model):
         )
 
     def _use_keras_io_loss(self, loss_fn, temperature):
-        name = loss_fn.lower() if isinstance(loss_fn, str) else None
-        is_kl = name in _KL_NAMES or isinstance(
-            loss_fn, keras.losses.KLDivergence
-        )
+        is_kl = is_kl_divergence(loss_fn)
         current = self._distill_losses
         keeps_logits = (
             len(current) == 1 and type(current[0]) is LogitsDistillation

@@ -264,7 +264,11 @@ def check_positive(arg):
     """Returns a validator for a strictly positive finite number."""
 
     def check(value):
-        if isinstance(value, bool) or not _is_number(value) or not float(value) > 0:
+        if (
+            isinstance(value, bool)
+            or not _is_number(value)
+            or not float(value) > 0
+        ):
             raise ValueError(
                 f"Invalid value for argument `{arg}`. Expected a positive "
                 f"float. Received: {arg}={value!r}"

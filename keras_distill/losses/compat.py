@@ -5,6 +5,8 @@ import keras
 from keras_distill.losses.base import DistillationLoss
 from keras_distill.losses.logits import LogitsDistillation
 
+_KL_NAMES = ("kl_divergence", "kld", "kullback_leibler_divergence")
+
 
 def is_keras_distillation_loss(obj):
     """Whether `obj` is a `keras.distillation.DistillationLoss`."""
@@ -36,9 +38,18 @@ def from_keras(loss):
     3.0
     """
     if isinstance(loss, keras.distillation.LogitsDistillation):
-        if isinstance(loss.loss, keras.losses.KLDivergence):
+        if is_kl_divergence(loss.loss):
             return LogitsDistillation(temperature=loss.temperature)
     return KerasDistillationLoss(loss)
+
+
+def is_kl_divergence(loss):
+    """Whether `loss` is Keras' KL divergence (name, function or instance)."""
+    if isinstance(loss, keras.losses.KLDivergence):
+        return True
+    if isinstance(loss, str):
+        return loss.lower() in _KL_NAMES
+    return getattr(loss, "__name__", None) in _KL_NAMES
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
