@@ -1,5 +1,7 @@
 """The `Distiller`: a `keras.Model` that trains a student from a teacher."""
 
+import copy
+
 import keras
 from keras import ops
 
@@ -678,9 +680,8 @@ class Distiller(keras.Model):
         if y is None and self._compile_loss is not None:
             raise ValueError(
                 "Invalid data for `fit()`. Expected (x, y) because the "
-                "student's supervised loss needs labels "
-                f"(student_loss_weight={self.student_loss_weight}). Received: "
-                "x without y. Pass labels, or set student_loss_weight=0 and "
+                "student's supervised loss needs labels. Received: x "
+                "without y. Pass labels, or set student_loss_weight=0 and "
                 "compile with loss=None to distill without labels."
             )
 
@@ -775,7 +776,8 @@ class Distiller(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         """Builds a distiller from the dict `get_config` returned."""
-        config = dict(config)
+        # Keras' deserialization consumes nested dicts: work on a copy.
+        config = copy.deepcopy(config)
         for key in ("teacher", "student"):
             config[key] = keras.saving.deserialize_keras_object(
                 config[key], custom_objects=custom_objects
