@@ -1,0 +1,74 @@
+"""Distillation under tf.distribute gives the one-device result."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+    import keras
+    import numpy as np
+    import keras_distill
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 6)).astype("float32")
+    y = rng.integers(0, 3, size=160).astype("int32")
+
+    def mlp(hidden, name, seed, l2=None):
+        init = keras.initializers.GlorotUniform(seed=seed)
+        reg = keras.regularizers.L2(l2) if l2 else None
+        inputs = keras.Input((6,))
+        h = keras.layers.Dense(hidden, "relu", kernel_initializer=init,
+                               kernel_regularizer=reg)(inputs)
+        out = keras.layers.Dense(3, kernel_initializer=init)(h)
+        return keras.Model(inputs, out, name=name)
+
+    def run(strategy):
+        with strategy.scope():
+            distiller = keras_distill.Distiller(
+                mlp(16, "teacher", 1), mlp(8, "student", 2, l2=0.01),
+                student_loss_weight=0.3,
+            )
+            distiller.compile(
+                keras.optimizers.SGD(0.1),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+        history = distiller.fit(ds, epochs=2, verbose=0)  # 20 steps
+        return distiller.student.get_weights(), history.history
+
+    one_w, one_h = run(tf.distribute.get_strategy())
+    two_w, two_h = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    print(json.dumps({
+        "max_weight_diff": max(
+            float(np.abs(a - b).max()) for a, b in zip(one_w, two_w)),
+        "one": one_h, "two": two_h,
+    }))
+    """
+)
+
+
+def test_mirrored_strategy_matches_one_device():
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["max_weight_diff"] < 1e-5
+    for key in ("loss", "student_loss", "distillation_loss"):
+        for a, b in zip(report["one"][key], report["two"][key]):
+            assert abs(a - b) < 1e-5, (key, a, b)
