@@ -391,10 +391,10 @@ def test_numpy_and_tf_data_inputs():
 
 
 class SubclassedStudent(keras.Model):
-    def __init__(self, **kwargs):
+    def __init__(self, classes=NUM_CLASSES, **kwargs):
         super().__init__(**kwargs)
         self.hidden = keras.layers.Dense(5, activation="relu")
-        self.out = keras.layers.Dense(NUM_CLASSES)
+        self.out = keras.layers.Dense(classes)
 
     def call(self, inputs):
         return self.out(self.hidden(inputs))
@@ -514,12 +514,7 @@ def test_error_class_count_mismatch():
 def test_error_class_count_mismatch_subclassed_student():
     teacher, _ = _models()
 
-    class Wide(SubclassedStudent):
-        def __init__(self):
-            super().__init__()
-            self.out = keras.layers.Dense(7)
-
-    student = Wide()
+    student = SubclassedStudent(classes=7)
     student(np.zeros((1, NUM_FEATURES), "float32"))
     with pytest.raises(ValueError, match="student classes=7"):
         Distiller(teacher, student)
