@@ -10,6 +10,7 @@ from keras_distill.losses.base import as_float
 from keras_distill.losses.compat import is_kl_divergence
 from keras_distill.losses.logits import LogitsDistillation
 from keras_distill.losses.logits import SoftTargetDistillation
+from keras_distill.utils import input_shape
 
 OUTPUT = "__output__"
 
@@ -104,27 +105,15 @@ def _check_weights(weights, count):
     return checked
 
 
-def _input_shape(model):
-    inputs = getattr(model, "inputs", None)
-    if inputs and len(inputs) == 1:
-        return tuple(inputs[0].shape)
-    shapes = getattr(model, "_build_shapes_dict", None)
-    if shapes and len(shapes) == 1:
-        shape = next(iter(shapes.values()))
-        if isinstance(shape, (list, tuple)):
-            return tuple(shape)
-    return None
-
-
-def _output_classes(model, input_shape):
+def _output_classes(model, shape):
     """The last axis of the model's single output, or None if unknown."""
     outputs = getattr(model, "outputs", None)
     if outputs:
         return outputs[0].shape[-1] if len(outputs) == 1 else None
-    if input_shape is None:
+    if shape is None:
         return None
     try:
-        spec = model.compute_output_spec(keras.KerasTensor(input_shape))
+        spec = model.compute_output_spec(keras.KerasTensor(shape))
     except Exception:  # A model that cannot be traced symbolically.
         return None
     shape = getattr(spec, "shape", None)
@@ -362,8 +351,8 @@ class Distiller(keras.Model):
         self.test_function = None
 
     def _validate_losses(self, resolved):
-        t_shape = _input_shape(self.teacher)
-        s_shape = _input_shape(self.student) or t_shape
+        t_shape = input_shape(self.teacher)
+        s_shape = input_shape(self.student) or t_shape
         t_classes = s_classes = None
         if any(x.needs_logits for x in resolved):
             t_classes = _output_classes(self.teacher, t_shape or s_shape)

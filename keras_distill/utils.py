@@ -1,0 +1,113 @@
+"""Small helpers shared by the package: model shapes and atomic writes."""
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+
+def input_shape(model):
+    """The full input shape of a single-input model (batch axis included).
+
+    Args:
+        model: A `keras.Model`.
+
+    Returns:
+        A tuple such as `(None, 28, 28, 1)`, or None when the model has no
+        known input shape (a subclassed model never built).
+    """
+    inputs = getattr(model, "inputs", None)
+    if inputs and len(inputs) == 1:
+        return tuple(inputs[0].shape)
+    shapes = getattr(model, "_build_shapes_dict", None)
+    if shapes and len(shapes) == 1:
+        shape = next(iter(shapes.values()))
+        if isinstance(shape, (list, tuple)):
+            return (None,) + tuple(shape[1:])
+    return None
+
+
+def _check_folder(path):
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            raise OSError(
+                f"Cannot write {path!r}: its folder {folder!r} cannot be "
+                f"created ({error.strerror or error})."
+            ) from None
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_path(path, directory=False):
+    """Yields a temporary path that replaces `path` only on success.
+
+    Write the file (or, with `directory=True`, the folder) at the yielded
+    path; when the block ends without an exception it is renamed onto
+    `path` (an atomic rename on one file system). On an exception the
+    temporary file or folder is removed and `path` is left as it was, so
+    nothing half-written is ever left behind.
+
+    Args:
+        path: The final path.
+        directory: Whether the artifact is a folder (a SavedModel).
+
+    Yields:
+        The temporary path to write.
+
+    Raises:
+        OSError: If the folder cannot be created or written, with a message
+            that names it.
+    """
+    folder = _check_folder(path)
+    base = os.path.basename(os.path.abspath(path))
+    try:
+        if directory:
+            tmp = tempfile.mkdtemp(
+                prefix=f".{base}.", suffix=".tmp", dir=folder
+            )
+        else:
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{base}.", suffix=".tmp", dir=folder
+            )
+            os.close(fd)
+            os.chmod(tmp, 0o644)
+    except OSError as error:
+        raise OSError(
+            f"Cannot write {path!r}: the folder {folder!r} is not writable "
+            f"({error.strerror or error})."
+        ) from None
+    try:
+        yield tmp
+        if directory:
+            if os.path.isdir(path):
+                old = tmp + ".old"
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_bytes(path, content):
+    """Writes `content` to `path` atomically (see `atomic_path`)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_text(path, text):
+    """Writes `text` (UTF-8) to `path` atomically (see `atomic_path`)."""
+    write_bytes(path, text.encode("utf-8"))
