@@ -1,14 +1,87 @@
 """The `keras-distill` command.
 
-Subcommands (`demo`, `train-teacher`, `distill`, `scratch`, `evaluate`,
-`report`, `export`, `bench`) are added as the project grows; today the
-command prints its version and says which subcommands exist.
+```
+keras-distill demo                      # the whole job on MNIST-5k
+keras-distill train-teacher --run DIR   # the steps one at a time
+keras-distill distill --run DIR
+keras-distill scratch --run DIR
+keras-distill evaluate --run DIR
+keras-distill export --run DIR --quantize int8 float16
+keras-distill report --run DIR
+keras-distill bench accuracy            # benchmarks, JSON output
+```
+
+Every run option can come from `--config run.yaml` (YAML or JSON); flags
+given on the command line override the file, which overrides the run
+directory's saved `config.json`, which overrides the defaults.
 """
 
 import argparse
+import os
 import sys
 
-SUBCOMMANDS = ()
+DEFAULT_RUN = os.path.join("saved_models", "demo")
+
+PHASES = {
+    "train-teacher": "Train the teacher (reused if already trained).",
+    "distill": "Distill the student from the run's teacher.",
+    "scratch": "Train the same student from labels alone, for comparison.",
+    "evaluate": "Evaluate every trained model of the run on the test split.",
+    "export": "Export the distilled student (and teacher) to TFLite.",
+    "report": "Write report.md and the plots, and print the table.",
+}
+
+
+def _run_options(parser):
+    from keras_distill import zoo
+    from keras_distill.run import AUGMENTS
+    from keras_distill.run import OPTIMIZERS
+
+    group = parser.add_argument_group("run options (override --config)")
+    group.add_argument(
+        "--run",
+        default=None,
+        help=f"run directory (default: {DEFAULT_RUN})",
+    )
+    group.add_argument("--config", help="a YAML or JSON run configuration")
+    group.add_argument(
+        "--dataset",
+        help="mnist5k (default), digits, tfds:<name>, or a .npz file",
+    )
+    group.add_argument("--data-dir", help="TFDS data directory")
+    group.add_argument("--teacher", choices=zoo.names(), help="teacher model")
+    group.add_argument("--student", choices=zoo.names(), help="student model")
+    group.add_argument("--temperature", type=float, help="temperature T")
+    group.add_argument(
+        "--alpha", type=float, help="weight of the student's own loss"
+    )
+    group.add_argument(
+        "--loss",
+        action="append",
+        dest="losses",
+        help="a distillation loss by registry name (repeatable)",
+    )
+    group.add_argument("--epochs", type=int, help="student epochs")
+    group.add_argument("--teacher-epochs", type=int, help="teacher epochs")
+    group.add_argument("--batch-size", type=int)
+    group.add_argument("--optimizer", choices=OPTIMIZERS)
+    group.add_argument("--learning-rate", type=float)
+    group.add_argument("--seed", type=int)
+    group.add_argument("--validation-split", type=float)
+    group.add_argument("--augment", choices=AUGMENTS)
+    group.add_argument(
+        "--quantize",
+        nargs="+",
+        choices=("float32", "float16", "dynamic", "int8"),
+        help="TFLite variants to export",
+    )
+    group.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        default=None,
+        help="Keras' training verbosity (default: bar on a terminal)",
+    )
 
 
 def build_parser():
@@ -17,13 +90,103 @@ def build_parser():
 
     parser = argparse.ArgumentParser(
         prog="keras-distill",
-        description="Knowledge distillation for Keras 3 on TensorFlow.",
+        description=(
+            "Knowledge distillation for Keras 3 on TensorFlow: train a "
+            "teacher, distill a student, compare it with the same student "
+            "trained from scratch, export it to TFLite, and report."
+        ),
     )
     parser.add_argument(
         "--version", action="version", version=f"keras-distill {__version__}"
     )
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = sub.add_parser(
+        "demo",
+        help="the whole job on MNIST-5k, with no network",
+        description=(
+            "Train a teacher, distill a student, train the same student "
+            "from scratch, evaluate all three, export the student to "
+            "TFLite (float32 and int8) and print the comparison table."
+        ),
+    )
+    _run_options(demo)
+    for name, text in PHASES.items():
+        phase = sub.add_parser(name, help=text, description=text)
+        _run_options(phase)
+        if name == "train-teacher":
+            phase.add_argument(
+                "--force", action="store_true", help="retrain the teacher"
+            )
+    bench = sub.add_parser(
+        "bench", help="benchmarks (JSON output)", description="Benchmarks."
+    )
+    from keras_distill import bench as bench_module
+
+    bench_module.add_arguments(bench)
     return parser
+
+
+def resolve_config(args):
+    """The run's config: defaults < run dir's config.json < --config < flags.
+
+    Args:
+        args: The parsed arguments.
+
+    Returns:
+        `(run_path, RunConfig)`.
+    """
+    from keras_distill.run import CONFIG_FILE
+    from keras_distill.run import RunConfig
+    from keras_distill.run import read_config_file
+
+    path = args.run or DEFAULT_RUN
+    values = {}
+    saved = os.path.join(path, CONFIG_FILE)
+    if os.path.exists(saved):
+        values.update(read_config_file(saved))
+    if args.config:
+        values.update(read_config_file(args.config))
+    for field in RunConfig.fields():
+        value = getattr(args, field, None)
+        if value is not None:
+            values[field] = value
+    return path, RunConfig.from_dict(values)
+
+
+def run_command(args, log=print):
+    """Runs one parsed command. Returns the process exit status."""
+    if args.command == "bench":
+        from keras_distill import bench
+
+        return bench.main(args, log=log)
+    from keras_distill.run import Run
+
+    path, config = resolve_config(args)
+    run = Run(path, config, verbose=args.verbose, log=log)
+    command = args.command
+    if command == "demo":
+        run.train_teacher()
+        run.distill()
+        run.scratch()
+        run.evaluate()
+        run.export()
+        log("")
+        log(run.report())
+        log(f"\nEverything is in {run.path}/ (report.md, plots, models).")
+    elif command == "train-teacher":
+        run.train_teacher(force=args.force)
+    elif command == "distill":
+        run.distill()
+    elif command == "scratch":
+        run.scratch()
+    elif command == "evaluate":
+        run.evaluate()
+    elif command == "export":
+        run.export(args.quantize)
+        log(run.report())
+    elif command == "report":
+        log(run.report())
+    return 0
 
 
 def main(argv=None):
@@ -34,19 +197,20 @@ def main(argv=None):
             `sys.argv[1:]`.
 
     Returns:
-        0 on success, 2 on a usage error.
+        0 on success, 1 when the job fails with a clear error (printed
+        without a traceback), 2 on a usage error.
     """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        print(
-            "\nNo subcommands are available yet in this version; use the "
-            "Python API (keras_distill.Distiller).",
-            file=sys.stderr,
-        )
         return 2
-    return 0
+    try:
+        return run_command(args)
+    except (ValueError, FileNotFoundError, OSError, ImportError) as error:
+        print(f"keras-distill: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

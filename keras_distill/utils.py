@@ -108,6 +108,12 @@ def write_bytes(path, content):
             os.fsync(f.fileno())
 
 
+def save_model(model, path):
+    """Saves a Keras model to a `.keras` file atomically."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
 def write_text(path, text):
     """Writes `text` (UTF-8) to `path` atomically (see `atomic_path`)."""
     write_bytes(path, text.encode("utf-8"))

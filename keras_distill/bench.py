@@ -1,0 +1,275 @@
+"""Benchmarks behind `keras-distill bench`, each writing JSON.
+
+`keras-distill bench accuracy` runs published distillation protocols on
+MNIST-5k (4,000 train, 1,000 test images, fixed split) over several seeds
+and records the test errors of the teacher, the student trained from
+scratch, our distilled student and `keras.distillation.Distiller`
+configured correctly, on the same teacher, data and seeds.
+"""
+
+import json
+import statistics
+import time
+
+PROTOCOLS = {
+    # Hinton et al. (2015): a 1200-1200 MLP teacher with dropout and
+    # shifted inputs; an unregularised 800-800 student.
+    "hinton": dict(
+        teacher="mlp-large",
+        student="mlp-small",
+        temperature=4.0,
+        alpha=0.1,
+        teacher_augment="shift",
+    ),
+    # The keras.io Distiller example: its CNN teacher and CNN student.
+    "kerasio": dict(
+        teacher="cnn-large",
+        student="cnn-small",
+        temperature=8.0,
+        alpha=0.1,
+        teacher_augment="none",
+    ),
+}
+
+
+def add_arguments(parser):
+    """Adds the `bench` subcommands to an argparse parser."""
+    sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK")
+    sub.required = True
+    accuracy = sub.add_parser(
+        "accuracy",
+        help="test errors: teacher, scratch, ours, keras.distillation",
+        description=(
+            "Accuracy benchmark on MNIST-5k: for each protocol and seed, "
+            "train a teacher, the student from scratch, our distilled "
+            "student (plain and with the teacher's shifted inputs), and "
+            "keras.distillation.Distiller on the same teacher; write JSON."
+        ),
+    )
+    accuracy.add_argument(
+        "--protocol",
+        nargs="+",
+        choices=sorted(PROTOCOLS),
+        default=sorted(PROTOCOLS),
+    )
+    accuracy.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    accuracy.add_argument("--epochs", type=int, default=40)
+    accuracy.add_argument("--batch-size", type=int, default=64)
+    accuracy.add_argument("--dataset", default="mnist5k")
+    accuracy.add_argument(
+        "--output", default="bench_accuracy.json", help="JSON file to write"
+    )
+
+
+def main(args, log=print):
+    """Runs the benchmark named in `args.bench`; returns an exit status."""
+    if args.bench == "accuracy":
+        result = accuracy(
+            protocols=args.protocol,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            dataset=args.dataset,
+            output=args.output,
+            log=log,
+        )
+        log(accuracy_table(result))
+        log(f"\nJSON written to {args.output}")
+    return 0
+
+
+def _fit_student_from_scratch(c, data, seed, epochs):
+    import keras
+
+    from keras_distill import zoo
+
+    keras.utils.set_random_seed(seed)
+    model = zoo.build(
+        c["student"], data.input_shape, data.num_classes, seed=seed + 1
+    )
+    model.compile("adam", _ce(), metrics=["accuracy"])
+    model.fit(data.train, epochs=epochs, verbose=0)
+    return model
+
+
+def _ce():
+    import keras
+
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _errors(model, arrays):
+    logits = model.predict(arrays.x_test, verbose=0, batch_size=256)
+    return int((logits.argmax(-1) != arrays.y_test).sum())
+
+
+def accuracy(
+    protocols=("hinton", "kerasio"),
+    seeds=(0, 1, 2),
+    epochs=40,
+    batch_size=64,
+    dataset="mnist5k",
+    output=None,
+    log=print,
+):
+    """Runs the accuracy benchmark; see the module docstring.
+
+    Args:
+        protocols: Names from `PROTOCOLS`.
+        seeds: One run per seed.
+        epochs: Epochs of every training (teacher and students).
+        batch_size: Batch size.
+        dataset: A data source (MNIST-5k by default).
+        output: A JSON file to write (atomically), or None.
+        log: A function that prints a progress line.
+
+    Returns:
+        The result dict (also written to `output`).
+    """
+    import keras
+
+    from keras_distill import data as data_module
+    from keras_distill import losses
+    from keras_distill import zoo
+    from keras_distill.distiller import Distiller
+    from keras_distill.run import shift_augment
+    from keras_distill.run import versions
+    from keras_distill.utils import write_text
+
+    result = {"versions": versions(), "dataset": dataset, "protocols": {}}
+    for name in protocols:
+        c = PROTOCOLS[name]
+        runs = {
+            k: [] for k in ("teacher", "scratch", "ours", "ours_shift", "keras")
+        }
+        seconds = {k: [] for k in runs}
+        for seed in seeds:
+            data = data_module.load(dataset, batch_size=batch_size, seed=seed)
+            shifted = shift_augment(data.train, seed=seed)
+            arrays = data.arrays
+
+            def timed(key, fn):
+                start = time.perf_counter()
+                model = fn()
+                seconds[key].append(round(time.perf_counter() - start, 1))
+                runs[key].append(_errors(model, arrays))
+                log(
+                    f"[{name} seed {seed}] {key}: {runs[key][-1]} errors "
+                    f"({seconds[key][-1]} s)"
+                )
+                return model
+
+            def teacher_fn():
+                keras.utils.set_random_seed(seed)
+                model = zoo.build(
+                    c["teacher"], data.input_shape, data.num_classes, seed=seed
+                )
+                model.compile("adam", _ce(), metrics=["accuracy"])
+                train = (
+                    shifted if c["teacher_augment"] == "shift" else data.train
+                )
+                model.fit(train, epochs=epochs, verbose=0)
+                return model
+
+            teacher = timed("teacher", teacher_fn)
+            timed(
+                "scratch",
+                lambda: _fit_student_from_scratch(c, data, seed, epochs),
+            )
+
+            def ours(train):
+                def fn():
+                    keras.utils.set_random_seed(seed)
+                    student = zoo.build(
+                        c["student"],
+                        data.input_shape,
+                        data.num_classes,
+                        seed=seed + 1,
+                    )
+                    distiller = Distiller(
+                        teacher,
+                        student,
+                        losses.LogitsDistillation(c["temperature"]),
+                        student_loss_weight=c["alpha"],
+                    )
+                    distiller.compile("adam", _ce())
+                    distiller.fit(train, epochs=epochs, verbose=0)
+                    return student
+
+                return fn
+
+            timed("ours", ours(data.train))
+            timed("ours_shift", ours(shifted))
+
+            def keras_fn():
+                keras.utils.set_random_seed(seed)
+                student = zoo.build(
+                    c["student"],
+                    data.input_shape,
+                    data.num_classes,
+                    seed=seed + 1,
+                )
+                distiller = keras.distillation.Distiller(
+                    teacher=teacher,
+                    student=student,
+                    distillation_losses=keras.distillation.LogitsDistillation(
+                        temperature=c["temperature"],
+                        loss=keras.losses.KLDivergence(),
+                    ),
+                    student_loss_weight=c["alpha"],
+                )
+                distiller.compile("adam", loss=_ce())
+                distiller.fit(data.train, epochs=epochs, verbose=0)
+                return student
+
+            timed("keras", keras_fn)
+        n = len(arrays.y_test)
+        mean_error = {k: statistics.mean(v) / n for k, v in runs.items()}
+        result["protocols"][name] = {
+            "config": dict(c, epochs=epochs, batch_size=batch_size),
+            "seeds": list(seeds),
+            "test_examples": n,
+            "errors": runs,
+            "train_seconds": seconds,
+            "mean_error": mean_error,
+            "ratios": {
+                "ours/scratch": _ratio(runs["ours"], runs["scratch"]),
+                "ours_shift/scratch": _ratio(
+                    runs["ours_shift"], runs["scratch"]
+                ),
+                "keras/scratch": _ratio(runs["keras"], runs["scratch"]),
+                "ours/keras": _ratio(runs["ours"], runs["keras"]),
+            },
+        }
+        if output:
+            write_text(output, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _ratio(a, b):
+    return sum(a) / sum(b) if sum(b) else None
+
+
+def accuracy_table(result):
+    """A plain-text summary of an accuracy benchmark result."""
+    from keras_distill.report import format_table
+
+    header = ["protocol", "teacher", "scratch", "ours", "ours+shift", "keras"]
+    rows = []
+    for name, p in result["protocols"].items():
+        rows.append(
+            [name]
+            + [
+                f"{100 * p['mean_error'][k]:.2f}%"
+                for k in ("teacher", "scratch", "ours", "ours_shift", "keras")
+            ]
+        )
+    lines = [format_table(header, rows), ""]
+    for name, p in result["protocols"].items():
+        ratios = ", ".join(
+            f"{k} {v:.2f}" for k, v in p["ratios"].items() if v is not None
+        )
+        lines.append(
+            f"{name}: mean test error over seeds {p['seeds']}; {ratios}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,248 @@
+"""Run reports: the comparison table, `report.md` and the PNG plots."""
+
+import os
+
+from keras_distill.utils import atomic_path
+from keras_distill.utils import write_text
+
+ROWS = (
+    ("teacher", "teacher"),
+    ("scratch", "student from scratch"),
+    ("student", "distilled student"),
+)
+
+
+def _kb(value):
+    return "-" if value is None else f"{value / 1024:,.1f} KB"
+
+
+def _pct(value):
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def table_rows(metrics):
+    """The comparison table as a header and rows of strings.
+
+    Args:
+        metrics: A run's `metrics.json` dict.
+
+    Returns:
+        `(header, rows)`.
+    """
+    tflite = metrics.get("tflite", {})
+    header = [
+        "model",
+        "accuracy",
+        "errors",
+        "params",
+        ".keras",
+        "tflite fp32",
+        "tflite int8",
+        "int8 accuracy",
+        "int8 ms",
+    ]
+    rows = []
+    for key, label in ROWS:
+        entry = metrics.get(key)
+        if not entry or "accuracy" not in entry:
+            continue
+        fp32 = tflite.get(f"{key}_float32", {})
+        int8 = tflite.get(f"{key}_int8", {})
+        errors = f"{entry['errors']}/{entry['test_examples']}"
+        ms = int8.get("latency_ms")
+        rows.append(
+            [
+                label,
+                _pct(entry["accuracy"]),
+                errors,
+                f"{entry['params']:,}",
+                _kb(entry.get("keras_bytes")),
+                _kb(fp32.get("bytes")),
+                _kb(int8.get("bytes")),
+                _pct(int8.get("accuracy")),
+                "-" if ms is None else f"{ms:.3f}",
+            ]
+        )
+    return header, rows
+
+
+def format_table(header, rows):
+    """A plain-text table with aligned columns."""
+    widths = [
+        max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))
+    ]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        lines.append(
+            "  ".join(
+                str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths))
+            )
+        )
+    return "\n".join(lines)
+
+
+def markdown_table(header, rows):
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join(" --- " for _ in header) + "|")
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary(metrics):
+    """One sentence on what distillation bought, or None."""
+    scratch = metrics.get("scratch", {}).get("errors")
+    student = metrics.get("student", {}).get("errors")
+    if scratch is None or student is None:
+        return None
+    if scratch == 0:
+        return "The student from scratch already makes no test errors."
+    ratio = student / scratch
+    return (
+        f"Distillation: {student} test errors against {scratch} for the same "
+        f"student trained from scratch (ratio {ratio:.2f})."
+    )
+
+
+def write(run):
+    """Writes the run's `report.md`, `curves.png` and `size_accuracy.png`.
+
+    Args:
+        run: A `keras_distill.run.Run`.
+
+    Returns:
+        The plain-text comparison table (with the summary line).
+    """
+    metrics = run.metrics()
+    header, rows = table_rows(metrics)
+    text = format_table(header, rows)
+    line = summary(metrics)
+    plots = []
+    if plot_curves(metrics, run.file("curves.png")):
+        plots.append("curves.png")
+    if plot_size_accuracy(metrics, run.file("size_accuracy.png")):
+        plots.append("size_accuracy.png")
+    config = metrics.get("config", run.config.to_dict())
+    md = [
+        f"# Distillation run `{os.path.basename(os.path.abspath(run.path))}`",
+        "",
+        f"Dataset `{config['dataset']}`, teacher `{config['teacher']}`, "
+        f"student `{config['student']}`, T = {config['temperature']}, "
+        f"alpha = {config['alpha']}, {config['epochs']} epochs.",
+        "",
+        markdown_table(header, rows),
+        "",
+    ]
+    if line:
+        md += [line, ""]
+    for plot in plots:
+        md += [f"![{plot}]({plot})", ""]
+    versions = metrics.get("versions")
+    if versions:
+        md.append(
+            "Versions: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+            + "."
+        )
+    write_text(run.file("report.md"), "\n".join(md) + "\n")
+    return text + ("\n\n" + line if line else "")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+
+
+def plot_curves(metrics, path):
+    """Training curves: losses and validation accuracy per epoch.
+
+    Returns:
+        True if a plot was written (there were histories to draw).
+    """
+    student = metrics.get("student", {}).get("history")
+    scratch = metrics.get("scratch", {}).get("history")
+    if not student and not scratch:
+        return False
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    if student:
+        epochs = range(1, len(student["loss"]) + 1)
+        for key, style in (("student_loss", "-"), ("distillation_loss", "--")):
+            if key in student:
+                left.plot(
+                    epochs, student[key], style, label=f"distilled: {key}"
+                )
+    if scratch:
+        epochs = range(1, len(scratch["loss"]) + 1)
+        left.plot(epochs, scratch["loss"], ":", label="scratch: loss")
+    left.set_xlabel("epoch")
+    left.set_ylabel("training loss")
+    left.set_title("Training losses")
+    left.legend()
+    for name, history in (("distilled", student), ("scratch", scratch)):
+        if history and "val_accuracy" in history:
+            epochs = range(1, len(history["val_accuracy"]) + 1)
+            right.plot(epochs, history["val_accuracy"], label=name)
+    teacher = metrics.get("teacher", {})
+    if "accuracy" in teacher:
+        right.axhline(
+            teacher["accuracy"], color="gray", ls="--", label="teacher (test)"
+        )
+    right.set_xlabel("epoch")
+    right.set_ylabel("validation accuracy")
+    right.set_title("Validation accuracy")
+    right.legend()
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def plot_size_accuracy(metrics, path):
+    """Test accuracy against file size, for every model and TFLite file.
+
+    Returns:
+        True if a plot was written.
+    """
+    points = []
+    for key, label in ROWS:
+        entry = metrics.get(key, {})
+        if "accuracy" in entry and "keras_bytes" in entry:
+            points.append((entry["keras_bytes"], entry["accuracy"], label))
+    for name, entry in metrics.get("tflite", {}).items():
+        if entry.get("accuracy") is not None:
+            label = name.replace("student_", "distilled ").replace("_", " ")
+            points.append(
+                (entry["bytes"], entry["accuracy"], f"{label} tflite")
+            )
+    if not points:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for size, accuracy, label in points:
+        ax.scatter(size / 1024, 100 * accuracy)
+        ax.annotate(
+            label,
+            (size / 1024, 100 * accuracy),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=8,
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("file size (KB, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy against size")
+    ax.grid(True, alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)
+    return True

@@ -1,0 +1,641 @@
+"""A distillation run: its configuration, its phases and its directory.
+
+A run directory (`saved_models/<run>/`) holds everything one job makes:
+`config.json` (enough to rerun it), `teacher.keras`, `scratch.keras` (the
+student trained from labels alone), `student.keras` (the distilled
+student), exported `student*.tflite` files, `metrics.json`, `report.md` and
+PNG plots. Each phase reads what earlier phases wrote, so the CLI can run
+them one at a time or all at once.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from keras_distill.utils import save_model
+from keras_distill.utils import write_text
+
+AUGMENTS = ("none", "shift")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.json"
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything that defines a run. Every field can be set by a config
+    file (YAML or JSON) or a command-line flag of the same name.
+
+    Attributes:
+        dataset: A data source (see `keras_distill.data.load`).
+        data_dir: The TFDS data directory, for `tfds:<name>` datasets.
+        teacher: A `keras_distill.zoo` model name for the teacher.
+        student: A `keras_distill.zoo` model name for the student.
+        temperature: The distillation temperature T.
+        alpha: The weight of the student's supervised loss, in [0, 1].
+        losses: Distillation losses, as registry names or Keras
+            `{"class_name", "config"}` dicts. Defaults to
+            `LogitsDistillation(temperature)`.
+        epochs: Training epochs of the students (distilled and scratch).
+        teacher_epochs: Training epochs of the teacher (defaults to
+            `epochs`).
+        batch_size: Batch size of every phase.
+        optimizer: `adam`, `adamw`, `sgd` or `rmsprop`.
+        learning_rate: The optimizer's learning rate.
+        seed: Seed of the weights, the shuffling and the augmentation.
+        validation_split: Share of the train part held out for validation.
+        augment: `shift` (random shifts of up to 2 pixels, the same for
+            teacher and student, in every training phase) or `none`.
+        quantize: TFLite variants the `export` phase writes, among
+            `float32`, `float16`, `dynamic`, `int8`.
+    """
+
+    dataset: str = "mnist5k"
+    data_dir: object = None
+    teacher: str = "mlp-large"
+    student: str = "mlp-small"
+    temperature: float = 4.0
+    alpha: float = 0.1
+    losses: object = None
+    epochs: int = 20
+    teacher_epochs: object = None
+    batch_size: int = 64
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    seed: int = 0
+    validation_split: float = 0.1
+    augment: str = "shift"
+    quantize: list = dataclasses.field(
+        default_factory=lambda: ["float32", "int8"]
+    )
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        """Checks every field; raises `ValueError` naming the bad one."""
+        from keras_distill import zoo
+
+        def fail(field, expected):
+            raise ValueError(
+                f"Invalid value for `{field}`. Expected {expected}. "
+                f"Received: {field}={getattr(self, field)!r}"
+            )
+
+        def is_int(value):
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_number(value):
+            return isinstance(value, (int, float)) and not isinstance(
+                value, bool
+            )
+
+        for field in ("teacher", "student"):
+            if getattr(self, field) not in zoo.names():
+                fail(field, f"one of {zoo.names()}")
+        if not is_number(self.temperature) or not self.temperature > 0:
+            fail("temperature", "a positive float")
+        if not is_number(self.alpha) or not 0 <= self.alpha <= 1:
+            fail("alpha", "a float in [0, 1]")
+        for field in ("epochs", "batch_size"):
+            if not is_int(getattr(self, field)) or getattr(self, field) < 1:
+                fail(field, "a positive int")
+        if self.teacher_epochs is not None and (
+            not is_int(self.teacher_epochs) or self.teacher_epochs < 1
+        ):
+            fail("teacher_epochs", "a positive int or null")
+        if not is_int(self.seed):
+            fail("seed", "an int")
+        if self.optimizer not in OPTIMIZERS:
+            fail("optimizer", f"one of {list(OPTIMIZERS)}")
+        if not is_number(self.learning_rate) or not self.learning_rate > 0:
+            fail("learning_rate", "a positive float")
+        if not is_number(self.validation_split) or not (
+            0 <= self.validation_split < 1
+        ):
+            fail("validation_split", "a float in [0, 1)")
+        if self.augment not in AUGMENTS:
+            fail("augment", f"one of {list(AUGMENTS)}")
+        if not isinstance(self.dataset, str) or not self.dataset:
+            fail("dataset", "a data source name or a .npz path")
+        modes = ("float32", "float16", "dynamic", "int8")
+        if isinstance(self.quantize, str):
+            self.quantize = [self.quantize]
+        if not isinstance(self.quantize, (list, tuple)) or any(
+            q not in modes for q in self.quantize
+        ):
+            fail("quantize", f"a list of {list(modes)}")
+        self.quantize = list(self.quantize)
+        if self.losses is not None:
+            from keras_distill import losses
+
+            items = (
+                self.losses
+                if isinstance(self.losses, (list, tuple))
+                else [self.losses]
+            )
+            for item in items:
+                losses.get(item)  # raises with the known names
+
+    @classmethod
+    def fields(cls):
+        """The names of every field."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values):
+        """Builds a config from a dict, refusing unknown keys.
+
+        Args:
+            values: A dict of field values.
+
+        Returns:
+            A `RunConfig`.
+
+        Raises:
+            ValueError: For an unknown key or an invalid value.
+        """
+        if not isinstance(values, dict):
+            raise ValueError(
+                "Invalid configuration. Expected a mapping of field names to "
+                f"values. Received: {type(values).__name__}"
+            )
+        unknown = sorted(set(values) - set(cls.fields()))
+        if unknown:
+            raise ValueError(
+                f"Invalid configuration key(s) {unknown}. Expected keys "
+                f"among {cls.fields()}."
+            )
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path):
+        """Reads a YAML (`.yaml`, `.yml`) or JSON config file.
+
+        Args:
+            path: The file.
+
+        Returns:
+            A `RunConfig`.
+
+        Raises:
+            FileNotFoundError: If the file does not exist.
+            ValueError: If it cannot be parsed or holds invalid values.
+        """
+        return cls.from_dict(read_config_file(path))
+
+    def to_dict(self):
+        """The config as a JSON-serializable dict."""
+        return dataclasses.asdict(self)
+
+    def teacher_fingerprint(self):
+        """A hash of everything that determines the trained teacher."""
+        keys = (
+            "dataset",
+            "data_dir",
+            "teacher",
+            "teacher_epochs",
+            "epochs",
+            "batch_size",
+            "optimizer",
+            "learning_rate",
+            "seed",
+            "validation_split",
+            "augment",
+        )
+        values = {k: getattr(self, k) for k in keys}
+        values["teacher_epochs"] = self.teacher_epochs or self.epochs
+        del values["epochs"]
+        text = json.dumps(values, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_config_file(path):
+    """Parses a YAML or JSON config file into a dict.
+
+    Args:
+        path: A `.json`, `.yaml` or `.yml` file.
+
+    Returns:
+        The parsed dict.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it cannot be parsed or is not a mapping.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No such config file: {path!r}")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            values = yaml.safe_load(text)
+        else:
+            values = json.loads(text)
+    except Exception as error:  # yaml and json raise different errors
+        raise ValueError(
+            f"Invalid config file {path!r}: it does not parse ({error})."
+        ) from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"Invalid config file {path!r}. Expected a mapping of field "
+            f"names to values. Received: {type(values).__name__}"
+        )
+    return values
+
+
+def versions():
+    """Versions of Python, TensorFlow, Keras, NumPy and this package."""
+    import keras
+    import tensorflow as tf
+
+    from keras_distill import __version__
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "keras_distill": __version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+
+
+class Run:
+    """The phases of one distillation job, over one run directory.
+
+    Args:
+        path: The run directory (created if needed).
+        config: A `RunConfig`. Defaults to the directory's `config.json`
+            when there is one, else to `RunConfig()`.
+        verbose: Keras' `verbose` for training (0, 1 or 2); None picks 1
+            on a terminal and 2 (a line per epoch) elsewhere.
+        log: A function that prints a progress line.
+
+    Example:
+
+    ```python
+    run = keras_distill.run.Run("saved_models/mine", RunConfig(epochs=5))
+    run.train_teacher()
+    run.distill()
+    run.scratch()
+    run.evaluate()
+    ```
+    """
+
+    def __init__(self, path, config=None, verbose=None, log=print):
+        self.path = os.fspath(path)
+        os.makedirs(self.path, exist_ok=True)
+        if config is None:
+            saved = self.file(CONFIG_FILE)
+            config = (
+                RunConfig.from_file(saved)
+                if os.path.exists(saved)
+                else RunConfig()
+            )
+        self.config = config
+        if verbose is None:
+            verbose = 1 if sys.stdout.isatty() else 2
+        self.verbose = verbose
+        self.log = log
+        self._data = None
+        write_text(
+            self.file(CONFIG_FILE),
+            json.dumps(config.to_dict(), indent=2) + "\n",
+        )
+
+    def file(self, name):
+        """The path of a file of the run directory."""
+        return os.path.join(self.path, name)
+
+    # -- data and models -----------------------------------------------------
+
+    @property
+    def data(self):
+        """The run's `keras_distill.data.Data` (loaded once)."""
+        if self._data is None:
+            from keras_distill import data
+
+            c = self.config
+            self._data = data.load(
+                c.dataset,
+                batch_size=c.batch_size,
+                validation_split=c.validation_split,
+                seed=c.seed,
+                data_dir=c.data_dir,
+            )
+        return self._data
+
+    def train_dataset(self):
+        """The training pipeline, with the run's augmentation applied."""
+        train = self.data.train
+        if self.config.augment == "shift":
+            train = shift_augment(train, seed=self.config.seed)
+        return train
+
+    def _optimizer(self):
+        import keras
+
+        c = self.config
+        classes = {
+            "adam": keras.optimizers.Adam,
+            "adamw": keras.optimizers.AdamW,
+            "sgd": keras.optimizers.SGD,
+            "rmsprop": keras.optimizers.RMSprop,
+        }
+        return classes[c.optimizer](learning_rate=c.learning_rate)
+
+    def _build(self, role):
+        import keras
+
+        from keras_distill import zoo
+
+        c = self.config
+        keras.utils.set_random_seed(c.seed)
+        name = c.teacher if role == "teacher" else c.student
+        seed = c.seed if role == "teacher" else c.seed + 1
+        return zoo.build(
+            name, self.data.input_shape, self.data.num_classes, seed=seed
+        )
+
+    def _compile_args(self):
+        import keras
+
+        return dict(
+            optimizer=self._optimizer(),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+
+    def load(self, name):
+        """Loads `teacher`, `scratch` or `student` from the run directory.
+
+        Raises:
+            FileNotFoundError: If that phase has not run yet, naming the
+                command that makes the file.
+        """
+        import keras
+
+        path = self.file(f"{name}.keras")
+        if not os.path.exists(path):
+            command = {
+                "teacher": "train-teacher",
+                "scratch": "scratch",
+                "student": "distill",
+            }[name]
+            raise FileNotFoundError(
+                f"No {name} model in {self.path!r}: run `keras-distill "
+                f"{command} --run {self.path}` first."
+            )
+        return keras.models.load_model(path)
+
+    # -- phases --------------------------------------------------------------
+
+    def train_teacher(self, force=False):
+        """Trains the teacher, or reuses the one trained with this config.
+
+        Args:
+            force: Retrain even if a matching teacher exists.
+
+        Returns:
+            The teacher `keras.Model`.
+        """
+        fingerprint = self.config.teacher_fingerprint()
+        metrics = self.metrics()
+        previous = metrics.get("teacher", {}).get("fingerprint")
+        if (
+            not force
+            and previous == fingerprint
+            and os.path.exists(self.file("teacher.keras"))
+        ):
+            self.log(
+                f"[teacher] reusing {self.file('teacher.keras')} (trained "
+                "with the same configuration and data)"
+            )
+            return self.load("teacher")
+        c = self.config
+        epochs = c.teacher_epochs or c.epochs
+        teacher = self._build("teacher")
+        self.log(
+            f"[teacher] training {c.teacher} ({teacher.count_params():,} "
+            f"parameters) for {epochs} epochs on {c.dataset}"
+        )
+        teacher.compile(**self._compile_args())
+        start = time.perf_counter()
+        history = teacher.fit(
+            self.train_dataset(),
+            validation_data=self.data.validation,
+            epochs=epochs,
+            verbose=self.verbose,
+        )
+        seconds = time.perf_counter() - start
+        save_model(teacher, self.file("teacher.keras"))
+        self._record(
+            "teacher",
+            teacher,
+            history.history,
+            seconds,
+            fingerprint=fingerprint,
+        )
+        return teacher
+
+    def distill(self):
+        """Distills the student from the run's teacher.
+
+        Returns:
+            The trained student `keras.Model`.
+        """
+        from keras_distill import losses as losses_module
+        from keras_distill.distiller import Distiller
+
+        c = self.config
+        teacher = self.load("teacher")
+        student = self._build("student")
+        if c.losses is None:
+            chosen = [losses_module.LogitsDistillation(c.temperature)]
+        else:
+            items = c.losses if isinstance(c.losses, list) else [c.losses]
+            chosen = [losses_module.get(x) for x in items]
+        distiller = Distiller(
+            teacher, student, chosen, student_loss_weight=c.alpha
+        )
+        distiller.compile(**self._compile_args())
+        self.log(
+            f"[distill] {c.student} ({student.count_params():,} parameters) "
+            f"from {c.teacher}, T={c.temperature}, alpha={c.alpha}, "
+            f"{c.epochs} epochs"
+        )
+        start = time.perf_counter()
+        history = distiller.fit(
+            self.train_dataset(),
+            validation_data=self.data.validation,
+            epochs=c.epochs,
+            verbose=self.verbose,
+        )
+        seconds = time.perf_counter() - start
+        save_model(student, self.file("student.keras"))
+        self._record("student", student, history.history, seconds)
+        return student
+
+    def scratch(self):
+        """Trains the same student from labels alone, for comparison.
+
+        Returns:
+            The trained `keras.Model`.
+        """
+        c = self.config
+        student = self._build("student")
+        student.compile(**self._compile_args())
+        self.log(f"[scratch] {c.student} from labels alone, {c.epochs} epochs")
+        start = time.perf_counter()
+        history = student.fit(
+            self.train_dataset(),
+            validation_data=self.data.validation,
+            epochs=c.epochs,
+            verbose=self.verbose,
+        )
+        seconds = time.perf_counter() - start
+        save_model(student, self.file("scratch.keras"))
+        self._record("scratch", student, history.history, seconds)
+        return student
+
+    def evaluate(self):
+        """Evaluates every trained model of the run on the test split.
+
+        Returns:
+            The updated metrics dict (also written to `metrics.json`).
+        """
+        metrics = self.metrics()
+        arrays = self.data.arrays
+        for name in ("teacher", "scratch", "student"):
+            if not os.path.exists(self.file(f"{name}.keras")):
+                continue
+            model = self.load(name)
+            logits = model.predict(arrays.x_test, verbose=0, batch_size=256)
+            errors = int(np.sum(logits.argmax(-1) != arrays.y_test))
+            entry = metrics.setdefault(name, {})
+            entry.update(
+                test_examples=int(len(arrays.y_test)),
+                errors=errors,
+                accuracy=1.0 - errors / len(arrays.y_test),
+                params=int(model.count_params()),
+                keras_bytes=os.path.getsize(self.file(f"{name}.keras")),
+            )
+            self.log(
+                f"[evaluate] {name}: accuracy {entry['accuracy']:.4f} "
+                f"({errors} errors in {len(arrays.y_test)})"
+            )
+        self._write_metrics(metrics)
+        return metrics
+
+    def export(self, modes=None):
+        """Exports the distilled student (and the teacher in float32).
+
+        Args:
+            modes: TFLite variants among `float32`, `float16`, `dynamic`,
+                `int8`. Defaults to the config's `quantize`.
+
+        Returns:
+            The dict of reports written under `tflite` in `metrics.json`.
+        """
+        from keras_distill import export
+
+        modes = modes or self.config.quantize
+        arrays = self.data.arrays
+        check = (arrays.x_test, arrays.y_test)
+        metrics = self.metrics()
+        reports = metrics.setdefault("tflite", {})
+        targets = [("student", m) for m in modes]
+        if os.path.exists(self.file("teacher.keras")):
+            targets.insert(0, ("teacher", "float32"))
+        for name, mode in targets:
+            model = self.load(name)
+            suffix = "" if mode == "float32" else f"_{mode}"
+            path = self.file(f"{name}{suffix}.tflite")
+            self.log(f"[export] {name} {mode} -> {path}")
+            report = export.tflite(
+                model,
+                path,
+                quantize=None if mode == "float32" else mode,
+                representative_data=arrays.x_train,
+                check_data=check,
+            )
+            entry = report.to_dict()
+            entry["path"] = os.path.basename(path)
+            reports[f"{name}_{mode}"] = entry
+        self._write_metrics(metrics)
+        return reports
+
+    def report(self):
+        """Writes `report.md` and the PNG plots; returns the table text."""
+        from keras_distill import report
+
+        return report.write(self)
+
+    # -- metrics -------------------------------------------------------------
+
+    def metrics(self):
+        """The run's `metrics.json` as a dict (empty if not written yet)."""
+        path = self.file(METRICS_FILE)
+        if not os.path.exists(path):
+            return {}
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def _write_metrics(self, metrics):
+        metrics["config"] = self.config.to_dict()
+        metrics["versions"] = versions()
+        write_text(
+            self.file(METRICS_FILE), json.dumps(metrics, indent=2) + "\n"
+        )
+
+    def _record(self, name, model, history, seconds, **extra):
+        metrics = self.metrics()
+        metrics[name] = dict(
+            params=int(model.count_params()),
+            train_seconds=round(seconds, 2),
+            history={k: [float(v) for v in vs] for k, vs in history.items()},
+            **extra,
+        )
+        self._write_metrics(metrics)
+
+
+def shift_augment(dataset, pixels=2, seed=0):
+    """Random translations of up to `pixels` pixels, per example.
+
+    Applied in the input pipeline, so a distiller's teacher and student see
+    the same shifted batch.
+
+    Args:
+        dataset: A `tf.data.Dataset` of `(images, labels)` batches.
+        pixels: The largest shift.
+        seed: The augmentation seed.
+
+    Returns:
+        The augmented dataset.
+    """
+    import keras
+    import tensorflow as tf
+
+    spec = dataset.element_spec[0]
+    if len(spec.shape) != 4:
+        return dataset  # not images: nothing to shift
+    height, width = spec.shape[1], spec.shape[2]
+    layer = keras.layers.RandomTranslation(
+        pixels / height, pixels / width, fill_mode="constant", seed=seed
+    )
+    return dataset.map(
+        lambda x, y: (layer(x, training=True), y),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).prefetch(tf.data.AUTOTUNE)

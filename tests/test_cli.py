@@ -1,0 +1,219 @@
+import json
+import os
+import re
+
+import pytest
+
+from keras_distill import cli
+from keras_distill.run import RunConfig
+
+TINY = [
+    "--dataset",
+    "digits",
+    "--teacher",
+    "mlp-tiny",
+    "--student",
+    "mlp-tiny",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--verbose",
+    "0",
+]
+
+
+def run(argv, capsys):
+    status = cli.main(argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("runs") / "demo"
+    status = cli.main(["demo", "--run", str(path), *TINY])
+    assert status == 0
+    return path
+
+
+def test_demo_writes_the_run_directory(demo_run):
+    for name in (
+        "config.json",
+        "teacher.keras",
+        "student.keras",
+        "scratch.keras",
+        "metrics.json",
+        "report.md",
+        "curves.png",
+        "size_accuracy.png",
+        "student.tflite",
+        "student_int8.tflite",
+        "teacher.tflite",
+    ):
+        assert (demo_run / name).exists(), name
+    # No temporary file is left behind.
+    assert not [f for f in os.listdir(demo_run) if ".tmp" in f]
+
+
+def test_metrics_json_has_what_the_report_reads(demo_run):
+    metrics = json.loads((demo_run / "metrics.json").read_text())
+    for name in ("teacher", "scratch", "student"):
+        entry = metrics[name]
+        for field in (
+            "accuracy",
+            "errors",
+            "test_examples",
+            "params",
+            "keras_bytes",
+            "history",
+            "train_seconds",
+        ):
+            assert field in entry, (name, field)
+        assert entry["errors"] == round(
+            (1 - entry["accuracy"]) * entry["test_examples"]
+        )
+    assert "distillation_loss" in metrics["student"]["history"]
+    assert set(metrics["tflite"]) == {
+        "teacher_float32",
+        "student_float32",
+        "student_int8",
+    }
+    assert metrics["config"]["dataset"] == "digits"
+    assert metrics["versions"]["keras"].startswith("3.")
+
+
+def test_report_table(demo_run, capsys):
+    status, out, _ = run(["report", "--run", str(demo_run)], capsys)
+    assert status == 0
+    assert "distilled student" in out and "student from scratch" in out
+    assert "tflite int8" in out
+    report = (demo_run / "report.md").read_text()
+    assert "![curves.png](curves.png)" in report
+    assert "| model | accuracy |" in report
+
+
+def test_rerun_reuses_the_teacher(demo_run, capsys):
+    before = os.path.getmtime(demo_run / "teacher.keras")
+    status, out, _ = run(["train-teacher", "--run", str(demo_run)], capsys)
+    assert status == 0
+    assert "reusing" in out
+    assert os.path.getmtime(demo_run / "teacher.keras") == before
+    # Another teacher configuration retrains.
+    status, out, _ = run(
+        ["train-teacher", "--run", str(demo_run), "--seed", "3"], capsys
+    )
+    assert status == 0 and "reusing" not in out
+    assert os.path.getmtime(demo_run / "teacher.keras") != before
+
+
+def test_phases_one_at_a_time(tmp_path, capsys):
+    path = str(tmp_path / "steps")
+    assert run(["train-teacher", "--run", path, *TINY], capsys)[0] == 0
+    # Later phases read the saved config: no need to repeat the options.
+    assert run(["distill", "--run", path, "--verbose", "0"], capsys)[0] == 0
+    assert run(["scratch", "--run", path, "--verbose", "0"], capsys)[0] == 0
+    status, out, _ = run(["evaluate", "--run", path], capsys)
+    assert status == 0 and "[evaluate] student" in out
+    status, out, _ = run(
+        ["export", "--run", path, "--quantize", "float16", "dynamic"], capsys
+    )
+    assert status == 0
+    assert os.path.exists(os.path.join(path, "student_float16.tflite"))
+    assert os.path.exists(os.path.join(path, "student_dynamic.tflite"))
+    config = json.loads(open(os.path.join(path, "config.json")).read())
+    assert config["teacher"] == "mlp-tiny"
+
+
+def test_config_file_and_flag_precedence(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "dataset: digits\nteacher: mlp-tiny\nstudent: mlp-tiny\n"
+        "epochs: 1\ntemperature: 7.5\nalpha: 0.3\n"
+    )
+    path = str(tmp_path / "cfg")
+    status, _, _ = run(
+        [
+            "train-teacher",
+            "--run",
+            path,
+            "--config",
+            str(config),
+            "--alpha",
+            "0.6",
+            "--verbose",
+            "0",
+        ],
+        capsys,
+    )
+    assert status == 0
+    saved = json.loads(open(os.path.join(path, "config.json")).read())
+    assert saved["temperature"] == 7.5  # from the file
+    assert saved["alpha"] == 0.6  # the flag wins
+    # JSON config files work too.
+    json_config = tmp_path / "run.json"
+    json_config.write_text(json.dumps({"losses": ["kd"], "epochs": 1}))
+    args = cli.build_parser().parse_args(
+        ["distill", "--run", path, "--config", str(json_config)]
+    )
+    _, resolved = cli.resolve_config(args)
+    assert resolved.losses == ["kd"] and resolved.temperature == 7.5
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("epochs: 1\ncolour: red\n", "configuration key.*'colour'"),
+        ("epochs: -1\n", "Invalid value for `epochs`"),
+        ("teacher: vgg\n", "Invalid value for `teacher`"),
+        ("losses: [fitnet]\n", "registered loss names"),
+        ("epochs: [1\n", "does not parse"),
+        ("- 1\n- 2\n", "Expected a mapping"),
+    ],
+)
+def test_bad_config_files(tmp_path, capsys, content, match):
+    config = tmp_path / "bad.yaml"
+    config.write_text(content)
+    status, _, err = run(
+        ["distill", "--run", str(tmp_path / "r"), "--config", str(config)],
+        capsys,
+    )
+    assert status == 1
+    assert "keras-distill: error:" in err
+    assert re.search(match, err), err
+
+
+def test_distill_before_teacher_says_what_to_run(tmp_path, capsys):
+    status, _, err = run(
+        ["distill", "--run", str(tmp_path / "empty"), *TINY], capsys
+    )
+    assert status == 1
+    assert "run `keras-distill train-teacher" in err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    status, _, err = run(
+        ["demo", "--run", str(tmp_path / "r"), "--config", "nope.yaml"], capsys
+    )
+    assert status == 1 and "No such config file" in err
+
+
+@pytest.mark.parametrize(
+    "command", ["demo", *cli.PHASES, "bench", "bench accuracy"]
+)
+def test_help_on_every_subcommand(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*command.split(), "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: keras-distill" in capsys.readouterr().out
+
+
+def test_no_command_prints_help(capsys):
+    assert cli.main([]) == 2
+    assert "demo" in capsys.readouterr().out
+
+
+def test_run_config_defaults_are_valid():
+    config = RunConfig()
+    assert config.dataset == "mnist5k"
+    assert RunConfig.from_dict(config.to_dict()) == config
