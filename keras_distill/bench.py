@@ -88,7 +88,7 @@ def _fit_student_from_scratch(c, data, seed, epochs):
         c["student"], data.input_shape, data.num_classes, seed=seed + 1
     )
     model.compile("adam", _ce(), metrics=["accuracy"])
-    model.fit(data.train, epochs=epochs, verbose=0)
+    model.fit(data.train, epochs=epochs, verbose=0, shuffle=False)
     return model
 
 
@@ -168,7 +168,7 @@ def accuracy(
                 train = (
                     shifted if c["teacher_augment"] == "shift" else data.train
                 )
-                model.fit(train, epochs=epochs, verbose=0)
+                model.fit(train, epochs=epochs, verbose=0, shuffle=False)
                 return model
 
             teacher = timed("teacher", teacher_fn)
@@ -193,7 +193,9 @@ def accuracy(
                         student_loss_weight=c["alpha"],
                     )
                     distiller.compile("adam", _ce())
-                    distiller.fit(train, epochs=epochs, verbose=0)
+                    distiller.fit(
+                        train, epochs=epochs, verbose=0, shuffle=False
+                    )
                     return student
 
                 return fn
@@ -219,7 +221,9 @@ def accuracy(
                     student_loss_weight=c["alpha"],
                 )
                 distiller.compile("adam", loss=_ce())
-                distiller.fit(data.train, epochs=epochs, verbose=0)
+                distiller.fit(
+                    data.train, epochs=epochs, verbose=0, shuffle=False
+                )
                 return student
 
             timed("keras", keras_fn)

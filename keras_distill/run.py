@@ -438,6 +438,7 @@ class Run:
             validation_data=self.data.validation,
             epochs=epochs,
             verbose=self.verbose,
+            shuffle=False,  # the pipeline shuffles, seeded
         )
         seconds = time.perf_counter() - start
         save_model(teacher, self.file("teacher.keras"))
@@ -482,6 +483,7 @@ class Run:
             validation_data=self.data.validation,
             epochs=c.epochs,
             verbose=self.verbose,
+            shuffle=False,  # the pipeline shuffles, seeded
         )
         seconds = time.perf_counter() - start
         save_model(student, self.file("student.keras"))
@@ -504,6 +506,7 @@ class Run:
             validation_data=self.data.validation,
             epochs=c.epochs,
             verbose=self.verbose,
+            shuffle=False,  # the pipeline shuffles, seeded
         )
         seconds = time.perf_counter() - start
         save_model(student, self.file("scratch.keras"))

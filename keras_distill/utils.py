@@ -63,14 +63,16 @@ def atomic_path(path, directory=False):
     """
     folder = _check_folder(path)
     base = os.path.basename(os.path.abspath(path))
+    # Keep the extension last: some writers (Keras' `save`) check it.
+    suffix = ".tmp" + os.path.splitext(base)[1]
     try:
         if directory:
             tmp = tempfile.mkdtemp(
-                prefix=f".{base}.", suffix=".tmp", dir=folder
+                prefix=f".{base}.", suffix=suffix, dir=folder
             )
         else:
             fd, tmp = tempfile.mkstemp(
-                prefix=f".{base}.", suffix=".tmp", dir=folder
+                prefix=f".{base}.", suffix=suffix, dir=folder
             )
             os.close(fd)
             os.chmod(tmp, 0o644)
