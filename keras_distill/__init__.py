@@ -5,11 +5,46 @@ The public names are listed in `__all__`:
 - `keras_distill.Distiller`: a `keras.Model` that trains a student from a
   frozen teacher with `compile` / `fit` / `evaluate` / `predict`.
 - `keras_distill.losses`: the distillation losses and their registry.
+- `keras_distill.export`: SavedModel and TFLite/LiteRT export, checked
+  against Keras.
+- `keras_distill.data`: datasets (bundled MNIST-5k and digits, TFDS, your
+  own arrays) as `tf.data` pipelines.
+- `keras_distill.zoo`: reference teacher and student models by name.
+- `keras_distill.run`, `keras_distill.report`, `keras_distill.bench`: the
+  run directory, its report and the benchmarks behind the `keras-distill`
+  command.
+
+Submodules load on first use, so `import keras_distill` is cheap and the
+command line can quiet TensorFlow's logging before TensorFlow loads.
 """
 
-from keras_distill import losses
-from keras_distill.distiller import Distiller
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["Distiller", "losses", "__version__"]
+_SUBMODULES = (
+    "bench",
+    "data",
+    "export",
+    "losses",
+    "report",
+    "run",
+    "utils",
+    "zoo",
+)
+
+__all__ = ["Distiller", *_SUBMODULES, "__version__"]
+
+
+def __getattr__(name):
+    if name == "Distiller":
+        from keras_distill.distiller import Distiller
+
+        return Distiller
+    if name in _SUBMODULES:
+        return importlib.import_module(f"keras_distill.{name}")
+    raise AttributeError(f"module 'keras_distill' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

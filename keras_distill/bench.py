@@ -99,7 +99,9 @@ def _ce():
 
 
 def _errors(model, arrays):
-    logits = model.predict(arrays.x_test, verbose=0, batch_size=256)
+    from keras_distill.utils import predict
+
+    logits = predict(model, arrays.x_test)
     return int((logits.argmax(-1) != arrays.y_test).sum())
 
 

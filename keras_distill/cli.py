@@ -20,6 +20,10 @@ import argparse
 import os
 import sys
 
+# Quiet TensorFlow's C++ start-up logging; this module is imported before
+# TensorFlow is (the package loads its submodules lazily).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 DEFAULT_RUN = os.path.join("saved_models", "demo")
 
 PHASES = {
@@ -68,7 +72,12 @@ def _run_options(parser):
     group.add_argument("--learning-rate", type=float)
     group.add_argument("--seed", type=int)
     group.add_argument("--validation-split", type=float)
-    group.add_argument("--augment", choices=AUGMENTS)
+    group.add_argument(
+        "--augment", choices=AUGMENTS, help="students' augmentation"
+    )
+    group.add_argument(
+        "--teacher-augment", choices=AUGMENTS, help="teacher's augmentation"
+    )
     group.add_argument(
         "--quantize",
         nargs="+",
@@ -153,8 +162,25 @@ def resolve_config(args):
     return path, RunConfig.from_dict(values)
 
 
+def _import_tensorflow_quietly():
+    """Imports TensorFlow with its native start-up lines held back.
+
+    TensorFlow's C++ logging prints device probing lines before its log
+    level applies; they say nothing useful to a command-line user. On an
+    import error they are shown.
+    """
+    from keras_distill.utils import quiet_native_output
+
+    with quiet_native_output():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # probes devices, quietly
+        tf.constant(0.0)  # initializes the runtime, quietly
+
+
 def run_command(args, log=print):
     """Runs one parsed command. Returns the process exit status."""
+    _import_tensorflow_quietly()
     if args.command == "bench":
         from keras_distill import bench
 
@@ -200,7 +226,6 @@ def main(argv=None):
         0 on success, 1 when the job fails with a clear error (printed
         without a traceback), 2 on a usage error.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -16,6 +16,8 @@ import numpy as np
 
 from keras_distill.utils import atomic_path
 from keras_distill.utils import input_shape as _model_input_shape
+from keras_distill.utils import predict
+from keras_distill.utils import quiet_native_output
 from keras_distill.utils import write_bytes
 
 QUANTIZE_MODES = (None, "float16", "dynamic", "int8")
@@ -186,19 +188,20 @@ def saved_model(model, path, check_data=None):
     model, shape = _student(model)
     path = os.fspath(path)
     dtype = _input_dtype(model)
-    with atomic_path(path, directory=True) as tmp:
+    with atomic_path(path, directory=True) as tmp, quiet_native_output():
         _export_saved_model(model, shape, tmp)
     if check_data is None:
         rng = np.random.default_rng(0)
         x, labels = rng.random((7,) + shape[1:]).astype("float32"), None
     else:
         x, labels = _examples(check_data, limit=1000)
-    loaded = tf.saved_model.load(path)
+    with quiet_native_output():
+        loaded = tf.saved_model.load(path)
     signature = loaded.signatures["serving_default"]
     (name,) = signature.structured_input_signature[1]
     outputs = signature(**{name: tf.constant(x, dtype=dtype)})
     exported = next(iter(outputs.values())).numpy()
-    expected = model.predict(x, verbose=0, batch_size=256)
+    expected = predict(model, x)
     report = ExportReport(path=path, format="saved_model", bytes=_size(path))
     _compare(report, expected, exported, labels)
     return report
@@ -299,7 +302,7 @@ def tflite(
     check = check_data if check_data is not None else representative_data
     if check is not None:
         x, labels = _examples(check, limit=1000)
-        expected = model.predict(x, verbose=0, batch_size=256)
+        expected = predict(model, x)
         _compare(report, expected, runner.predict(x), labels)
         report.latency_ms = runner.latency_ms(x[:1], runs=latency_runs)
     else:
@@ -323,7 +326,7 @@ def convert(model, shape, quantize=None, calibration=None, int8_io=False):
     """
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, quiet_native_output():
         _export_saved_model(model, shape, folder)
         converter = tf.lite.TFLiteConverter.from_saved_model(folder)
         return _convert(converter, quantize, calibration, int8_io)
@@ -375,10 +378,11 @@ class Runner:
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = os.fspath(path)
-        self.interpreter = Interpreter(
-            model_path=self.path, num_threads=num_threads
-        )
-        self.interpreter.allocate_tensors()
+        with quiet_native_output():
+            self.interpreter = Interpreter(
+                model_path=self.path, num_threads=num_threads
+            )
+            self.interpreter.allocate_tensors()
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
 

@@ -186,8 +186,9 @@ def plot_curves(metrics, path):
     if scratch:
         epochs = range(1, len(scratch["loss"]) + 1)
         left.plot(epochs, scratch["loss"], ":", label="scratch: loss")
+    left.set_yscale("log")
     left.set_xlabel("epoch")
-    left.set_ylabel("training loss")
+    left.set_ylabel("training loss (log scale)")
     left.set_title("Training losses")
     left.legend()
     for name, history in (("distilled", student), ("scratch", scratch)):
@@ -209,40 +210,52 @@ def plot_curves(metrics, path):
 
 
 def plot_size_accuracy(metrics, path):
-    """Test accuracy against file size, for every model and TFLite file.
+    """Test accuracy against file size: every TFLite file, and the `.keras`
+    file of each model that has no TFLite export.
 
     Returns:
         True if a plot was written.
     """
     points = []
+    tflite = metrics.get("tflite", {})
     for key, label in ROWS:
-        entry = metrics.get(key, {})
-        if "accuracy" in entry and "keras_bytes" in entry:
-            points.append((entry["keras_bytes"], entry["accuracy"], label))
-    for name, entry in metrics.get("tflite", {}).items():
-        if entry.get("accuracy") is not None:
-            label = name.replace("student_", "distilled ").replace("_", " ")
+        exported = {
+            name: entry
+            for name, entry in tflite.items()
+            if name.startswith(f"{key}_") and entry.get("accuracy") is not None
+        }
+        for name, entry in exported.items():
+            mode = name[len(key) + 1 :]
             points.append(
-                (entry["bytes"], entry["accuracy"], f"{label} tflite")
+                (entry["bytes"], entry["accuracy"], f"{label}, {mode}")
+            )
+        entry = metrics.get(key, {})
+        if not exported and "accuracy" in entry and "keras_bytes" in entry:
+            points.append(
+                (entry["keras_bytes"], entry["accuracy"], f"{label}, .keras")
             )
     if not points:
         return False
     plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for size, accuracy, label in points:
-        ax.scatter(size / 1024, 100 * accuracy)
-        ax.annotate(
-            label,
-            (size / 1024, 100 * accuracy),
-            textcoords="offset points",
-            xytext=(5, 4),
-            fontsize=8,
+    markers = "os^Dvp*h"
+    for i, (size, accuracy, label) in enumerate(points):
+        ax.scatter(
+            size / 1024,
+            100 * accuracy,
+            marker=markers[i % 8],
+            s=60,
+            label=label,
         )
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.set_xlabel("file size (KB, log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Accuracy against size")
     ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
     _save(fig, path)
     plt.close(fig)
     return True

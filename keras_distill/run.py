@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from keras_distill.utils import predict
 from keras_distill.utils import save_model
 from keras_distill.utils import write_text
 
@@ -50,26 +51,29 @@ class RunConfig:
         learning_rate: The optimizer's learning rate.
         seed: Seed of the weights, the shuffling and the augmentation.
         validation_split: Share of the train part held out for validation.
-        augment: `shift` (random shifts of up to 2 pixels, the same for
-            teacher and student, in every training phase) or `none`.
+        teacher_augment: `shift` (random shifts of up to 2 pixels while
+            the teacher trains, as in Hinton et al.) or `none`.
+        augment: The same for the students (distilled and scratch alike);
+            a distilled student's teacher sees the same shifted batch.
         quantize: TFLite variants the `export` phase writes, among
             `float32`, `float16`, `dynamic`, `int8`.
     """
 
     dataset: str = "mnist5k"
     data_dir: object = None
-    teacher: str = "mlp-large"
+    teacher: str = "cnn-medium"
     student: str = "mlp-small"
     temperature: float = 4.0
     alpha: float = 0.1
     losses: object = None
-    epochs: int = 20
+    epochs: int = 15
     teacher_epochs: object = None
     batch_size: int = 64
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     seed: int = 0
     validation_split: float = 0.1
+    teacher_augment: str = "shift"
     augment: str = "shift"
     quantize: list = dataclasses.field(
         default_factory=lambda: ["float32", "int8"]
@@ -120,8 +124,9 @@ class RunConfig:
             0 <= self.validation_split < 1
         ):
             fail("validation_split", "a float in [0, 1)")
-        if self.augment not in AUGMENTS:
-            fail("augment", f"one of {list(AUGMENTS)}")
+        for field in ("augment", "teacher_augment"):
+            if getattr(self, field) not in AUGMENTS:
+                fail(field, f"one of {list(AUGMENTS)}")
         if not isinstance(self.dataset, str) or not self.dataset:
             fail("dataset", "a data source name or a .npz path")
         modes = ("float32", "float16", "dynamic", "int8")
@@ -207,7 +212,7 @@ class RunConfig:
             "learning_rate",
             "seed",
             "validation_split",
-            "augment",
+            "teacher_augment",
         )
         values = {k: getattr(self, k) for k in keys}
         values["teacher_epochs"] = self.teacher_epochs or self.epochs
@@ -337,10 +342,15 @@ class Run:
             )
         return self._data
 
-    def train_dataset(self):
-        """The training pipeline, with the run's augmentation applied."""
+    def train_dataset(self, role="student"):
+        """The training pipeline, with the role's augmentation applied."""
         train = self.data.train
-        if self.config.augment == "shift":
+        augment = (
+            self.config.teacher_augment
+            if role == "teacher"
+            else self.config.augment
+        )
+        if augment == "shift":
             train = shift_augment(train, seed=self.config.seed)
         return train
 
@@ -434,7 +444,7 @@ class Run:
         teacher.compile(**self._compile_args())
         start = time.perf_counter()
         history = teacher.fit(
-            self.train_dataset(),
+            self.train_dataset("teacher"),
             validation_data=self.data.validation,
             epochs=epochs,
             verbose=self.verbose,
@@ -525,7 +535,7 @@ class Run:
             if not os.path.exists(self.file(f"{name}.keras")):
                 continue
             model = self.load(name)
-            logits = model.predict(arrays.x_test, verbose=0, batch_size=256)
+            logits = predict(model, arrays.x_test)
             errors = int(np.sum(logits.argmax(-1) != arrays.y_test))
             entry = metrics.setdefault(name, {})
             entry.update(

@@ -101,6 +101,44 @@ def atomic_path(path, directory=False):
         raise
 
 
+@contextlib.contextmanager
+def quiet_native_output():
+    """Captures what native code prints to stdout/stderr inside the block.
+
+    The TFLite converter and the SavedModel loader write progress lines
+    from C++ straight to the process' file descriptors. They are held in a
+    temporary file and dropped, unless the block raises: then they are
+    written to stderr, since they may explain the error.
+
+    Yields:
+        Nothing.
+    """
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError):
+            pass
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            sink.seek(0)
+            os.write(2, sink.read())
+            raise
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
 def write_bytes(path, content):
     """Writes `content` to `path` atomically (see `atomic_path`)."""
     with atomic_path(path) as tmp:
@@ -110,10 +148,49 @@ def write_bytes(path, content):
             os.fsync(f.fileno())
 
 
-def save_model(model, path):
-    """Saves a Keras model to a `.keras` file atomically."""
+def save_model(model, path, include_optimizer=False):
+    """Saves a Keras model to a `.keras` file atomically.
+
+    Args:
+        model: A `keras.Model`.
+        path: The `.keras` file.
+        include_optimizer: Whether to keep the optimizer state (needed only
+            to resume training; it doubles or triples the file). Without it
+            the file holds an uncompiled copy with the same weights.
+    """
+    if not include_optimizer and getattr(model, "optimizer", None) is not None:
+        try:
+            copy = type(model).from_config(model.get_config())
+            copy.set_weights(model.get_weights())
+        except Exception:  # a model that cannot be rebuilt from its config
+            copy = model
+        model = copy
     with atomic_path(path) as tmp:
         model.save(tmp)
+
+
+def predict(model, x, batch_size=256):
+    """A model's outputs for an array, in eager batches.
+
+    `model.predict` traces a new function for every freshly loaded model
+    (and TensorFlow warns about retracing); for one pass over a test split
+    plain calls are as fast and quiet.
+
+    Args:
+        model: A `keras.Model`.
+        x: An array, batch axis first.
+        batch_size: Examples per call.
+
+    Returns:
+        A NumPy array of outputs.
+    """
+    import numpy as np
+
+    outputs = [
+        np.asarray(model(x[i : i + batch_size], training=False))
+        for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(outputs)
 
 
 def write_text(path, text):
