@@ -133,8 +133,8 @@ def accuracy(
     from keras_distill import data as data_module
     from keras_distill import losses
     from keras_distill import zoo
+    from keras_distill.data import shift_augment
     from keras_distill.distiller import Distiller
-    from keras_distill.run import shift_augment
     from keras_distill.run import versions
     from keras_distill.utils import write_text
 

@@ -180,7 +180,6 @@ def _import_tensorflow_quietly():
 
 def run_command(args, log=print):
     """Runs one parsed command. Returns the process exit status."""
-    _import_tensorflow_quietly()
     if args.command == "bench":
         from keras_distill import bench
 
@@ -226,6 +225,7 @@ def main(argv=None):
         0 on success, 1 when the job fails with a clear error (printed
         without a traceback), 2 on a usage error.
     """
+    _import_tensorflow_quietly()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

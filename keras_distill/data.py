@@ -394,3 +394,58 @@ def _labels(y, name, count):
             f"Received: dtype {y.dtype}, min {y.min() if len(y) else None}"
         )
     return y.astype("int32")
+
+
+def shift_augment(dataset, pixels=2, seed=0):
+    """Random translations of up to `pixels` pixels, per example.
+
+    Each image is shifted by a whole number of pixels in each direction,
+    drawn uniformly from `[-pixels, pixels]`, with zeros filling the edge.
+    Applied in the input pipeline, so a distiller's teacher and student see
+    the same shifted batch. The shifts are deterministic for a seed (a
+    stateless draw keyed by a seeded random stream) and differ from epoch
+    to epoch.
+
+    Args:
+        dataset: A `tf.data.Dataset` of `(images, labels)` batches, images
+            shaped `(batch, height, width, channels)`.
+        pixels: The largest shift, a non-negative int.
+        seed: The augmentation seed.
+
+    Returns:
+        The augmented dataset (the input itself when its examples are not
+        images).
+    """
+    import tensorflow as tf
+
+    spec = dataset.element_spec[0]
+    if len(spec.shape) != 4 or not pixels:
+        return dataset
+    height, width = spec.shape[1], spec.shape[2]
+    keys = tf.data.Dataset.random(
+        seed=seed, rerandomize_each_iteration=True
+    ).batch(2)
+
+    def shift(batch, key):
+        images, labels = batch
+        padded = tf.pad(
+            images, [[0, 0], [pixels, pixels], [pixels, pixels], [0, 0]]
+        )
+        offsets = tf.random.stateless_uniform(
+            (tf.shape(images)[0], 2),
+            seed=key,
+            minval=0,
+            maxval=2 * pixels + 1,
+            dtype=tf.int32,
+        )
+        rows = offsets[:, :1] + tf.range(height)[None]
+        cols = offsets[:, 1:] + tf.range(width)[None]
+        out = tf.gather(padded, rows, axis=1, batch_dims=1)
+        out = tf.gather(out, cols, axis=2, batch_dims=1)
+        return out, labels
+
+    return (
+        tf.data.Dataset.zip((dataset, keys))
+        .map(shift, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )

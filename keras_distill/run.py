@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from keras_distill.data import shift_augment
 from keras_distill.utils import predict
 from keras_distill.utils import save_model
 from keras_distill.utils import write_text
@@ -62,7 +63,7 @@ class RunConfig:
     dataset: str = "mnist5k"
     data_dir: object = None
     teacher: str = "cnn-medium"
-    student: str = "mlp-small"
+    student: str = "mlp-compact"
     temperature: float = 4.0
     alpha: float = 0.1
     losses: object = None
@@ -622,33 +623,3 @@ class Run:
             **extra,
         )
         self._write_metrics(metrics)
-
-
-def shift_augment(dataset, pixels=2, seed=0):
-    """Random translations of up to `pixels` pixels, per example.
-
-    Applied in the input pipeline, so a distiller's teacher and student see
-    the same shifted batch.
-
-    Args:
-        dataset: A `tf.data.Dataset` of `(images, labels)` batches.
-        pixels: The largest shift.
-        seed: The augmentation seed.
-
-    Returns:
-        The augmented dataset.
-    """
-    import keras
-    import tensorflow as tf
-
-    spec = dataset.element_spec[0]
-    if len(spec.shape) != 4:
-        return dataset  # not images: nothing to shift
-    height, width = spec.shape[1], spec.shape[2]
-    layer = keras.layers.RandomTranslation(
-        pixels / height, pixels / width, fill_mode="constant", seed=seed
-    )
-    return dataset.map(
-        lambda x, y: (layer(x, training=True), y),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    ).prefetch(tf.data.AUTOTUNE)

@@ -7,6 +7,7 @@ uncompiled Functional `keras.Model` that outputs logits.
 | --- | --- | --- |
 | `mlp-large` | Hinton et al.'s 1200-1200 MLP, dropout | 2.4 M |
 | `mlp-small` | an 800-800 MLP, no regularisation | 1.3 M |
+| `mlp-compact` | a 300-300 MLP, no regularisation | 329 k |
 | `mlp-tiny` | a 64-unit MLP | 51 k |
 | `cnn-large` | the keras.io example's teacher CNN | 1.4 M |
 | `cnn-medium` | a LeNet-style CNN, dropout | 421 k |
@@ -122,6 +123,14 @@ def mlp_small(input_shape, num_classes, seed=None, dropout=0.0):
     """An 800-800 ReLU MLP without regularisation (a student)."""
     return _mlp(
         (800, 800), input_shape, num_classes, seed, dropout, "mlp_small"
+    )
+
+
+@_register("mlp-compact")
+def mlp_compact(input_shape, num_classes, seed=None, dropout=0.0):
+    """A 300-300 ReLU MLP without regularisation (a compact student)."""
+    return _mlp(
+        (300, 300), input_shape, num_classes, seed, dropout, "mlp_compact"
     )
 
 

@@ -163,3 +163,39 @@ def test_bad_arguments(kwargs, match):
     kwargs = {"source": "digits", **kwargs}
     with pytest.raises(ValueError, match=match):
         data.load(**kwargs)
+
+
+def test_shift_augment_moves_images_and_keeps_labels():
+    import tensorflow as tf
+
+    x = np.zeros((8, 10, 10, 1), "float32")
+    x[:, 4:6, 4:6] = 1.0
+    y = np.arange(8, dtype="int32")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    ((shifted, labels),) = list(data.shift_augment(ds, pixels=2, seed=1))
+    np.testing.assert_array_equal(labels.numpy(), y)
+    assert shifted.shape == x.shape
+    # The 2x2 square keeps its mass when shifted by at most 2 pixels.
+    np.testing.assert_allclose(shifted.numpy().sum(axis=(1, 2, 3)), 4.0, 1e-5)
+    moved = [not np.array_equal(s, x[0]) for s in shifted.numpy()]
+    assert sum(moved) >= 4
+
+
+def test_shift_augment_leaves_flat_features_alone():
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices(
+        (np.ones((4, 3), "float32"), np.zeros(4, "int32"))
+    ).batch(2)
+    assert data.shift_augment(ds) is ds
+
+
+def test_shift_augment_is_deterministic_per_seed_and_varies_by_epoch():
+    d = data.load("digits", batch_size=128, seed=0)
+    aug = data.shift_augment(d.train, seed=4)
+    first = [x.numpy() for x, _ in aug]
+    second = [x.numpy() for x, _ in aug]
+    fresh = data.load("digits", batch_size=128, seed=0)
+    again = [x.numpy() for x, _ in data.shift_augment(fresh.train, seed=4)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, second))
