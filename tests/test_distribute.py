@@ -28,14 +28,26 @@ SCRIPT = textwrap.dedent(
         reg = keras.regularizers.L2(l2) if l2 else None
         inputs = keras.Input((6,))
         h = keras.layers.Dense(hidden, "relu", kernel_initializer=init,
-                               kernel_regularizer=reg)(inputs)
+                               kernel_regularizer=reg, name="hidden")(inputs)
         out = keras.layers.Dense(3, kernel_initializer=init)(h)
         return keras.Model(inputs, out, name=name)
 
-    def run(strategy):
+    feature = keras.distillation.FeatureDistillation(
+        loss=keras.losses.MeanSquaredError(),
+        teacher_layer_name="hidden", student_layer_name="hidden",
+    )
+    CONFIGS = {
+        "kd_l2": dict(student_hidden=8, l2=0.01, losses=None),
+        "kd_keras_feature": dict(student_hidden=16, l2=None,
+                                 losses=["kd", feature]),
+    }
+
+    def run(strategy, config):
         with strategy.scope():
             distiller = keras_distill.Distiller(
-                mlp(16, "teacher", 1), mlp(8, "student", 2, l2=0.01),
+                mlp(16, "teacher", 1),
+                mlp(config["student_hidden"], "student", 2, l2=config["l2"]),
+                distillation_losses=config["losses"],
                 student_loss_weight=0.3,
             )
             distiller.compile(
@@ -46,13 +58,17 @@ SCRIPT = textwrap.dedent(
         history = distiller.fit(ds, epochs=2, verbose=0)  # 20 steps
         return distiller.student.get_weights(), history.history
 
-    one_w, one_h = run(tf.distribute.get_strategy())
-    two_w, two_h = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-    print(json.dumps({
-        "max_weight_diff": max(
-            float(np.abs(a - b).max()) for a, b in zip(one_w, two_w)),
-        "one": one_h, "two": two_h,
-    }))
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    report = {}
+    for name, config in CONFIGS.items():
+        one_w, one_h = run(tf.distribute.get_strategy(), config)
+        two_w, two_h = run(mirrored, config)
+        report[name] = {
+            "max_weight_diff": max(
+                float(np.abs(a - b).max()) for a, b in zip(one_w, two_w)),
+            "one": one_h, "two": two_h,
+        }
+    print(json.dumps(report))
     """
 )
 
@@ -67,8 +83,10 @@ def test_mirrored_strategy_matches_one_device():
         env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["max_weight_diff"] < 1e-5
-    for key in ("loss", "student_loss", "distillation_loss"):
-        for a, b in zip(report["one"][key], report["two"][key]):
-            assert abs(a - b) < 1e-5, (key, a, b)
+    reports = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(reports) == {"kd_l2", "kd_keras_feature"}
+    for name, report in reports.items():
+        assert report["max_weight_diff"] < 1e-5, name
+        for key in ("loss", "student_loss", "distillation_loss"):
+            for a, b in zip(report["one"][key], report["two"][key]):
+                assert abs(a - b) < 1e-5, (name, key, a, b)

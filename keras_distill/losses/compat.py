@@ -94,8 +94,24 @@ class KerasDistillationLoss(DistillationLoss):
         self.student_layer = getattr(loss, "student_layer_name", None)
 
     def compute(self, teacher_outputs, student_outputs, y_true=None):
-        value = self.loss.compute_loss(teacher_outputs, student_outputs)
-        return keras.ops.cast(value, "float32")
+        value = keras.ops.cast(
+            self.loss.compute_loss(teacher_outputs, student_outputs), "float32"
+        )
+        # A `keras.losses.Loss` instance divides its value by the number of
+        # replicas; the Distiller scales every distillation term once, so
+        # undo Keras' share here to keep one footing.
+        inner = [
+            fn
+            for fn in keras.tree.flatten(getattr(self.loss, "loss", None))
+            if fn is not None
+        ]
+        if inner and all(isinstance(fn, keras.losses.Loss) for fn in inner):
+            import tensorflow as tf
+
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            if replicas > 1:
+                value = value * float(replicas)
+        return value
 
     def validate_models(self, teacher, student):
         self.loss.validate_model_compatibility(teacher, student)
