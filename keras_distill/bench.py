@@ -78,15 +78,20 @@ def main(args, log=print):
     return 0
 
 
-def _fit_student_from_scratch(c, data, seed, epochs):
+def _new_student(c, data, seed):
+    """The protocol's student, with the same initial weights every time."""
     import keras
 
     from keras_distill import zoo
 
     keras.utils.set_random_seed(seed)
-    model = zoo.build(
+    return zoo.build(
         c["student"], data.input_shape, data.num_classes, seed=seed + 1
     )
+
+
+def _fit_student_from_scratch(c, data, seed, epochs):
+    model = _new_student(c, data, seed)
     model.compile("adam", _ce(), metrics=["accuracy"])
     model.fit(data.train, epochs=epochs, verbose=0, shuffle=False)
     return model
@@ -181,13 +186,7 @@ def accuracy(
 
             def ours(train):
                 def fn():
-                    keras.utils.set_random_seed(seed)
-                    student = zoo.build(
-                        c["student"],
-                        data.input_shape,
-                        data.num_classes,
-                        seed=seed + 1,
-                    )
+                    student = _new_student(c, data, seed)
                     distiller = Distiller(
                         teacher,
                         student,
@@ -206,13 +205,7 @@ def accuracy(
             timed("ours_shift", ours(shifted))
 
             def keras_fn():
-                keras.utils.set_random_seed(seed)
-                student = zoo.build(
-                    c["student"],
-                    data.input_shape,
-                    data.num_classes,
-                    seed=seed + 1,
-                )
+                student = _new_student(c, data, seed)
                 distiller = keras.distillation.Distiller(
                     teacher=teacher,
                     student=student,

@@ -443,24 +443,9 @@ class Run:
             f"parameters) for {epochs} epochs on {c.dataset}"
         )
         teacher.compile(**self._compile_args())
-        start = time.perf_counter()
-        history = teacher.fit(
-            self.train_dataset("teacher"),
-            validation_data=self.data.validation,
-            epochs=epochs,
-            verbose=self.verbose,
-            shuffle=False,  # the pipeline shuffles, seeded
+        return self._train(
+            "teacher", teacher, teacher, epochs, fingerprint=fingerprint
         )
-        seconds = time.perf_counter() - start
-        save_model(teacher, self.file("teacher.keras"))
-        self._record(
-            "teacher",
-            teacher,
-            history.history,
-            seconds,
-            fingerprint=fingerprint,
-        )
-        return teacher
 
     def distill(self):
         """Distills the student from the run's teacher.
@@ -488,18 +473,7 @@ class Run:
             f"from {c.teacher}, T={c.temperature}, alpha={c.alpha}, "
             f"{c.epochs} epochs"
         )
-        start = time.perf_counter()
-        history = distiller.fit(
-            self.train_dataset(),
-            validation_data=self.data.validation,
-            epochs=c.epochs,
-            verbose=self.verbose,
-            shuffle=False,  # the pipeline shuffles, seeded
-        )
-        seconds = time.perf_counter() - start
-        save_model(student, self.file("student.keras"))
-        self._record("student", student, history.history, seconds)
-        return student
+        return self._train("student", distiller, student, c.epochs)
 
     def scratch(self):
         """Trains the same student from labels alone, for comparison.
@@ -511,18 +485,23 @@ class Run:
         student = self._build("student")
         student.compile(**self._compile_args())
         self.log(f"[scratch] {c.student} from labels alone, {c.epochs} epochs")
+        return self._train("scratch", student, student, c.epochs)
+
+    def _train(self, name, trainer, model, epochs, **extra):
+        """Fits `trainer`, saves `model` as `<name>.keras`, records it."""
+        role = "teacher" if name == "teacher" else "student"
         start = time.perf_counter()
-        history = student.fit(
-            self.train_dataset(),
+        history = trainer.fit(
+            self.train_dataset(role),
             validation_data=self.data.validation,
-            epochs=c.epochs,
+            epochs=epochs,
             verbose=self.verbose,
             shuffle=False,  # the pipeline shuffles, seeded
         )
         seconds = time.perf_counter() - start
-        save_model(student, self.file("scratch.keras"))
-        self._record("scratch", student, history.history, seconds)
-        return student
+        save_model(model, self.file(f"{name}.keras"))
+        self._record(name, model, history.history, seconds, **extra)
+        return model
 
     def evaluate(self):
         """Evaluates every trained model of the run on the test split.

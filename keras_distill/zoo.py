@@ -149,33 +149,37 @@ def _image_input(input_shape, name):
     return keras.Input(input_shape, name="inputs")
 
 
-@_register("cnn-large")
-def cnn_large(input_shape, num_classes, seed=None):
-    """The keras.io Distiller example's teacher CNN (256 and 512 filters)."""
-    inputs = _image_input(input_shape, "cnn-large")
-    h = keras.layers.Conv2D(
-        256,
-        3,
-        strides=2,
-        padding="same",
-        kernel_initializer=_init(seed, 0),
-        name="conv_1",
-    )(inputs)
-    h = keras.layers.LeakyReLU(negative_slope=0.2, name="act_1")(h)
-    h = keras.layers.MaxPooling2D(2, strides=1, padding="same", name="pool")(h)
-    h = keras.layers.Conv2D(
-        512,
-        3,
-        strides=2,
-        padding="same",
-        kernel_initializer=_init(seed, 1),
-        name="conv_2",
-    )(h)
+def _keras_io_cnn(filters, input_shape, num_classes, seed, name):
+    """The keras.io Distiller example's CNN shape, with two conv widths."""
+    inputs = _image_input(input_shape, name)
+    h = inputs
+    for i, width in enumerate(filters):
+        h = keras.layers.Conv2D(
+            width,
+            3,
+            strides=2,
+            padding="same",
+            kernel_initializer=_init(seed, i),
+            name=f"conv_{i + 1}",
+        )(h)
+        if i == 0:
+            h = keras.layers.LeakyReLU(negative_slope=0.2, name="act_1")(h)
+            h = keras.layers.MaxPooling2D(
+                2, strides=1, padding="same", name="pool"
+            )(h)
     h = keras.layers.Flatten(name="flatten")(h)
     outputs = keras.layers.Dense(
         num_classes, kernel_initializer=_init(seed, 99), name="logits"
     )(h)
-    return keras.Model(inputs, outputs, name="cnn_large")
+    return keras.Model(inputs, outputs, name=name.replace("-", "_"))
+
+
+@_register("cnn-large")
+def cnn_large(input_shape, num_classes, seed=None):
+    """The keras.io Distiller example's teacher CNN (256 and 512 filters)."""
+    return _keras_io_cnn(
+        (256, 512), input_shape, num_classes, seed, "cnn-large"
+    )
 
 
 @_register("cnn-medium")
@@ -211,30 +215,7 @@ def cnn_medium(input_shape, num_classes, seed=None, dropout=0.3):
 @_register("cnn-small")
 def cnn_small(input_shape, num_classes, seed=None):
     """The keras.io Distiller example's student CNN (16 and 32 filters)."""
-    inputs = _image_input(input_shape, "cnn-small")
-    h = keras.layers.Conv2D(
-        16,
-        3,
-        strides=2,
-        padding="same",
-        kernel_initializer=_init(seed, 0),
-        name="conv_1",
-    )(inputs)
-    h = keras.layers.LeakyReLU(negative_slope=0.2, name="act_1")(h)
-    h = keras.layers.MaxPooling2D(2, strides=1, padding="same", name="pool")(h)
-    h = keras.layers.Conv2D(
-        32,
-        3,
-        strides=2,
-        padding="same",
-        kernel_initializer=_init(seed, 1),
-        name="conv_2",
-    )(h)
-    h = keras.layers.Flatten(name="flatten")(h)
-    outputs = keras.layers.Dense(
-        num_classes, kernel_initializer=_init(seed, 99), name="logits"
-    )(h)
-    return keras.Model(inputs, outputs, name="cnn_small")
+    return _keras_io_cnn((16, 32), input_shape, num_classes, seed, "cnn-small")
 
 
 @_register("resnet-small")

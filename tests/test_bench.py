@@ -1,0 +1,61 @@
+import json
+
+from keras_distill import bench
+from keras_distill import cli
+
+
+def test_bench_accuracy_writes_json(tmp_path, capsys):
+    output = tmp_path / "accuracy.json"
+    status = cli.main(
+        [
+            "bench",
+            "accuracy",
+            "--protocol",
+            "hinton",
+            "--seeds",
+            "0",
+            "--epochs",
+            "1",
+            "--dataset",
+            "digits",
+            "--output",
+            str(output),
+        ]
+    )
+    assert status == 0
+    result = json.loads(output.read_text())
+    hinton = result["protocols"]["hinton"]
+    assert hinton["seeds"] == [0]
+    for key in ("teacher", "scratch", "ours", "ours_shift", "keras"):
+        (errors,) = hinton["errors"][key]
+        assert 0 <= errors <= hinton["test_examples"]
+        assert hinton["mean_error"][key] == errors / hinton["test_examples"]
+    assert set(hinton["ratios"]) == {
+        "ours/scratch",
+        "ours_shift/scratch",
+        "keras/scratch",
+        "ours/keras",
+    }
+    assert result["versions"]["tensorflow"]
+    out = capsys.readouterr().out
+    assert "ours+shift" in out and "JSON written to" in out
+
+
+def test_accuracy_table_formats_results():
+    result = {
+        "protocols": {
+            "hinton": {
+                "seeds": [0, 1],
+                "mean_error": {
+                    "teacher": 0.02,
+                    "scratch": 0.06,
+                    "ours": 0.035,
+                    "ours_shift": 0.021,
+                    "keras": 0.04,
+                },
+                "ratios": {"ours/scratch": 0.58},
+            }
+        }
+    }
+    text = bench.accuracy_table(result)
+    assert "6.00%" in text and "3.50%" in text and "ours/scratch 0.58" in text
