@@ -120,6 +120,20 @@ def _output_classes(model, shape):
     return shape[-1] if shape else None
 
 
+def _split_cached(x):
+    """`(inputs, cached teacher outputs or None)` from a batch's `x`.
+
+    Batches from `keras_distill.teachers.TeacherCache.dataset` carry the
+    teacher's outputs beside the inputs, in a dict.
+    """
+    from keras_distill.teachers import INPUT_KEY
+    from keras_distill.teachers import TEACHER_KEY
+
+    if isinstance(x, dict) and TEACHER_KEY in x and INPUT_KEY in x:
+        return x[INPUT_KEY], x[TEACHER_KEY]
+    return x, None
+
+
 def _feature_view(model, role, layer_names):
     """A functional model returning the output and the named layers' outputs.
 
@@ -588,9 +602,19 @@ class Distiller(keras.Model):
 
     def call(self, inputs, training=None):
         """The student's forward pass."""
+        inputs, _ = _split_cached(inputs)
         return self.student(inputs, training=training)
 
-    def _teacher_outputs(self, x):
+    def _teacher_outputs(self, x, cached=None):
+        if cached is not None:
+            if self._teacher_view is not None:
+                raise ValueError(
+                    "A teacher cache holds the teacher's outputs only. "
+                    "Expected no loss on intermediate teacher features with "
+                    "cached data. Received: losses on teacher layers "
+                    f"{[x.teacher_layer for x in self._distill_losses]}"
+                )
+            return {OUTPUT: cached}
         if self._teacher_view is not None:
             return self._teacher_view(x, training=False)
         return {OUTPUT: self.teacher(x, training=False)}
@@ -714,7 +738,8 @@ class Distiller(keras.Model):
 
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self._check_labels(y)
-        teacher_outputs = self._teacher_outputs(x)
+        x, cached = _split_cached(x)
+        teacher_outputs = self._teacher_outputs(x, cached)
         with tf.GradientTape() as tape:
             y_pred, supervised, distillation, total = self._objective(
                 x, y, sample_weight, teacher_outputs, training=True
@@ -728,8 +753,9 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, cached = _split_cached(x)
         if self._evaluate_distillation:
-            teacher_outputs = self._teacher_outputs(x)
+            teacher_outputs = self._teacher_outputs(x, cached)
             y_pred, supervised, distillation, total = self._objective(
                 x, y, sample_weight, teacher_outputs, training=False
             )

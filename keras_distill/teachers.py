@@ -1,0 +1,466 @@
+"""Teachers: several models as one (`Ensemble`), and outputs computed once
+(`TeacherCache`).
+
+A `TeacherCache` runs the teacher over the training inputs once and keeps
+its outputs beside the inputs; a `Distiller` fed from `cache.dataset(...)`
+reads them from the batch and never calls the teacher.
+"""
+
+import hashlib
+import json
+import os
+
+import keras
+import numpy as np
+
+from keras_distill.utils import atomic_path
+
+TEACHER_KEY = "teacher_outputs"
+INPUT_KEY = "inputs"
+ON_MISMATCH = ("rebuild", "error")
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class Ensemble(keras.Model):
+    """Several teachers that act as one.
+
+    By default the ensemble averages the teachers' softened distributions,
+    `p = Σ_i w_i softmax(z_i / T)`, and returns `T · log p` as its logits,
+    so that `softmax(logits / T)` is exactly that average: a
+    `LogitsDistillation` at the same temperature then distils the averaged
+    distribution. With `mode="logits"` it returns `Σ_i w_i z_i`.
+
+    Args:
+        teachers: A list of built `keras.Model`s with the same input and
+            output shapes.
+        weights: One non-negative weight per teacher (normalised to sum to
+            1). Defaults to equal weights.
+        mode: `"probabilities"` (the default) or `"logits"`.
+        temperature: The T at which distributions are averaged; use the
+            distillation loss' temperature. Defaults to 4.0 (the default of
+            `LogitsDistillation`).
+        name: The model's name.
+        **kwargs: Passed on to `keras.Model`.
+
+    Raises:
+        ValueError: For an empty list, something that is not a built
+            `keras.Model`, weights of the wrong length or sign, or an
+            unknown mode.
+
+    Example:
+
+    ```python
+    teacher = keras_distill.teachers.Ensemble([teacher_a, teacher_b])
+    distiller = keras_distill.Distiller(teacher, student)
+    ```
+    """
+
+    def __init__(
+        self,
+        teachers,
+        weights=None,
+        mode="probabilities",
+        temperature=4.0,
+        name="ensemble",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        if not isinstance(teachers, (list, tuple)) or not teachers:
+            raise ValueError(
+                "Invalid value for argument `teachers`. Expected a non-empty "
+                f"list of built keras.Model. Received: teachers={teachers!r}"
+            )
+        for i, teacher in enumerate(teachers):
+            if not isinstance(teacher, keras.Model) or not teacher.built:
+                raise ValueError(
+                    "Invalid value for argument `teachers`. Expected built "
+                    f"keras.Model objects. Received: teachers[{i}]="
+                    f"{teacher!r}"
+                )
+        if weights is None:
+            weights = [1.0] * len(teachers)
+        if (
+            not isinstance(weights, (list, tuple))
+            or len(weights) != len(teachers)
+            or any(
+                isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0
+                for w in weights
+            )
+            or not sum(weights) > 0
+        ):
+            raise ValueError(
+                "Invalid value for argument `weights`. Expected "
+                f"{len(teachers)} non-negative floats, not all zero. "
+                f"Received: weights={weights!r}"
+            )
+        if mode not in ("probabilities", "logits"):
+            raise ValueError(
+                "Invalid value for argument `mode`. Expected 'probabilities' "
+                f"or 'logits'. Received: mode={mode!r}"
+            )
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not temperature > 0
+        ):
+            raise ValueError(
+                "Invalid value for argument `temperature`. Expected a "
+                f"positive float. Received: temperature={temperature!r}"
+            )
+        self.teachers = list(teachers)
+        total = float(sum(weights))
+        self.weights_ = [float(w) / total for w in weights]
+        self._raw_weights = [float(w) for w in weights]
+        self.mode = mode
+        self.temperature = float(temperature)
+        self.built = True
+
+    def call(self, inputs, training=False):
+        outputs = [
+            keras.ops.cast(t(inputs, training=False), "float32")
+            for t in self.teachers
+        ]
+        if self.mode == "logits":
+            return sum(w * z for w, z in zip(self.weights_, outputs))
+        t = self.temperature
+        probabilities = sum(
+            w * keras.ops.softmax(z / t, axis=-1)
+            for w, z in zip(self.weights_, outputs)
+        )
+        return t * keras.ops.log(keras.ops.maximum(probabilities, 1e-30))
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "teachers": [
+                keras.saving.serialize_keras_object(t) for t in self.teachers
+            ],
+            "weights": self._raw_weights,
+            "mode": self.mode,
+            "temperature": self.temperature,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["teachers"] = [
+            keras.saving.deserialize_keras_object(t) for t in config["teachers"]
+        ]
+        return cls(**config)
+
+
+def fingerprint_model(model):
+    """A SHA-256 digest of a model's weights (shapes and values)."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+        digest.update(str(value.shape).encode())
+        digest.update(str(value.dtype).encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def fingerprint_array(x):
+    """A SHA-256 digest of an array (shape, dtype and bytes)."""
+    x = np.ascontiguousarray(x)
+    digest = hashlib.sha256()
+    digest.update(str(x.shape).encode())
+    digest.update(str(x.dtype).encode())
+    digest.update(x.tobytes())
+    return digest.hexdigest()
+
+
+class TeacherCache:
+    """The teacher's outputs on a fixed set of inputs, computed once.
+
+    Build it with the training inputs; `dataset(x, y, ...)` then yields
+    batches that carry the cached outputs beside the inputs, and a
+    `keras_distill.Distiller` fitted on them never calls the teacher.
+    Shuffling is safe: each example's outputs travel with it.
+
+    The cache is keyed by example position and by fingerprints of the
+    teacher's weights and of the inputs. Given `path`, it is stored there
+    (`.npz`, written atomically) and reused when the fingerprints match;
+    when they do not (another teacher, other data), it is rebuilt, or with
+    `on_mismatch="error"` a `ValueError` says what changed.
+
+    A fixed cache cannot follow random augmentation: the teacher's output
+    for a shifted image is not its output for the original. With
+    `views=K` the cache stores K shifted views of every input (random
+    shifts of up to `pixels`, replayed exactly from seeds) and their
+    outputs; `dataset()` then gives each example one of its K views each
+    epoch, inputs and outputs matching.
+
+    Args:
+        teacher: A built `keras.Model` (or an `Ensemble`).
+        x: The training inputs, a NumPy array (batch axis first).
+        batch_size: Batch size of the teacher's pass.
+        path: Optional `.npz` file to store the cache in and reuse it from.
+        views: 1 (the inputs as they are) or K > 1 shifted views per input.
+        pixels: The largest shift of a view, for `views > 1`.
+        seed: Seed of the views' shifts.
+        on_mismatch: `"rebuild"` or `"error"`, when a stored cache does not
+            match the teacher or the inputs.
+        verbose: Show a progress bar while the teacher runs.
+
+    Raises:
+        ValueError: For invalid arguments, a stored cache that does not
+            match with `on_mismatch="error"`, or a corrupted cache file.
+
+    Example:
+
+    ```python
+    cache = keras_distill.teachers.TeacherCache(teacher, x_train)
+    distiller = keras_distill.Distiller(teacher, student)
+    distiller.compile("adam", loss, metrics=["accuracy"])
+    distiller.fit(cache.dataset(x_train, y_train, batch_size=64), epochs=10)
+    ```
+    """
+
+    def __init__(
+        self,
+        teacher,
+        x,
+        *,
+        batch_size=256,
+        path=None,
+        views=1,
+        pixels=2,
+        seed=0,
+        on_mismatch="rebuild",
+        verbose=1,
+    ):
+        if not isinstance(teacher, keras.Model) or not teacher.built:
+            raise ValueError(
+                "Invalid value for argument `teacher`. Expected a built "
+                f"keras.Model. Received: teacher={teacher!r}"
+            )
+        x = np.asarray(x)
+        if x.ndim < 2 or not len(x):
+            raise ValueError(
+                "Invalid value for argument `x`. Expected a non-empty array "
+                f"with a batch axis. Received: an array of shape {x.shape}"
+            )
+        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+            raise ValueError(
+                "Invalid value for argument `views`. Expected a positive int."
+                f" Received: views={views!r}"
+            )
+        if views > 1 and x.ndim != 4:
+            raise ValueError(
+                "Invalid value for argument `views`. Shifted views need "
+                "images shaped (n, height, width, channels). Received: "
+                f"inputs of shape {x.shape}"
+            )
+        if on_mismatch not in ON_MISMATCH:
+            raise ValueError(
+                "Invalid value for argument `on_mismatch`. Expected one of "
+                f"{list(ON_MISMATCH)}. Received: on_mismatch={on_mismatch!r}"
+            )
+        self.teacher = teacher
+        self.views = views
+        self.pixels = int(pixels)
+        self.seed = int(seed)
+        self.batch_size = batch_size
+        self.path = os.fspath(path) if path is not None else None
+        self.key = {
+            "teacher": fingerprint_model(teacher),
+            "data": fingerprint_array(x),
+            "views": views,
+            "pixels": self.pixels if views > 1 else 0,
+            "seed": self.seed if views > 1 else 0,
+        }
+        self.outputs = None
+        self.rebuilt = False
+        if self.path and os.path.exists(self.path):
+            stored_key, outputs = _read(self.path)
+            if stored_key == self.key:
+                self.outputs = outputs
+            elif on_mismatch == "error":
+                changed = sorted(
+                    k for k in self.key if stored_key.get(k) != self.key[k]
+                )
+                raise ValueError(
+                    f"The teacher cache {self.path!r} was built for another "
+                    f"{' and '.join(changed)}. Expected a cache of this "
+                    "teacher on these inputs. Delete the file, or pass "
+                    "on_mismatch='rebuild'."
+                )
+        if self.outputs is None:
+            self.outputs = self._compute(x, verbose)
+            self.rebuilt = True
+            if self.path:
+                _write(self.path, self.key, self.outputs)
+
+    def _compute(self, x, verbose):
+        import tensorflow as tf
+
+        n = len(x)
+        steps = self.views * int(np.ceil(n / self.batch_size))
+        bar = keras.utils.Progbar(steps, unit_name="batch") if verbose else None
+        outputs = []
+        indices = tf.range(n)
+        for view in range(self.views):
+            chunks = []
+            for start in range(0, n, self.batch_size):
+                batch = x[start : start + self.batch_size]
+                if self.views > 1:
+                    batch = shift_view(
+                        batch,
+                        indices[start : start + self.batch_size],
+                        view,
+                        self.pixels,
+                        self.seed,
+                    )
+                logits = self.teacher(batch, training=False)
+                chunks.append(np.asarray(keras.ops.cast(logits, "float32")))
+                if bar:
+                    bar.add(1)
+            outputs.append(np.concatenate(chunks))
+        return np.stack(outputs)  # (views, n, ...)
+
+    def dataset(
+        self, x, y=None, batch_size=32, shuffle=True, seed=0, augment=None
+    ):
+        """Batches of `({"inputs": x, "teacher_outputs": t}, y)`.
+
+        Do not add random augmentation to the returned dataset: the cached
+        outputs belong to the inputs as served. For shifted inputs build the
+        cache with `views=K` (then `augment="shift"` is what it serves).
+
+        Args:
+            x: The same inputs the cache was built on (checked).
+            y: Labels, or None for unlabelled distillation.
+            batch_size: Batch size.
+            shuffle: Reshuffle every epoch (seeded).
+            seed: The shuffle seed (also picks the views each epoch).
+            augment: None, or `"shift"` (needs a cache built with
+                `views > 1`).
+
+        Returns:
+            A `tf.data.Dataset` for `Distiller.fit`.
+
+        Raises:
+            ValueError: If `x` is not the array the cache was built on, or
+                if augmentation is asked of a cache of unaugmented inputs.
+        """
+        import tensorflow as tf
+
+        if augment not in (None, "shift"):
+            raise ValueError(
+                "Invalid value for argument `augment`. Expected None or "
+                f"'shift'. Received: augment={augment!r}"
+            )
+        if augment is not None and self.views == 1:
+            raise ValueError(
+                "Random augmentation cannot be used with a fixed teacher "
+                "cache: the teacher's outputs would belong to other inputs "
+                "than the student sees. Build the cache with `views=K` (K "
+                "shifted views per input, replayed from seeds), or train "
+                "online without a cache. Received: augment="
+                f"{augment!r} with a cache of views=1"
+            )
+        x = np.asarray(x)
+        if fingerprint_array(x) != self.key["data"]:
+            raise ValueError(
+                "Invalid value for argument `x`. Expected the inputs the "
+                "teacher cache was built on (same values, same order). "
+                f"Received: other inputs of shape {x.shape}"
+            )
+        n = len(x)
+        index = tf.data.Dataset.range(n)
+        if y is not None:
+            labels = tf.data.Dataset.from_tensor_slices(np.asarray(y))
+            data = tf.data.Dataset.zip((index, labels))
+        else:
+            data = index.map(lambda i: (i,))
+        if shuffle:
+            data = data.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        outputs = tf.constant(self.outputs)
+        inputs = tf.constant(x)
+        views = self.views
+        if views > 1:
+            choices = tf.data.Dataset.random(
+                seed=seed + 1, rerandomize_each_iteration=True
+            )
+            data = tf.data.Dataset.zip((data, choices))
+        else:
+            data = data.map(lambda *item: (item, tf.constant(0, tf.int64)))
+
+        pixels, view_seed = self.pixels, self.seed
+
+        def lookup(item, choice):
+            i = tf.cast(item[0], tf.int32)
+            view = tf.cast(choice % views, tf.int32)
+            example = tf.gather(inputs, i)
+            if views > 1:
+                example = shift_view(
+                    example[None], i[None], view, pixels, view_seed
+                )[0]
+            features = {
+                INPUT_KEY: example,
+                TEACHER_KEY: outputs[view, i],
+            }
+            return (features,) + tuple(item[1:])
+
+        return (
+            data.map(lookup, num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+
+def shift_view(images, indices, view, pixels, seed):
+    """Replays view `view` of the images at `indices`: a shift of up to
+    `pixels` pixels drawn from a stateless seed of (seed, view, index).
+
+    Args:
+        images: float tensor `(batch, height, width, channels)`.
+        indices: int tensor `(batch,)`, the examples' positions.
+        view: The view number (int or scalar tensor).
+        pixels: The largest shift.
+        seed: The cache's seed.
+
+    Returns:
+        The shifted images, zero-filled at the edges.
+    """
+    import tensorflow as tf
+
+    images = tf.convert_to_tensor(images)
+    height, width = images.shape[1], images.shape[2]
+    indices = tf.cast(indices, tf.int32)
+    view = tf.cast(view, tf.int32)
+
+    def offset(i):
+        key = tf.stack([seed * 1000003 + view, i])
+        return tf.random.stateless_uniform(
+            (2,), seed=key, minval=0, maxval=2 * pixels + 1, dtype=tf.int32
+        )
+
+    offsets = tf.map_fn(offset, indices, fn_output_signature=tf.int32)
+    padded = tf.pad(
+        images, [[0, 0], [pixels, pixels], [pixels, pixels], [0, 0]]
+    )
+    rows = offsets[:, :1] + tf.range(height)[None]
+    cols = offsets[:, 1:] + tf.range(width)[None]
+    out = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(out, cols, axis=2, batch_dims=1)
+
+
+def _write(path, key, outputs):
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, outputs=outputs, key=np.array(json.dumps(key)))
+
+
+def _read(path):
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            key = json.loads(str(npz["key"]))
+            outputs = npz["outputs"]
+    except Exception as error:  # zip, npy and json errors all mean corrupt
+        raise ValueError(
+            f"The teacher cache {path!r} is corrupted or not a teacher cache "
+            f"({type(error).__name__}: {error}). Delete it to rebuild it."
+        ) from None
+    return key, outputs

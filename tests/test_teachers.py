@@ -1,0 +1,247 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import NUM_FEATURES
+from conftest import data
+from conftest import mlp
+from conftest import sparse_ce
+
+from keras_distill import Distiller
+from keras_distill import teachers
+from keras_distill.teachers import Ensemble
+from keras_distill.teachers import TeacherCache
+
+
+def counter(model, name):
+    return float(model.get_layer(name).count.numpy())
+
+
+def test_cached_training_equals_online_and_never_calls_the_teacher():
+    import tensorflow as tf
+
+    x, y = data(64)
+    teacher = mlp(16, "teacher", counter=True, seed=1)
+    cache = TeacherCache(teacher, x, batch_size=64, verbose=0)
+    assert counter(teacher, "teacher_counter") == 1.0  # one pass, one batch
+
+    online_student = mlp(8, "student", seed=2)
+    cached_student = mlp(8, "student", seed=2)
+    results = []
+    for student, ds in (
+        (
+            online_student,
+            tf.data.Dataset.from_tensor_slices((x, y))
+            .shuffle(64, seed=3)
+            .batch(16),
+        ),
+        (cached_student, cache.dataset(x, y, batch_size=16, seed=3)),
+    ):
+        distiller = Distiller(teacher, student, student_loss_weight=0.3)
+        distiller.compile(keras.optimizers.SGD(0.1), sparse_ce())
+        calls = counter(teacher, "teacher_counter")
+        history = distiller.fit(ds, epochs=1, verbose=0, shuffle=False)
+        results.append(
+            (counter(teacher, "teacher_counter") - calls, history.history)
+        )
+    online_calls, online_history = results[0]
+    cached_calls, cached_history = results[1]
+    assert online_calls == 4.0 and cached_calls == 0.0
+    for a, b in zip(online_student.get_weights(), cached_student.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(
+        online_history["distillation_loss"],
+        cached_history["distillation_loss"],
+        rtol=1e-5,
+    )
+
+
+def test_cache_outputs_equal_the_teacher():
+    x, _ = data(40)
+    teacher = mlp(16, "teacher", seed=1)
+    cache = TeacherCache(teacher, x, batch_size=16, verbose=0)
+    assert cache.outputs.shape == (1, 40, 3)
+    np.testing.assert_allclose(
+        cache.outputs[0], teacher.predict(x, verbose=0), atol=1e-6
+    )
+
+
+def test_stored_cache_is_reused_and_invalidated(tmp_path):
+    x, _ = data(32)
+    path = str(tmp_path / "cache.npz")
+    teacher = mlp(16, "teacher", seed=1)
+    first = TeacherCache(teacher, x, path=path, verbose=0)
+    assert first.rebuilt and os.path.exists(path)
+    again = TeacherCache(teacher, x, path=path, verbose=0)
+    assert not again.rebuilt
+    np.testing.assert_array_equal(again.outputs, first.outputs)
+
+    # A changed teacher weight invalidates it.
+    kernel = teacher.get_layer("teacher_logits").kernel
+    kernel.assign(kernel.numpy() + 0.01)
+    with pytest.raises(ValueError, match="built for another teacher"):
+        TeacherCache(teacher, x, path=path, on_mismatch="error", verbose=0)
+    rebuilt = TeacherCache(teacher, x, path=path, verbose=0)
+    assert rebuilt.rebuilt
+    assert not np.allclose(rebuilt.outputs, first.outputs)
+
+    # So does changed data.
+    x2 = x.copy()
+    x2[0, 0] += 1.0
+    with pytest.raises(ValueError, match="built for another data"):
+        TeacherCache(teacher, x2, path=path, on_mismatch="error", verbose=0)
+
+
+def test_dataset_refuses_other_inputs():
+    x, y = data(16)
+    cache = TeacherCache(mlp(16, "teacher", seed=1), x, verbose=0)
+    with pytest.raises(ValueError, match="inputs the teacher cache was built"):
+        cache.dataset(x[::-1], y)
+
+
+def test_corrupted_cache_file(tmp_path):
+    x, _ = data(16)
+    path = tmp_path / "cache.npz"
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupted or not a teacher cache"):
+        TeacherCache(mlp(16, "teacher", seed=1), x, path=str(path), verbose=0)
+
+
+def test_augmentation_with_a_plain_cache_is_refused():
+    x, y = data(16)
+    cache = TeacherCache(mlp(16, "teacher", seed=1), x, verbose=0)
+    with pytest.raises(ValueError, match="cannot be used with a fixed teacher"):
+        cache.dataset(x, y, augment="shift")
+
+
+def _image_teacher(seed=1):
+    inputs = keras.Input((6, 6, 1))
+    h = keras.layers.Flatten()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3)(h), name=f"img_{seed}")
+
+
+def test_views_replay_the_same_shifts_and_outputs():
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 6, 6, 1)).astype("float32")
+    y = rng.integers(0, 3, 12).astype("int32")
+    teacher = _image_teacher()
+    cache = TeacherCache(teacher, x, views=3, seed=5, verbose=0)
+    assert cache.outputs.shape == (3, 12, 3)
+    assert not np.allclose(cache.outputs[0], cache.outputs[1])
+    ds = cache.dataset(x, y, batch_size=12, seed=1, augment="shift")
+    for features, _ in ds.take(2):  # two epochs' worth
+        served = features["inputs"].numpy()
+        # The outputs served are the teacher's outputs on the served views.
+        np.testing.assert_allclose(
+            features["teacher_outputs"].numpy(),
+            teacher.predict(served, verbose=0),
+            atol=1e-5,
+        )
+    # The same seed replays the same views.
+    again = TeacherCache(teacher, x, views=3, seed=5, verbose=0)
+    np.testing.assert_array_equal(again.outputs, cache.outputs)
+    # A distiller trains from it.
+    inputs = keras.Input((6, 6, 1))
+    student = keras.Model(
+        inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs))
+    )
+    distiller = Distiller(teacher, student)
+    distiller.compile("adam", sparse_ce())
+    history = distiller.fit(ds, epochs=2, verbose=0, shuffle=False)
+    assert np.isfinite(history.history["distillation_loss"]).all()
+
+
+def test_errors():
+    x, _ = data(8)
+    teacher = mlp(16, "teacher", seed=1)
+    with pytest.raises(ValueError, match="argument `teacher`"):
+        TeacherCache("teacher.keras", x)
+    with pytest.raises(ValueError, match="argument `views`"):
+        TeacherCache(teacher, x, views=0)
+    with pytest.raises(ValueError, match="Shifted views need images"):
+        TeacherCache(teacher, x, views=2)
+    with pytest.raises(ValueError, match="argument `on_mismatch`"):
+        TeacherCache(teacher, x, on_mismatch="ignore")
+    with pytest.raises(ValueError, match="argument `x`"):
+        TeacherCache(teacher, np.zeros((0, NUM_FEATURES)))
+
+
+# -- ensembles -----------------------------------------------------------------
+
+
+def _np_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
+
+
+def test_ensemble_of_identical_teachers_equals_one():
+    x, _ = data(10)
+    teacher = mlp(16, "teacher", seed=1)
+    ensemble = Ensemble([teacher, teacher], temperature=3.0)
+    np.testing.assert_allclose(
+        _np_softmax(ensemble.predict(x, verbose=0) / 3.0),
+        _np_softmax(teacher.predict(x, verbose=0) / 3.0),
+        atol=1e-6,
+    )
+    logits = Ensemble([teacher, teacher], mode="logits")
+    np.testing.assert_allclose(
+        logits.predict(x, verbose=0), teacher.predict(x, verbose=0), atol=1e-6
+    )
+
+
+def test_ensemble_weights_are_respected():
+    x, _ = data(10)
+    a, b = mlp(16, "a", seed=1), mlp(16, "b", seed=2)
+    za, zb = a.predict(x, verbose=0), b.predict(x, verbose=0)
+    ensemble = Ensemble([a, b], weights=[3.0, 1.0], temperature=2.0)
+    expected = 0.75 * _np_softmax(za / 2.0) + 0.25 * _np_softmax(zb / 2.0)
+    np.testing.assert_allclose(
+        _np_softmax(ensemble.predict(x, verbose=0) / 2.0), expected, atol=1e-6
+    )
+    logits = Ensemble([a, b], weights=[3.0, 1.0], mode="logits")
+    np.testing.assert_allclose(
+        logits.predict(x, verbose=0), 0.75 * za + 0.25 * zb, atol=1e-5
+    )
+
+
+def test_ensemble_online_and_cached():
+    x, y = data(32)
+    ensemble = Ensemble([mlp(16, "a", seed=1), mlp(8, "b", seed=2)])
+    distiller = Distiller(ensemble, mlp(4, "student", seed=3))
+    distiller.compile("adam", sparse_ce())
+    online = distiller.fit(x, y, epochs=1, verbose=0)
+    cache = TeacherCache(ensemble, x, verbose=0)
+    cached = distiller.fit(
+        cache.dataset(x, y), epochs=1, verbose=0, shuffle=False
+    )
+    assert np.isfinite(online.history["loss"] + cached.history["loss"]).all()
+    config = ensemble.get_config()
+    restored = Ensemble.from_config(config)
+    assert len(restored.teachers) == 2 and restored.mode == "probabilities"
+    assert restored.get_config()["weights"] == [1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"teachers": []}, "argument `teachers`"),
+        ({"weights": [1.0]}, "argument `weights`"),
+        ({"weights": [-1.0, 1.0]}, "argument `weights`"),
+        ({"mode": "vote"}, "argument `mode`"),
+        ({"temperature": 0}, "argument `temperature`"),
+    ],
+)
+def test_ensemble_errors(kwargs, match):
+    args = {"teachers": [mlp(4, "a", seed=1), mlp(4, "b", seed=2)], **kwargs}
+    with pytest.raises(ValueError, match=match):
+        Ensemble(**args)
+
+
+def test_fingerprints_change_with_weights_and_data():
+    x, _ = data(8)
+    model = mlp(4, "m", seed=1)
+    before = teachers.fingerprint_model(model)
+    model.get_layer("m_h").bias.assign(np.ones(4, "float32"))
+    assert teachers.fingerprint_model(model) != before
+    assert teachers.fingerprint_array(x) != teachers.fingerprint_array(x + 1)
