@@ -59,6 +59,24 @@ def add_arguments(parser):
     accuracy.add_argument(
         "--output", default="bench_accuracy.json", help="JSON file to write"
     )
+    from keras_distill import speed
+
+    speed_parser = sub.add_parser(
+        "speed",
+        help="epoch times: ours online and cached against Keras' distillers",
+        description=speed.__doc__.split("\n\n")[0],
+    )
+    speed_parser.add_argument(
+        "--preset", choices=sorted(speed.PRESETS), default="mlp"
+    )
+    speed_parser.add_argument(
+        "--quick", action="store_true", help="512 examples, 3 rounds"
+    )
+    speed_parser.add_argument("--rounds", type=int, default=5)
+    speed_parser.add_argument("--batch-size", type=int, default=64)
+    speed_parser.add_argument(
+        "--output", default="bench_speed.json", help="JSON file to write"
+    )
 
 
 def main(args, log=print):
@@ -74,6 +92,20 @@ def main(args, log=print):
             log=log,
         )
         log(accuracy_table(result))
+        log(f"\nJSON written to {args.output}")
+    elif args.bench == "speed":
+        from keras_distill import speed
+        from keras_distill.utils import write_text
+
+        result = speed.run(
+            preset=args.preset,
+            quick=args.quick,
+            rounds=args.rounds,
+            batch_size=args.batch_size,
+            log=log,
+        )
+        write_text(args.output, json.dumps(result, indent=2) + "\n")
+        log(speed.table(result))
         log(f"\nJSON written to {args.output}")
     return 0
 

@@ -59,3 +59,31 @@ def test_accuracy_table_formats_results():
     }
     text = bench.accuracy_table(result)
     assert "6.00%" in text and "3.50%" in text and "ours/scratch 0.58" in text
+
+
+def test_bench_speed_quick_writes_every_field(tmp_path, capsys):
+    output = tmp_path / "speed.json"
+    status = cli.main(
+        [
+            "bench",
+            "speed",
+            "--preset",
+            "mlp",
+            "--quick",
+            "--output",
+            str(output),
+        ]
+    )
+    assert status == 0
+    result = json.loads(output.read_text())
+    assert set(result["median_epoch_seconds"]) == set("abcdefghi")
+    for times in result["epoch_seconds"].values():
+        assert len(times) == 3 and all(t > 0 for t in times)
+    assert set(result["ratios"]) == {"c/i", "c/e", "c/f", "g/c", "h/e", "d/a"}
+    median = result["median_epoch_seconds"]
+    assert result["ratios"]["d/a"] == median["d"] / median["a"]
+    assert result["cache_build_seconds"] > 0
+    assert (
+        result["config"]["teacher_params"] > result["config"]["student_params"]
+    )
+    assert "(i) bound" in capsys.readouterr().out

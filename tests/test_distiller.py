@@ -576,3 +576,45 @@ def test_public_objects_have_docstrings():
     assert keras_distill.Distiller.__doc__
     for name in ("compile", "compute_loss", "get_config", "from_config"):
         assert getattr(Distiller, name).__doc__, name
+
+
+def test_jit_compile_matches_the_traced_step():
+    x, y = data(32)
+    weights = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        distiller = make(alpha=0.3)
+        distiller.compile(
+            keras.optimizers.SGD(0.1), sparse_ce(), jit_compile=jit
+        )
+        assert distiller.jit_compile is jit
+        distiller.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+        weights.append(distiller.student.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_mixed_bfloat16_keeps_the_losses_in_float32():
+    x, y = data(16)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        distiller = make()
+        distiller.compile("adam", sparse_ce())
+        history = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        teacher_out = distiller._teacher_outputs(x)
+        student_out = distiller._student_outputs(x, training=False)
+        assert student_out["__output__"].dtype == "bfloat16"
+        value = distiller._distillation_loss(teacher_out, student_out, None)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert value.dtype == "float32"
+    assert np.isfinite(history.history["loss"]).all()
+    t = keras.ops.convert_to_numpy(
+        keras.ops.cast(teacher_out["__output__"], "float32")
+    )
+    s = keras.ops.convert_to_numpy(
+        keras.ops.cast(student_out["__output__"], "float32")
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(value), np_kd(t, s, 4.0), rtol=1e-5
+    )
