@@ -369,44 +369,43 @@ class TeacherCache:
             )
         n = len(x)
         index = tf.data.Dataset.range(n)
-        if y is not None:
-            labels = tf.data.Dataset.from_tensor_slices(np.asarray(y))
-            data = tf.data.Dataset.zip((index, labels))
-        else:
-            data = index.map(lambda i: (i,))
         if shuffle:
-            data = data.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        outputs = tf.constant(self.outputs)
+            index = index.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        # Batches of positions first, then one gather per batch: far cheaper
+        # than a lookup per example.
+        index = index.batch(batch_size)
         inputs = tf.constant(x)
-        views = self.views
+        outputs = tf.constant(self.outputs)
+        labels = None if y is None else tf.constant(np.asarray(y))
+        views, pixels, view_seed = self.views, self.pixels, self.seed
         if views > 1:
             choices = tf.data.Dataset.random(
                 seed=seed + 1, rerandomize_each_iteration=True
             )
-            data = tf.data.Dataset.zip((data, choices))
         else:
-            data = data.map(lambda *item: (item, tf.constant(0, tf.int64)))
+            choices = tf.data.Dataset.from_tensors(
+                tf.constant(0, tf.int64)
+            ).repeat()
+        data = tf.data.Dataset.zip((index, choices.batch(batch_size)))
 
-        pixels, view_seed = self.pixels, self.seed
-
-        def lookup(item, choice):
-            i = tf.cast(item[0], tf.int32)
-            view = tf.cast(choice % views, tf.int32)
-            example = tf.gather(inputs, i)
+        def lookup(positions, choice):
+            positions = tf.cast(positions, tf.int32)
+            view = tf.cast(choice[: tf.shape(positions)[0]] % views, tf.int32)
+            batch = tf.gather(inputs, positions)
             if views > 1:
-                example = shift_view(
-                    example[None], i[None], view, pixels, view_seed
-                )[0]
+                batch = shift_view(batch, positions, view, pixels, view_seed)
             features = {
-                INPUT_KEY: example,
-                TEACHER_KEY: outputs[view, i],
+                INPUT_KEY: batch,
+                TEACHER_KEY: tf.gather_nd(
+                    outputs, tf.stack([view, positions], axis=1)
+                ),
             }
-            return (features,) + tuple(item[1:])
+            if labels is None:
+                return (features,)
+            return features, tf.gather(labels, positions)
 
-        return (
-            data.map(lookup, num_parallel_calls=tf.data.AUTOTUNE)
-            .batch(batch_size)
-            .prefetch(tf.data.AUTOTUNE)
+        return data.map(lookup, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+            tf.data.AUTOTUNE
         )
 
 
@@ -417,7 +416,8 @@ def shift_view(images, indices, view, pixels, seed):
     Args:
         images: float tensor `(batch, height, width, channels)`.
         indices: int tensor `(batch,)`, the examples' positions.
-        view: The view number (int or scalar tensor).
+        view: The view number: an int, or an int tensor `(batch,)` with one
+            view per example.
         pixels: The largest shift.
         seed: The cache's seed.
 
@@ -429,15 +429,15 @@ def shift_view(images, indices, view, pixels, seed):
     images = tf.convert_to_tensor(images)
     height, width = images.shape[1], images.shape[2]
     indices = tf.cast(indices, tf.int32)
-    view = tf.cast(view, tf.int32)
+    view = tf.broadcast_to(tf.cast(view, tf.int32), tf.shape(indices))
 
-    def offset(i):
-        key = tf.stack([seed * 1000003 + view, i])
+    def offset(key):
         return tf.random.stateless_uniform(
             (2,), seed=key, minval=0, maxval=2 * pixels + 1, dtype=tf.int32
         )
 
-    offsets = tf.map_fn(offset, indices, fn_output_signature=tf.int32)
+    keys = tf.stack([seed * 1000003 + view, indices], axis=1)
+    offsets = tf.map_fn(offset, keys, fn_output_signature=tf.int32)
     padded = tf.pad(
         images, [[0, 0], [pixels, pixels], [pixels, pixels], [0, 0]]
     )
