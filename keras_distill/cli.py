@@ -178,7 +178,11 @@ def _import_tensorflow_quietly():
         tf.constant(0.0)  # initializes the runtime, quietly
 
 
-def run_command(args, log=print):
+def _log(*args):
+    print(*args, flush=True)
+
+
+def run_command(args, log=_log):
     """Runs one parsed command. Returns the process exit status."""
     if args.command == "bench":
         from keras_distill import bench
