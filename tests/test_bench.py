@@ -80,6 +80,8 @@ def test_bench_speed_quick_writes_every_field(tmp_path, capsys):
     for times in result["epoch_seconds"].values():
         assert len(times) == 3 and all(t > 0 for t in times)
     assert set(result["ratios"]) == {"c/i", "c/e", "c/f", "g/c", "h/e", "d/a"}
+    assert set(result["ratios_cpu"]) == set(result["ratios"])
+    assert set(result["median_epoch_cpu_seconds"]) == set("abcdefghi")
     median = result["median_epoch_seconds"]
     assert result["ratios"]["d/a"] == median["d"] / median["a"]
     assert result["cache_build_seconds"] > 0
