@@ -44,6 +44,8 @@ subprocess.run(
         "mlp-tiny",
         "--epochs",
         str(args.epochs),
+        "--teacher-epochs",
+        str(args.epochs),
         "--run",
         "saved_models/my_digits",
     ],

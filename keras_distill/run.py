@@ -45,7 +45,7 @@ class RunConfig:
             `{"class_name", "config"}` dicts. Defaults to
             `LogitsDistillation(temperature)`.
         epochs: Training epochs of the students (distilled and scratch).
-        teacher_epochs: Training epochs of the teacher (defaults to
+        teacher_epochs: Training epochs of the teacher (null: the same as
             `epochs`).
         batch_size: Batch size of every phase.
         optimizer: `adam`, `adamw`, `sgd` or `rmsprop`.
@@ -67,8 +67,8 @@ class RunConfig:
     temperature: float = 4.0
     alpha: float = 0.1
     losses: object = None
-    epochs: int = 15
-    teacher_epochs: object = None
+    epochs: int = 20
+    teacher_epochs: object = 15
     batch_size: int = 64
     optimizer: str = "adam"
     learning_rate: float = 1e-3

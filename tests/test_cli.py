@@ -16,6 +16,8 @@ TINY = [
     "mlp-tiny",
     "--epochs",
     "1",
+    "--teacher-epochs",
+    "1",
     "--batch-size",
     "64",
     "--verbose",
@@ -129,7 +131,7 @@ def test_config_file_and_flag_precedence(tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text(
         "dataset: digits\nteacher: mlp-tiny\nstudent: mlp-tiny\n"
-        "epochs: 1\ntemperature: 7.5\nalpha: 0.3\n"
+        "epochs: 1\nteacher_epochs: 1\ntemperature: 7.5\nalpha: 0.3\n"
     )
     path = str(tmp_path / "cfg")
     status, _, _ = run(
