@@ -344,8 +344,24 @@ class Run:
         return self._data
 
     def train_dataset(self, role="student"):
-        """The training pipeline, with the role's augmentation applied."""
-        train = self.data.train
+        """A fresh training pipeline, with the role's augmentation applied.
+
+        Each phase gets its own pipeline, so its shuffling and shifts depend
+        on the seed alone, not on how many epochs an earlier phase of the
+        same process drew: `keras-distill distill` run alone gives what the
+        same phase gives inside `keras-distill demo`.
+        """
+        from keras_distill.data import pipeline
+
+        c = self.config
+        arrays = self.data.arrays
+        train = pipeline(
+            arrays.x_train,
+            arrays.y_train,
+            c.batch_size,
+            shuffle=True,
+            seed=c.seed,
+        )
         augment = (
             self.config.teacher_augment
             if role == "teacher"

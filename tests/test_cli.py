@@ -219,3 +219,26 @@ def test_run_config_defaults_are_valid():
     config = RunConfig()
     assert config.dataset == "mnist5k"
     assert RunConfig.from_dict(config.to_dict()) == config
+
+
+def test_a_phase_alone_equals_the_same_phase_after_another(tmp_path):
+    import numpy as np
+
+    from keras_distill.run import Run
+
+    config = RunConfig(
+        dataset="digits",
+        teacher="mlp-tiny",
+        student="mlp-tiny",
+        epochs=1,
+        teacher_epochs=2,
+        augment="shift",
+    )
+    quiet = dict(verbose=0, log=lambda *args: None)
+    together = Run(tmp_path / "run", config, **quiet)
+    together.train_teacher()
+    first = together.distill().get_weights()
+    alone = Run(tmp_path / "run", config, **quiet)  # reuses the teacher
+    second = alone.distill().get_weights()
+    for a, b in zip(first, second):
+        np.testing.assert_allclose(a, b, atol=1e-6)
