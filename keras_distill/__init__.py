@@ -4,7 +4,10 @@ The public names are listed in `__all__`:
 
 - `keras_distill.Distiller`: a `keras.Model` that trains a student from a
   frozen teacher with `compile` / `fit` / `evaluate` / `predict`.
-- `keras_distill.losses`: the distillation losses and their registry.
+- `keras_distill.losses`: the distillation losses (KD, DKD, feature hints,
+  attention transfer, relational KD, teacher-free KD) and their registry.
+- `keras_distill.callbacks`: temperature and loss-weight schedules.
+- `keras_distill.teachers`: cached teacher outputs and teacher ensembles.
 - `keras_distill.export`: SavedModel and TFLite/LiteRT export, checked
   against Keras.
 - `keras_distill.data`: datasets (bundled MNIST-5k and digits, TFDS, your
@@ -24,11 +27,13 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "bench",
+    "callbacks",
     "data",
     "export",
     "losses",
     "report",
     "run",
+    "teachers",
     "utils",
     "zoo",
 )

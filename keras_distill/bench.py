@@ -32,6 +32,27 @@ PROTOCOLS = {
 }
 
 
+# Distilled students the accuracy benchmark can train, besides the teacher
+# and the student from scratch.
+VARIANTS = ("ours", "ours_shift", "keras", "dkd", "kd_hint")
+DEFAULT_VARIANTS = ("ours", "ours_shift", "keras")
+LABELS = {
+    "ours": "KD",
+    "ours_shift": "KD+shift",
+    "keras": "keras",
+    "dkd": "DKD",
+    "kd_hint": "KD+hint",
+}
+# The FitNets hint of the `kd_hint` variant: the last hidden layers.
+HINT_LAYERS = {
+    "hinton": ("dense_2", "dense_2"),
+    "kerasio": ("conv_2", "conv_2"),
+}
+# DKD: mdistiller's loss weights (alpha=1, beta=8 and a supervised weight
+# equal to the DKD weight); its warm-up scaled to these short runs.
+DKD_WARMUP_EPOCHS = 5
+
+
 def add_arguments(parser):
     """Adds the `bench` subcommands to an argparse parser."""
     sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK")
@@ -51,6 +72,13 @@ def add_arguments(parser):
         nargs="+",
         choices=sorted(PROTOCOLS),
         default=sorted(PROTOCOLS),
+    )
+    accuracy.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        default=list(DEFAULT_VARIANTS),
+        help="students to train besides the teacher and the scratch one",
     )
     accuracy.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     accuracy.add_argument("--epochs", type=int, default=40)
@@ -84,6 +112,7 @@ def main(args, log=print):
     if args.bench == "accuracy":
         result = accuracy(
             protocols=args.protocol,
+            variants=args.variants,
             seeds=args.seeds,
             epochs=args.epochs,
             batch_size=args.batch_size,
@@ -144,6 +173,7 @@ def _errors(model, arrays):
 
 def accuracy(
     protocols=("hinton", "kerasio"),
+    variants=DEFAULT_VARIANTS,
     seeds=(0, 1, 2),
     epochs=40,
     batch_size=64,
@@ -155,6 +185,11 @@ def accuracy(
 
     Args:
         protocols: Names from `PROTOCOLS`.
+        variants: Distilled students to train, from `VARIANTS`: `ours`
+            (KD), `ours_shift` (KD with the same random shifts for teacher
+            and student), `keras` (`keras.distillation.Distiller`), `dkd`
+            and `kd_hint` (KD plus a FitNets hint between the last hidden
+            layers).
         seeds: One run per seed.
         epochs: Epochs of every training (teacher and students).
         batch_size: Batch size.
@@ -178,9 +213,13 @@ def accuracy(
     result = {"versions": versions(), "dataset": dataset, "protocols": {}}
     for name in protocols:
         c = PROTOCOLS[name]
-        runs = {
-            k: [] for k in ("teacher", "scratch", "ours", "ours_shift", "keras")
-        }
+        unknown = sorted(set(variants) - set(VARIANTS))
+        if unknown:
+            raise ValueError(
+                f"Invalid value for argument `variants`. Expected some of "
+                f"{list(VARIANTS)}. Received: {unknown}"
+            )
+        runs = {k: [] for k in ("teacher", "scratch", *variants)}
         seconds = {k: [] for k in runs}
         for seed in seeds:
             data = data_module.load(dataset, batch_size=batch_size, seed=seed)
@@ -216,14 +255,25 @@ def accuracy(
                 lambda: _fit_student_from_scratch(c, data, seed, epochs),
             )
 
-            def ours(train):
+            def ours(train, method="kd"):
                 def fn():
                     student = _new_student(c, data, seed)
+                    alpha = c["alpha"]
+                    chosen = [losses.LogitsDistillation(c["temperature"])]
+                    if method == "dkd":
+                        alpha = 0.5
+                        chosen = [
+                            losses.DKD(
+                                temperature=c["temperature"],
+                                warmup_epochs=DKD_WARMUP_EPOCHS,
+                            )
+                        ]
+                    elif method == "hint":
+                        chosen.append(
+                            losses.FeatureDistillation(*HINT_LAYERS[name])
+                        )
                     distiller = Distiller(
-                        teacher,
-                        student,
-                        losses.LogitsDistillation(c["temperature"]),
-                        student_loss_weight=c["alpha"],
+                        teacher, student, chosen, student_loss_weight=alpha
                     )
                     distiller.compile("adam", _ce())
                     distiller.fit(
@@ -233,8 +283,14 @@ def accuracy(
 
                 return fn
 
-            timed("ours", ours(data.train))
-            timed("ours_shift", ours(shifted))
+            if "ours" in variants:
+                timed("ours", ours(data.train))
+            if "ours_shift" in variants:
+                timed("ours_shift", ours(shifted))
+            if "dkd" in variants:
+                timed("dkd", ours(data.train, "dkd"))
+            if "kd_hint" in variants:
+                timed("kd_hint", ours(data.train, "hint"))
 
             def keras_fn():
                 student = _new_student(c, data, seed)
@@ -253,7 +309,8 @@ def accuracy(
                 )
                 return student
 
-            timed("keras", keras_fn)
+            if "keras" in variants:
+                timed("keras", keras_fn)
         n = len(arrays.y_test)
         mean_error = {k: statistics.mean(v) / n for k, v in runs.items()}
         result["protocols"][name] = {
@@ -263,14 +320,7 @@ def accuracy(
             "errors": runs,
             "train_seconds": seconds,
             "mean_error": mean_error,
-            "ratios": {
-                "ours/scratch": _ratio(runs["ours"], runs["scratch"]),
-                "ours_shift/scratch": _ratio(
-                    runs["ours_shift"], runs["scratch"]
-                ),
-                "keras/scratch": _ratio(runs["keras"], runs["scratch"]),
-                "ours/keras": _ratio(runs["ours"], runs["keras"]),
-            },
+            "ratios": _ratios(runs),
         }
         if output:
             write_text(output, json.dumps(result, indent=2) + "\n")
@@ -281,18 +331,39 @@ def _ratio(a, b):
     return sum(a) / sum(b) if sum(b) else None
 
 
+def _ratios(runs):
+    """Each distilled student's errors over scratch's, and ours/keras."""
+    ratios = {
+        f"{k}/scratch": _ratio(v, runs["scratch"])
+        for k, v in runs.items()
+        if k not in ("teacher", "scratch")
+    }
+    if "ours" in runs and "keras" in runs:
+        ratios["ours/keras"] = _ratio(runs["ours"], runs["keras"])
+    if "dkd" in runs and "ours" in runs:
+        ratios["dkd/ours"] = _ratio(runs["dkd"], runs["ours"])
+    return ratios
+
+
 def accuracy_table(result):
     """A plain-text summary of an accuracy benchmark result."""
     from keras_distill.report import format_table
 
-    header = ["protocol", "teacher", "scratch", "ours", "ours+shift", "keras"]
+    keys = ["teacher", "scratch"] + [
+        k
+        for k in VARIANTS
+        if any(k in p["mean_error"] for p in result["protocols"].values())
+    ]
+    header = ["protocol"] + [LABELS.get(k, k) for k in keys]
     rows = []
     for name, p in result["protocols"].items():
         rows.append(
             [name]
             + [
                 f"{100 * p['mean_error'][k]:.2f}%"
-                for k in ("teacher", "scratch", "ours", "ours_shift", "keras")
+                if k in p["mean_error"]
+                else "-"
+                for k in keys
             ]
         )
     lines = [format_table(header, rows), ""]

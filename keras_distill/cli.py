@@ -40,6 +40,7 @@ def _run_options(parser):
     from keras_distill import zoo
     from keras_distill.run import AUGMENTS
     from keras_distill.run import OPTIMIZERS
+    from keras_distill.run import STRATEGIES
 
     group = parser.add_argument_group("run options (override --config)")
     group.add_argument(
@@ -63,7 +64,22 @@ def _run_options(parser):
         "--loss",
         action="append",
         dest="losses",
-        help="a distillation loss by registry name (repeatable)",
+        help="a distillation loss by registry name, e.g. kd, dkd, rkd "
+        "(repeatable)",
+    )
+    group.add_argument(
+        "--feature",
+        action="append",
+        dest="features",
+        metavar="TEACHER_LAYER:STUDENT_LAYER",
+        help="add a FitNets hint between two named layers (repeatable)",
+    )
+    group.add_argument(
+        "--loss-weight",
+        action="append",
+        type=float,
+        dest="loss_weights",
+        help="weight of each distillation loss, in order (repeatable)",
     )
     group.add_argument("--epochs", type=int, help="student epochs")
     group.add_argument("--teacher-epochs", type=int, help="teacher epochs")
@@ -83,6 +99,15 @@ def _run_options(parser):
         nargs="+",
         choices=("float32", "float16", "dynamic", "int8"),
         help="TFLite variants to export",
+    )
+    group.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        help="tf.distribute strategy (multi-worker reads TF_CONFIG)",
+    )
+    group.add_argument(
+        "--backup-dir",
+        help="resume a killed training phase from backups kept here",
     )
     group.add_argument(
         "--verbose",

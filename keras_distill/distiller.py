@@ -1,12 +1,18 @@
 """The `Distiller`: a `keras.Model` that trains a student from a teacher."""
 
 import copy
+import inspect
 
 import keras
 from keras import ops
 
 from keras_distill import losses as losses_module
+from keras_distill.checks import NonFiniteLossGuard
+from keras_distill.checks import check_inputs
+from keras_distill.checks import check_labels
+from keras_distill.checks import check_nan_policy
 from keras_distill.losses.base import as_float
+from keras_distill.losses.base import layer_names
 from keras_distill.losses.compat import is_kl_divergence
 from keras_distill.losses.logits import LogitsDistillation
 from keras_distill.losses.logits import SoftTargetDistillation
@@ -134,37 +140,140 @@ def _split_cached(x):
     return x, None
 
 
+def _graph(model):
+    """The functional graph behind a Functional or Sequential model."""
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None)
+    if hasattr(model, "_run_through_graph") and hasattr(
+        model, "_nodes_by_depth"
+    ):
+        return model
+    return None
+
+
+def _layer_names(model):
+    """Every layer name in `model`, nested models included, in order."""
+    names = []
+    for layer in getattr(model, "layers", []):
+        names.append(layer.name)
+        if isinstance(layer, keras.Model):
+            names.extend(_layer_names(layer))
+    return names
+
+
+def _replay(model, inputs, wanted, found):
+    """Calls `model`'s layers on `inputs` symbolically, recording features.
+
+    Nested models that hold a wanted layer are opened up and replayed the
+    same way, so every layer still runs once; the outputs of wanted layers
+    are stored in `found` by name.
+    """
+    graph = _graph(model)
+    if graph is None:
+        raise ValueError(
+            "Invalid model for a feature loss. Expected Functional or "
+            "Sequential models (nested ones included) whose layers can be "
+            f"named. Received: the subclassed model {model.name!r}"
+        )
+
+    def call(operation, *args, **kwargs):
+        if isinstance(operation, keras.Model) and wanted & set(
+            _layer_names(operation)
+        ):
+            outputs = _replay(operation, args[0], wanted, found)
+        else:
+            outputs = operation(*args, **kwargs)
+        if operation.name in wanted:
+            found.setdefault(operation.name, outputs)
+        return outputs
+
+    return graph._run_through_graph(inputs, call_fn=call)
+
+
 def _feature_view(model, role, layer_names):
     """A functional model returning the output and the named layers' outputs.
 
     The view shares the model's layers, so calling it is one forward pass of
-    the model that also yields the intermediate features.
+    the model that also yields the intermediate features. Layers are found
+    by name in the model and in the models nested inside it.
     """
     if not layer_names:
         return None
-    if not getattr(model, "inputs", None):
+    if _graph(model) is None:
         raise ValueError(
             f"Invalid {role} for a feature loss. Expected a Functional or "
             f"Sequential `keras.Model` whose layers can be named. Received: "
             f"the subclassed model {model.name!r}"
         )
-    outputs = {OUTPUT: model.outputs[0] if len(model.outputs) == 1 else None}
-    if outputs[OUTPUT] is None:
+    if len(model.outputs) != 1:
         raise ValueError(
             f"Invalid {role} for a feature loss. Expected a model with a "
             f"single output. Received: {len(model.outputs)} outputs"
         )
+    known = _layer_names(model)
     for name in layer_names:
-        try:
-            layer = model.get_layer(name)
-        except ValueError:
-            known = [layer.name for layer in model.layers]
+        if name not in known:
             raise ValueError(
                 f"Invalid layer name for the {role}. Expected one of {known}. "
                 f"Received: {name!r}"
-            ) from None
-        outputs[name] = layer.output
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")
+            )
+    inputs = [
+        keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name)
+        for x in model.inputs
+    ]
+    found = {}
+    output = _replay(
+        model,
+        inputs[0] if len(inputs) == 1 else inputs,
+        set(layer_names),
+        found,
+    )
+    outputs = {OUTPUT: keras.tree.flatten(output)[0]}
+    for name in layer_names:
+        outputs[name] = found[name]
+    return keras.Model(
+        inputs[0] if len(inputs) == 1 else inputs,
+        outputs,
+        name=f"{model.name}_features",
+    )
+
+
+def _select(outputs, spec):
+    """The output (or list of outputs) a loss' layer spec asks for."""
+    if outputs is None:
+        return None
+    if spec is None:
+        return outputs[OUTPUT]
+    if isinstance(spec, str):
+        return outputs[spec]
+    return [outputs[name] for name in spec]
+
+
+def _spec_shapes(view, model, spec):
+    """The shapes of the tensors `_select` returns for `spec`."""
+    if model is None:
+        return None
+    if spec is None:
+        return (
+            tuple(model.outputs[0].shape)
+            if getattr(model, "outputs", None)
+            else None
+        )
+    if isinstance(spec, str):
+        return tuple(view.output[spec].shape)
+    return [tuple(view.output[name].shape) for name in spec]
+
+
+class _LossEpochHooks(keras.callbacks.Callback):
+    """Calls `on_epoch_begin` of the losses that change with the epoch."""
+
+    def __init__(self, losses):
+        super().__init__()
+        self._losses = losses
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for loss in self._losses:
+            loss.on_epoch_begin(epoch)
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -266,7 +375,8 @@ class Distiller(keras.Model):
     ):
         _check_backend()
         super().__init__(name=name, **kwargs)
-        _check_model("teacher", teacher)
+        if teacher is not None:
+            _check_model("teacher", teacher)
         _check_model("student", student)
         if teacher is student:
             raise ValueError(
@@ -286,6 +396,7 @@ class Distiller(keras.Model):
             name="student_loss_weight",
         )
         self._evaluate_distillation = False
+        self._loss_layers = []
         self._set_losses(distillation_losses, distillation_loss_weights)
         self._student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self._distillation_loss_tracker = keras.metrics.Mean(
@@ -313,6 +424,13 @@ class Distiller(keras.Model):
         if weights is None:
             weights = [1.0] * len(resolved)
         weights = _check_weights(weights, len(resolved))
+        needing = [type(x).__name__ for x in resolved if x.needs_teacher]
+        if self.teacher is None and needing:
+            raise ValueError(
+                "Invalid value for argument `teacher`. Expected a built "
+                f"`keras.Model`: the losses {needing} need a teacher. "
+                "Received: teacher=None"
+            )
         self._validate_losses(resolved)
 
         # Drop the variables of the losses this call replaces.
@@ -343,30 +461,72 @@ class Distiller(keras.Model):
             weight_variables
             + [v for loss in resolved for v in loss._bound.values()],
         )
-        object.__setattr__(
-            self,
-            "_teacher_view",
-            _feature_view(
+        teacher_view = None
+        if self.teacher is not None:
+            teacher_view = _feature_view(
                 self.teacher,
                 "teacher",
-                sorted({x.teacher_layer for x in resolved if x.teacher_layer}),
-            ),
+                sorted(
+                    {
+                        n
+                        for x in resolved
+                        for n in layer_names(x.teacher_layer)
+                        if x.needs_teacher
+                    }
+                ),
+            )
+        student_view = _feature_view(
+            self.student,
+            "student",
+            sorted({n for x in resolved for n in layer_names(x.student_layer)}),
         )
-        object.__setattr__(
-            self,
-            "_student_view",
-            _feature_view(
-                self.student,
-                "student",
-                sorted({x.student_layer for x in resolved if x.student_layer}),
-            ),
-        )
+        object.__setattr__(self, "_teacher_view", teacher_view)
+        object.__setattr__(self, "_student_view", student_view)
+        self._build_loss_layers(resolved)
         self.train_function = None
         self.test_function = None
 
+    def _build_loss_layers(self, resolved):
+        """Builds each loss' own layers and tracks them for saving."""
+        while self._loss_layers:
+            self._loss_layers.pop()
+        for loss in resolved:
+            loss.build(
+                _spec_shapes(
+                    self._teacher_view,
+                    self.teacher if loss.needs_teacher else None,
+                    loss.teacher_layer,
+                ),
+                _spec_shapes(
+                    self._student_view, self.student, loss.student_layer
+                ),
+            )
+            for layer in loss.layers:
+                self._loss_layers.append(layer)
+
     def _validate_losses(self, resolved):
+        if self.teacher is None:
+            for loss in resolved:
+                loss.validate_models(None, self.student)
+            return
         t_shape = input_shape(self.teacher)
         s_shape = input_shape(self.student) or t_shape
+        if (
+            t_shape is not None
+            and s_shape is not None
+            and (
+                len(t_shape) != len(s_shape)
+                or any(
+                    a is not None and b is not None and a != b
+                    for a, b in zip(t_shape[1:], s_shape[1:])
+                )
+            )
+        ):
+            raise ValueError(
+                "Invalid teacher and student. Expected both to take the same "
+                f"inputs. Received: teacher input shape {t_shape}, student "
+                f"input shape {s_shape}"
+            )
         t_classes = s_classes = None
         if any(x.needs_logits for x in resolved):
             t_classes = _output_classes(self.teacher, t_shape or s_shape)
@@ -475,6 +635,7 @@ class Distiller(keras.Model):
         metrics=None,
         *,
         evaluate_distillation=False,
+        nan_policy="raise",
         student_loss_fn=None,
         distillation_loss_fn=None,
         alpha=None,
@@ -498,6 +659,10 @@ class Distiller(keras.Model):
                 teacher and reports `distillation_loss`, and its `loss` is
                 the training objective. Defaults to False: `evaluate()`
                 measures the student alone.
+            nan_policy: `"raise"` (the default): `fit` stops with a
+                `keras_distill.checks.NonFiniteLossError` naming the bad
+                term as soon as the loss is NaN or infinite; `"ignore"`:
+                train on regardless (Keras' own behaviour).
             student_loss_fn: keras.io name for `loss`.
             distillation_loss_fn: keras.io argument: a Keras loss applied to
                 the softened distributions. A KL divergence (the example's
@@ -544,6 +709,7 @@ class Distiller(keras.Model):
                 "a bool. Received: "
                 f"evaluate_distillation={evaluate_distillation!r}"
             )
+        check_nan_policy(nan_policy)
         if alpha is not None:
             self.student_loss_weight = alpha
         if distillation_loss_fn is not None:
@@ -561,9 +727,11 @@ class Distiller(keras.Model):
             optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
         )
         self._evaluate_distillation = evaluate_distillation
+        self._nan_policy = nan_policy
         self._compile_config.config["evaluate_distillation"] = (
             evaluate_distillation
         )
+        self._compile_config.config["nan_policy"] = nan_policy
 
     def _use_keras_io_loss(self, loss_fn, temperature):
         is_kl = is_kl_divergence(loss_fn)
@@ -592,8 +760,13 @@ class Distiller(keras.Model):
     def compile_from_config(self, config):
         config = dict(config)
         evaluate_distillation = config.pop("evaluate_distillation", False)
+        nan_policy = config.pop("nan_policy", "raise")
         config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config, evaluate_distillation=evaluate_distillation)
+        self.compile(
+            **config,
+            evaluate_distillation=evaluate_distillation,
+            nan_policy=nan_policy,
+        )
         if self.optimizer is not None and self.built:
             self.optimizer.build(self.trainable_variables)
 
@@ -606,6 +779,10 @@ class Distiller(keras.Model):
         return self.student(inputs, training=training)
 
     def _teacher_outputs(self, x, cached=None):
+        if self.teacher is None or not any(
+            loss.needs_teacher for loss in self._distill_losses
+        ):
+            return None
         if cached is not None:
             if self._teacher_view is not None:
                 raise ValueError(
@@ -633,8 +810,10 @@ class Distiller(keras.Model):
                     "as (x, y). Received: x only"
                 )
             value = loss.compute(
-                teacher_outputs[loss.teacher_layer or OUTPUT],
-                student_outputs[loss.student_layer or OUTPUT],
+                _select(teacher_outputs, loss.teacher_layer)
+                if loss.needs_teacher
+                else None,
+                _select(student_outputs, loss.student_layer),
                 y_true=y,
             )
             if len(value.shape) != 0:
@@ -770,6 +949,81 @@ class Distiller(keras.Model):
             logs = {k: v for k, v in logs.items() if k != "distillation_loss"}
         return logs
 
+    def _check_data(self, method, x, y=None):
+        x, _ = _split_cached(x)
+        check_inputs(method, x, input_shape(self.student))
+        check_labels(
+            method,
+            x,
+            y,
+            _output_classes(self.student, input_shape(self.student)),
+        )
+
+    def fit(self, *args, **kwargs):
+        """Trains the student; the same arguments as `keras.Model.fit`.
+
+        Before anything is traced, array inputs are checked against the
+        student (shape, finite values, labels within its classes, at least
+        one example) and datasets by their spec. Losses that change with
+        the epoch (they override `DistillationLoss.on_epoch_begin`, as
+        `DKD`'s warm-up does) are told each epoch's index before it starts.
+        With `compile(nan_policy="raise")`, the default, a non-finite loss
+        stops training with `keras_distill.checks.NonFiniteLossError`.
+
+        Returns:
+            A `keras.callbacks.History`, as `keras.Model.fit` returns.
+
+        Raises:
+            ValueError: If the data does not suit the student.
+            keras_distill.checks.NonFiniteLossError: If the loss becomes NaN
+                or infinite under `nan_policy="raise"`.
+        """
+        bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
+        arguments = bound.arguments
+        self._check_data("fit", arguments.get("x"), arguments.get("y"))
+        first, last = [], []
+        hooked = [
+            loss
+            for loss in self._distill_losses
+            if type(loss).on_epoch_begin
+            is not losses_module.DistillationLoss.on_epoch_begin
+        ]
+        if hooked:
+            first.append(_LossEpochHooks(hooked))
+        if getattr(self, "_nan_policy", "raise") == "raise":
+            last.append(NonFiniteLossGuard())
+        callbacks = arguments.get("callbacks") or []
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            for callback in first + last:
+                callbacks.append(callback)
+        elif first or last:
+            arguments["callbacks"] = first + list(callbacks) + last
+        return super().fit(*bound.args[1:], **bound.kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        """Evaluates the student; the same arguments as `Model.evaluate`.
+
+        Array inputs and labels are checked as in `fit` first.
+        """
+        bound = inspect.signature(keras.Model.evaluate).bind(
+            self, *args, **kwargs
+        )
+        self._check_data(
+            "evaluate", bound.arguments.get("x"), bound.arguments.get("y")
+        )
+        return super().evaluate(*bound.args[1:], **bound.kwargs)
+
+    def predict(self, *args, **kwargs):
+        """The student's predictions; the same arguments as `Model.predict`.
+
+        Array inputs are checked as in `fit` first.
+        """
+        bound = inspect.signature(keras.Model.predict).bind(
+            self, *args, **kwargs
+        )
+        self._check_data("predict", bound.arguments.get("x"))
+        return super().predict(*bound.args[1:], **bound.kwargs)
+
     # ------------------------------------------------------------------
     # Serialization.
 
@@ -778,7 +1032,9 @@ class Distiller(keras.Model):
         return {
             "name": self.name,
             "trainable": self.trainable,
-            "teacher": keras.saving.serialize_keras_object(self.teacher),
+            "teacher": None
+            if self.teacher is None
+            else keras.saving.serialize_keras_object(self.teacher),
             "student": keras.saving.serialize_keras_object(self.student),
             "distillation_losses": [
                 keras.saving.serialize_keras_object(x)
@@ -794,6 +1050,8 @@ class Distiller(keras.Model):
         # Keras' deserialization consumes nested dicts: work on a copy.
         config = copy.deepcopy(config)
         for key in ("teacher", "student"):
+            if config[key] is None:
+                continue
             config[key] = keras.saving.deserialize_keras_object(
                 config[key], custom_objects=custom_objects
             )

@@ -9,6 +9,7 @@ them one at a time or all at once.
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from keras_distill.utils import save_model
 from keras_distill.utils import write_text
 
 AUGMENTS = ("none", "shift")
+STRATEGIES = ("default", "mirrored", "multi-worker")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.json"
@@ -43,7 +45,14 @@ class RunConfig:
         alpha: The weight of the student's supervised loss, in [0, 1].
         losses: Distillation losses, as registry names or Keras
             `{"class_name", "config"}` dicts. Defaults to
-            `LogitsDistillation(temperature)`.
+            `LogitsDistillation(temperature)`. A loss given by name that
+            has a temperature uses `temperature`.
+        features: FitNets hints as `"teacher_layer:student_layer"`
+            strings, each added as a `FeatureDistillation` with a learned
+            adapter (after `losses`, or after `LogitsDistillation` when
+            `losses` is not given).
+        loss_weights: One weight per distillation loss (hints included),
+            or null for 1.0 each.
         epochs: Training epochs of the students (distilled and scratch).
         teacher_epochs: Training epochs of the teacher (null: the same as
             `epochs`).
@@ -58,6 +67,13 @@ class RunConfig:
             a distilled student's teacher sees the same shifted batch.
         quantize: TFLite variants the `export` phase writes, among
             `float32`, `float16`, `dynamic`, `int8`.
+        strategy: `default` (one device), `mirrored` (every local GPU, or
+            the CPU) or `multi-worker` (`MultiWorkerMirroredStrategy`,
+            configured by the `TF_CONFIG` environment variable; workers
+            other than the chief write into `<run>/worker-<index>`).
+        backup_dir: A directory for `keras.callbacks.BackupAndRestore`:
+            a training phase killed mid-way resumes at its last finished
+            epoch when rerun with the same directory. Null: no backups.
     """
 
     dataset: str = "mnist5k"
@@ -67,6 +83,8 @@ class RunConfig:
     temperature: float = 4.0
     alpha: float = 0.1
     losses: object = None
+    features: object = None
+    loss_weights: object = None
     epochs: int = 20
     teacher_epochs: object = 15
     batch_size: int = 64
@@ -79,6 +97,8 @@ class RunConfig:
     quantize: list = dataclasses.field(
         default_factory=lambda: ["float32", "int8"]
     )
+    strategy: str = "default"
+    backup_dir: object = None
 
     def __post_init__(self):
         self.validate()
@@ -128,6 +148,12 @@ class RunConfig:
         for field in ("augment", "teacher_augment"):
             if getattr(self, field) not in AUGMENTS:
                 fail(field, f"one of {list(AUGMENTS)}")
+        if self.strategy not in STRATEGIES:
+            fail("strategy", f"one of {list(STRATEGIES)}")
+        if self.backup_dir is not None and (
+            not isinstance(self.backup_dir, str) or not self.backup_dir
+        ):
+            fail("backup_dir", "a directory path or null")
         if not isinstance(self.dataset, str) or not self.dataset:
             fail("dataset", "a data source name or a .npz path")
         modes = ("float32", "float16", "dynamic", "int8")
@@ -148,6 +174,25 @@ class RunConfig:
             )
             for item in items:
                 losses.get(item)  # raises with the known names
+        if self.features is not None:
+            if isinstance(self.features, str):
+                self.features = [self.features]
+            if not isinstance(self.features, (list, tuple)) or not all(
+                isinstance(x, str)
+                and len(x.split(":")) == 2
+                and all(x.split(":"))
+                for x in self.features
+            ):
+                fail("features", "a list of 'teacher_layer:student_layer'")
+            self.features = list(self.features)
+        if self.loss_weights is not None:
+            if is_number(self.loss_weights):
+                self.loss_weights = [self.loss_weights]
+            if not isinstance(self.loss_weights, (list, tuple)) or not all(
+                is_number(w) and w >= 0 for w in self.loss_weights
+            ):
+                fail("loss_weights", "a list of non-negative floats")
+            self.loss_weights = list(self.loss_weights)
 
     @classmethod
     def fields(cls):
@@ -222,6 +267,43 @@ class RunConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _worker_index():
+    """This process' worker index in `TF_CONFIG` (0 without one)."""
+    try:
+        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            "Invalid TF_CONFIG environment variable. Expected JSON. "
+            f"Received: {os.environ.get('TF_CONFIG')!r}"
+        ) from error
+    if task.get("type") in ("chief", None):
+        return 0
+    index = int(task.get("index", 0))
+    # With a chief, worker 0 is not the chief.
+    return index + 1 if _has_chief() else index
+
+
+def _has_chief():
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    return bool(cluster.get("chief"))
+
+
+def _make_run_dir(path):
+    """Creates the run directory, or says clearly why it cannot."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise OSError(
+            f"Cannot create the run directory {path!r}: "
+            f"{error.strerror or error}. Expected a writable directory path."
+        ) from error
+    if not os.access(path, os.W_OK):
+        raise OSError(
+            f"Cannot write to the run directory {path!r}. Expected a "
+            "writable directory."
+        )
+
+
 def read_config_file(path):
     """Parses a YAML or JSON config file into a dict.
 
@@ -278,6 +360,17 @@ def versions():
     }
 
 
+def _in_scope(phase):
+    """Runs a training phase inside the run's distribution strategy."""
+
+    @functools.wraps(phase)
+    def wrapper(self, *args, **kwargs):
+        with self.strategy.scope():
+            return phase(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Run:
     """The phases of one distillation job, over one run directory.
 
@@ -302,7 +395,7 @@ class Run:
 
     def __init__(self, path, config=None, verbose=None, log=print):
         self.path = os.fspath(path)
-        os.makedirs(self.path, exist_ok=True)
+        _make_run_dir(self.path)
         if config is None:
             saved = self.file(CONFIG_FILE)
             config = (
@@ -316,10 +409,33 @@ class Run:
         self.verbose = verbose
         self.log = log
         self._data = None
+        self._strategy = None
+        worker = _worker_index() if config.strategy == "multi-worker" else 0
+        if worker:
+            self.path = os.path.join(self.path, f"worker-{worker}")
+            _make_run_dir(self.path)
         write_text(
             self.file(CONFIG_FILE),
             json.dumps(config.to_dict(), indent=2) + "\n",
         )
+
+    @property
+    def strategy(self):
+        """The run's `tf.distribute.Strategy` (created once)."""
+        if self._strategy is None:
+            import tensorflow as tf
+
+            kind = self.config.strategy
+            if kind == "mirrored":
+                self._strategy = tf.distribute.MirroredStrategy()
+            elif kind == "multi-worker":
+                self._strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            else:
+                self._strategy = tf.distribute.get_strategy()
+            replicas = self._strategy.num_replicas_in_sync
+            if kind != "default":
+                self.log(f"[strategy] {kind}: {replicas} replicas in sync")
+        return self._strategy
 
     def file(self, name):
         """The path of a file of the run directory."""
@@ -429,6 +545,7 @@ class Run:
 
     # -- phases --------------------------------------------------------------
 
+    @_in_scope
     def train_teacher(self, force=False):
         """Trains the teacher, or reuses the one trained with this config.
 
@@ -463,25 +580,24 @@ class Run:
             "teacher", teacher, teacher, epochs, fingerprint=fingerprint
         )
 
+    @_in_scope
     def distill(self):
         """Distills the student from the run's teacher.
 
         Returns:
             The trained student `keras.Model`.
         """
-        from keras_distill import losses as losses_module
         from keras_distill.distiller import Distiller
 
         c = self.config
         teacher = self.load("teacher")
         student = self._build("student")
-        if c.losses is None:
-            chosen = [losses_module.LogitsDistillation(c.temperature)]
-        else:
-            items = c.losses if isinstance(c.losses, list) else [c.losses]
-            chosen = [losses_module.get(x) for x in items]
         distiller = Distiller(
-            teacher, student, chosen, student_loss_weight=c.alpha
+            teacher,
+            student,
+            self.distillation_losses(),
+            distillation_loss_weights=c.loss_weights,
+            student_loss_weight=c.alpha,
         )
         distiller.compile(**self._compile_args())
         self.log(
@@ -491,6 +607,29 @@ class Run:
         )
         return self._train("student", distiller, student, c.epochs)
 
+    def distillation_losses(self):
+        """The configured distillation losses, hints included."""
+        from keras_distill import losses as losses_module
+
+        c = self.config
+        if c.losses is None:
+            chosen = [losses_module.LogitsDistillation(c.temperature)]
+        else:
+            items = c.losses if isinstance(c.losses, list) else [c.losses]
+            chosen = []
+            for item in items:
+                loss = losses_module.get(item)
+                if isinstance(item, str) and "temperature" in loss.variables:
+                    loss.temperature = c.temperature
+                chosen.append(loss)
+        for pair in c.features or []:
+            teacher_layer, student_layer = pair.split(":")
+            chosen.append(
+                losses_module.FeatureDistillation(teacher_layer, student_layer)
+            )
+        return chosen
+
+    @_in_scope
     def scratch(self):
         """Trains the same student from labels alone, for comparison.
 
@@ -506,6 +645,14 @@ class Run:
     def _train(self, name, trainer, model, epochs, **extra):
         """Fits `trainer`, saves `model` as `<name>.keras`, records it."""
         role = "teacher" if name == "teacher" else "student"
+        callbacks = []
+        if self.config.backup_dir:
+            import keras
+
+            backup = os.path.join(self.config.backup_dir, name)
+            if os.path.isdir(backup) and os.listdir(backup):
+                self.log(f"[{name}] resuming from the backup in {backup}")
+            callbacks.append(keras.callbacks.BackupAndRestore(backup))
         start = time.perf_counter()
         history = trainer.fit(
             self.train_dataset(role),
@@ -513,6 +660,7 @@ class Run:
             epochs=epochs,
             verbose=self.verbose,
             shuffle=False,  # the pipeline shuffles, seeded
+            callbacks=callbacks,
         )
         seconds = time.perf_counter() - start
         save_model(model, self.file(f"{name}.keras"))

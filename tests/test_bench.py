@@ -38,7 +38,23 @@ def test_bench_accuracy_writes_json(tmp_path, capsys):
     }
     assert result["versions"]["tensorflow"]
     out = capsys.readouterr().out
-    assert "ours+shift" in out and "JSON written to" in out
+    assert "KD+shift" in out and "JSON written to" in out
+
+
+def test_bench_accuracy_trains_the_method_variants(tmp_path):
+    result = bench.accuracy(
+        protocols=["hinton"],
+        variants=["dkd", "kd_hint"],
+        seeds=[1],
+        epochs=1,
+        dataset="digits",
+        log=lambda *_: None,
+    )
+    hinton = result["protocols"]["hinton"]
+    assert set(hinton["errors"]) == {"teacher", "scratch", "dkd", "kd_hint"}
+    assert set(hinton["ratios"]) == {"dkd/scratch", "kd_hint/scratch"}
+    text = bench.accuracy_table(result)
+    assert "DKD" in text and "KD+hint" in text
 
 
 def test_accuracy_table_formats_results():

@@ -242,3 +242,58 @@ def test_a_phase_alone_equals_the_same_phase_after_another(tmp_path):
     second = alone.distill().get_weights()
     for a, b in zip(first, second):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_distill_with_named_losses_and_hints(tmp_path, capsys):
+    from keras_distill import losses
+    from keras_distill.run import Run
+
+    path = str(tmp_path / "methods")
+    assert run(["train-teacher", "--run", path, *TINY], capsys)[0] == 0
+    status, out, err = run(
+        [
+            "distill",
+            "--run",
+            path,
+            "--verbose",
+            "0",
+            "--loss",
+            "dkd",
+            "--feature",
+            "dense_1:dense_1",
+            "--loss-weight",
+            "1",
+            "--loss-weight",
+            "0.5",
+            "--temperature",
+            "3",
+        ],
+        capsys,
+    )
+    assert status == 0, err
+    config = json.loads(open(os.path.join(path, "config.json")).read())
+    assert config["losses"] == ["dkd"]
+    assert config["features"] == ["dense_1:dense_1"]
+    assert config["loss_weights"] == [1.0, 0.5]
+    chosen = Run(path, log=lambda *_: None).distillation_losses()
+    assert [type(x) for x in chosen] == [losses.DKD, losses.FeatureDistillation]
+    assert chosen[0].temperature == 3.0
+    assert (chosen[1].teacher_layer, chosen[1].student_layer) == (
+        "dense_1",
+        "dense_1",
+    )
+
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--feature", "dense_1"], "teacher_layer:student_layer"),
+        (["--loss", "nope"], "registered loss names"),
+    ],
+)
+def test_bad_method_flags(tmp_path, capsys, flags, match):
+    status, _, err = run(
+        ["distill", "--run", str(tmp_path / "bad"), *TINY, *flags], capsys
+    )
+    assert status == 1
+    assert re.search(match, err)

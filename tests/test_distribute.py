@@ -40,14 +40,24 @@ SCRIPT = textwrap.dedent(
         "kd_l2": dict(student_hidden=8, l2=0.01, losses=None),
         "kd_keras_feature": dict(student_hidden=16, l2=None,
                                  losses=["kd", feature]),
+        # An adapter created under the scope, a keras.losses.Loss inside
+        # our feature loss, and DKD with its labels.
+        "dkd_hint_adapter": dict(student_hidden=8, l2=None, losses=lambda: [
+            keras_distill.losses.DKD(warmup_epochs=0),
+            keras_distill.losses.FeatureDistillation(
+                "hidden", loss=keras.losses.MeanSquaredError()),
+        ]),
     }
 
     def run(strategy, config):
+        keras.utils.set_random_seed(0)  # the same adapter weights
         with strategy.scope():
             distiller = keras_distill.Distiller(
                 mlp(16, "teacher", 1),
                 mlp(config["student_hidden"], "student", 2, l2=config["l2"]),
-                distillation_losses=config["losses"],
+                distillation_losses=(
+                    config["losses"]() if callable(config["losses"])
+                    else config["losses"]),
                 student_loss_weight=0.3,
             )
             distiller.compile(
@@ -84,7 +94,7 @@ def test_mirrored_strategy_matches_one_device():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     reports = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(reports) == {"kd_l2", "kd_keras_feature"}
+    assert set(reports) == {"kd_l2", "kd_keras_feature", "dkd_hint_adapter"}
     for name, report in reports.items():
         assert report["max_weight_diff"] < 1e-5, name
         for key in ("loss", "student_loss", "distillation_loss"):

@@ -10,18 +10,34 @@ from keras_distill.losses.base import known_names
 from keras_distill.losses.base import register
 from keras_distill.losses.compat import KerasDistillationLoss
 from keras_distill.losses.compat import from_keras
+from keras_distill.losses.features import AttentionTransfer
+from keras_distill.losses.features import FeatureDistillation
+from keras_distill.losses.features import RelationalDistillation
+from keras_distill.losses.features import attention_map
+from keras_distill.losses.features import rkd
+from keras_distill.losses.logits import DKD
 from keras_distill.losses.logits import LogitsDistillation
 from keras_distill.losses.logits import SoftTargetDistillation
+from keras_distill.losses.logits import TeacherFreeKD
+from keras_distill.losses.logits import dkd
 from keras_distill.losses.logits import soft_kl
 
 __all__ = [
+    "AttentionTransfer",
+    "DKD",
     "DistillationLoss",
+    "FeatureDistillation",
     "KerasDistillationLoss",
     "LogitsDistillation",
+    "RelationalDistillation",
     "SoftTargetDistillation",
+    "TeacherFreeKD",
+    "attention_map",
+    "dkd",
     "from_keras",
     "get",
     "known_names",
     "register",
+    "rkd",
     "soft_kl",
 ]

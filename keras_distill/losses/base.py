@@ -94,8 +94,17 @@ class DistillationLoss:
 
     Subclasses implement `compute`. They name the layers whose outputs they
     need in `teacher_layer` and `student_layer` (`None`, the default, means
-    the model's final output); the `Distiller` extracts them in a single
-    forward pass of each model.
+    the model's final output; a list of names passes a list of outputs);
+    the `Distiller` extracts them in a single forward pass of each model,
+    also from layers inside nested models.
+
+    A loss that needs no teacher (`needs_teacher = False`, for example
+    `TeacherFreeKD`) receives `None` as `teacher_outputs`. A loss may own
+    Keras layers (for example a learned adapter): it creates them in
+    `build` and lists them in `layers`; the `Distiller` trains and saves
+    their weights with its own, and they never become part of the student.
+    A loss that changes with the epoch overrides `on_epoch_begin`, which
+    the `Distiller` calls at the start of every epoch of `fit`.
 
     Hyper-parameters listed in the class attribute `variables` (for example
     `("temperature",)`) become non-trainable variables of the `Distiller` the
@@ -125,17 +134,56 @@ class DistillationLoss:
     student_layer = None
     needs_labels = False
     needs_logits = False
+    needs_teacher = True
 
     def __init__(self, name=None):
         self.name = name or _snake_case(type(self).__name__)
         self._bound = {}
+
+    @property
+    def layers(self):
+        """The Keras layers this loss owns (adapters), built by `build`."""
+        return []
+
+    @property
+    def trainable_weights(self):
+        """The trainable weights of the layers this loss owns."""
+        return [w for layer in self.layers for w in layer.trainable_weights]
+
+    def build(self, teacher_shape, student_shape):
+        """Creates the loss' own layers once the feature shapes are known.
+
+        The `Distiller` calls this at construction with the shapes of the
+        tensors `compute` will receive (lists of shapes where the loss names
+        lists of layers; `None` for the teacher when it needs none). The
+        default does nothing.
+
+        Args:
+            teacher_shape: Shape (or list of shapes) of the teacher's
+                features, batch axis first.
+            student_shape: Shape (or list of shapes) of the student's.
+
+        Raises:
+            ValueError: If the shapes cannot be used together.
+        """
+
+    def on_epoch_begin(self, epoch):
+        """Called by `Distiller.fit` at the start of each epoch (from 0).
+
+        The default does nothing. A loss with an epoch-dependent factor
+        (for example `DKD`'s warm-up) assigns its variables here.
+
+        Args:
+            epoch: The index of the epoch about to start.
+        """
 
     def compute(self, teacher_outputs, student_outputs, y_true=None):
         """Computes the loss for one batch.
 
         Args:
             teacher_outputs: The teacher's output (or the feature named by
-                `teacher_layer`) for the batch.
+                `teacher_layer`) for the batch; `None` for a loss that does
+                not need a teacher.
             student_outputs: The student's output (or the feature named by
                 `student_layer`) for the same batch.
             y_true: The labels, for losses that set `needs_labels`.
@@ -225,6 +273,45 @@ class DistillationLoss:
         return f"{type(self).__name__}({args})"
 
 
+def layer_names(spec):
+    """The layer names a `teacher_layer` / `student_layer` value asks for.
+
+    Args:
+        spec: `None` (the model's output), a name, or a list of names.
+
+    Returns:
+        A list of names (empty for `None`).
+    """
+    if spec is None:
+        return []
+    if isinstance(spec, str):
+        return [spec]
+    return list(spec)
+
+
+def keras_loss_mean(loss_fn, y_true, y_pred):
+    """The mean of a Keras loss over every example, in float32.
+
+    A `keras.losses.Loss` instance divides its reduced value by the number
+    of replicas of the current strategy; the `Distiller` scales every
+    distillation term once itself, so the instance's unreduced `call` is
+    used here and averaged, which keeps one footing under any strategy.
+
+    Args:
+        loss_fn: A Keras loss function or `keras.losses.Loss` instance.
+        y_true: The target tensor.
+        y_pred: The prediction tensor.
+
+    Returns:
+        A float32 scalar.
+    """
+    if isinstance(loss_fn, keras.losses.Loss):
+        value = loss_fn.call(y_true, y_pred)
+    else:
+        value = loss_fn(y_true, y_pred)
+    return keras.ops.mean(keras.ops.cast(value, "float32"))
+
+
 def variable_property(attr, check):
     """Makes an attribute that reads and writes a bindable hyper-parameter.
 
@@ -272,6 +359,24 @@ def check_positive(arg):
             raise ValueError(
                 f"Invalid value for argument `{arg}`. Expected a positive "
                 f"float. Received: {arg}={value!r}"
+            )
+        return float(value)
+
+    return check
+
+
+def check_non_negative(arg):
+    """Returns a validator for a finite number >= 0."""
+
+    def check(value):
+        if (
+            isinstance(value, bool)
+            or not _is_number(value)
+            or not float(value) >= 0
+        ):
+            raise ValueError(
+                f"Invalid value for argument `{arg}`. Expected a "
+                f"non-negative float. Received: {arg}={value!r}"
             )
         return float(value)
 

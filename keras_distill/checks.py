@@ -1,0 +1,189 @@
+"""Checks on the data a `Distiller` is given, before any graph is traced.
+
+Arrays are checked in full (shape against the student's input, finite
+values, labels within the student's classes, at least one example);
+`tf.data` datasets by their element spec and cardinality. During
+training, a non-finite loss stops `fit` with an error that says which
+term went bad (the NaN policy, `compile(nan_policy=...)`).
+"""
+
+import math
+
+import keras
+import numpy as np
+
+NAN_POLICIES = ("raise", "ignore")
+
+
+def _shape_matches(expected, received):
+    if len(expected) != len(received):
+        return False
+    return all(
+        e is None or r is None or e == r for e, r in zip(expected, received)
+    )
+
+
+def _describe(shape):
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def check_inputs(method, x, expected_shape):
+    """Checks one input array or dataset against the student's input.
+
+    Args:
+        method: `"fit"`, `"evaluate"` or `"predict"`, for the message.
+        x: The inputs: a NumPy array or a `tf.data.Dataset` (anything else
+            is left to Keras).
+        expected_shape: The student's input shape, batch axis first, or
+            None when unknown.
+
+    Raises:
+        ValueError: If there is no example, a shape differs, or a value is
+            NaN or infinite.
+    """
+    import tensorflow as tf
+
+    if isinstance(x, tf.data.Dataset):
+        _check_dataset(method, x, expected_shape)
+        return
+    if not isinstance(x, np.ndarray):
+        return
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(
+            f"Invalid data for `{method}()`. Expected at least one example. "
+            f"Received: x of shape {x.shape}"
+        )
+    if expected_shape is not None and not _shape_matches(
+        expected_shape[1:], x.shape[1:]
+    ):
+        raise ValueError(
+            f"Invalid data for `{method}()`. Expected inputs of shape "
+            f"{_describe(expected_shape)}, the student's input. Received: x "
+            f"of shape {x.shape}"
+        )
+    if np.issubdtype(x.dtype, np.floating):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise ValueError(
+                f"Invalid data for `{method}()`. Expected finite inputs. "
+                f"Received: x with {int(bad.sum())} NaN or infinite values "
+                f"(the first in row {row})"
+            )
+
+
+def _check_dataset(method, dataset, expected_shape):
+    import tensorflow as tf
+
+    if dataset.cardinality() == 0:
+        raise ValueError(
+            f"Invalid data for `{method}()`. Expected a dataset with at "
+            "least one batch. Received: an empty `tf.data.Dataset`"
+        )
+    spec = dataset.element_spec
+    if isinstance(spec, tuple):
+        spec = spec[0]
+    if isinstance(spec, dict):
+        from keras_distill.teachers import INPUT_KEY
+
+        spec = spec.get(INPUT_KEY)
+    if not isinstance(spec, tf.TensorSpec) or expected_shape is None:
+        return
+    shape = tuple(spec.shape)
+    if shape and not _shape_matches(expected_shape[1:], shape[1:]):
+        raise ValueError(
+            f"Invalid data for `{method}()`. Expected batches of shape "
+            f"{_describe(expected_shape)}, the student's input. Received: "
+            f"a dataset whose inputs have shape {_describe(shape)}"
+        )
+
+
+def check_labels(method, x, y, classes):
+    """Checks label arrays: one per example, finite, within the classes.
+
+    Integer labels (shape `(n,)` or `(n, 1)`) must lie in
+    `[0, classes)`; other labels must be finite.
+
+    Args:
+        method: `"fit"` or `"evaluate"`, for the message.
+        x: The input array (for its length), or anything else.
+        y: The label array; anything but a NumPy array is left to Keras.
+        classes: The student's number of outputs, or None.
+
+    Raises:
+        ValueError: If the labels do not fit.
+    """
+    if not isinstance(y, np.ndarray):
+        return
+    if isinstance(x, np.ndarray) and x.ndim and len(y) != len(x):
+        raise ValueError(
+            f"Invalid data for `{method}()`. Expected one label per example. "
+            f"Received: {len(x)} examples and {len(y)} labels"
+        )
+    if np.issubdtype(y.dtype, np.integer):
+        sparse = y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)
+        if sparse and classes and y.size:
+            low, high = int(y.min()), int(y.max())
+            if low < 0 or high >= classes:
+                raise ValueError(
+                    f"Invalid labels for `{method}()`. Expected class indices "
+                    f"in [0, {classes}) for the student's {classes} outputs. "
+                    f"Received: labels from {low} to {high}"
+                )
+    elif np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
+        raise ValueError(
+            f"Invalid labels for `{method}()`. Expected finite values. "
+            f"Received: {int((~np.isfinite(y)).sum())} NaN or infinite labels"
+        )
+
+
+def check_nan_policy(value):
+    """Validates `compile(nan_policy=...)`; returns it."""
+    if value not in NAN_POLICIES:
+        raise ValueError(
+            "Invalid value for argument `nan_policy`. Expected one of "
+            f"{list(NAN_POLICIES)}. Received: nan_policy={value!r}"
+        )
+    return value
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when the training loss becomes NaN or infinite."""
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops `fit` with a clear error once the loss is not finite.
+
+    Added by `Distiller.fit` when the distiller was compiled with
+    `nan_policy="raise"` (the default). It reads the logged loss after
+    every batch, names the term that went bad, and raises
+    `NonFiniteLossError` (a `FloatingPointError`), so training never goes
+    on silently with NaN weights.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not logs or "loss" not in logs:
+            return
+        loss = float(keras.ops.convert_to_numpy(logs["loss"]))
+        if math.isfinite(loss):
+            return
+        self.model.stop_training = True
+        terms = ", ".join(
+            f"{k}={float(keras.ops.convert_to_numpy(v)):.4g}"
+            for k, v in logs.items()
+            if k in ("loss", "student_loss", "distillation_loss")
+        )
+        raise NonFiniteLossError(
+            f"The training loss is not finite at epoch {self._epoch + 1}, "
+            f"batch {batch + 1} ({terms}). Expected finite inputs, labels "
+            "and teacher outputs and a stable learning rate. Check the data "
+            "for NaN or inf, the teacher's outputs, and lower the learning "
+            "rate; compile(nan_policy='ignore') trains on regardless."
+        )

@@ -1,0 +1,130 @@
+"""Bad input meets a clear error before any graph is traced.
+
+The README's "Errors" table lists every case; the other test files hold
+the rest of them (losses, data sources, the cache, the command line).
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import NUM_CLASSES
+from conftest import data
+from conftest import mlp
+from conftest import sparse_ce
+
+import keras_distill
+from keras_distill import losses
+from keras_distill.checks import NonFiniteLossError
+
+
+def distiller(**compile_kwargs):
+    d = keras_distill.Distiller(mlp(8, "teacher"), mlp(4, "student"))
+    d.compile(keras.optimizers.SGD(0.1), sparse_ce(), **compile_kwargs)
+    return d
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda x, y: (x[:0], y[:0]), r"at least one example"),
+        (lambda x, y: (x[:, :5], y), r"Expected inputs of shape \(None, 6\)"),
+        (lambda x, y: (np.where(x > 1, np.nan, x), y), "Expected finite"),
+        (lambda x, y: (x, y + NUM_CLASSES), r"indices in \[0, 3\)"),
+        (lambda x, y: (x, y - 1), "Received: labels from -1"),
+        (lambda x, y: (x, y[:-2]), "Expected one label per example"),
+        (
+            lambda x, y: (x, np.full((len(y), 3), np.inf, "float32")),
+            "Expected finite values",
+        ),
+    ],
+    ids=[
+        "empty",
+        "shape",
+        "nan_inputs",
+        "labels_too_high",
+        "negative_labels",
+        "label_count",
+        "inf_labels",
+    ],
+)
+def test_bad_arrays_in_fit(make, match):
+    d = distiller()
+    x, y = make(*data(16))
+    with pytest.raises(ValueError, match=match):
+        d.fit(x, y, epochs=1, verbose=0)
+    assert d.train_function is None  # nothing was traced
+
+
+def test_bad_arrays_in_evaluate_and_predict():
+    d = distiller()
+    x, y = data(16)
+    with pytest.raises(ValueError, match=r"`evaluate\(\)`.*indices"):
+        d.evaluate(x, y + 5, verbose=0)
+    with pytest.raises(ValueError, match=r"`predict\(\)`. Expected inputs"):
+        d.predict(x[:, :2], verbose=0)
+
+
+def test_bad_datasets_in_fit():
+    d = distiller()
+    x, y = data(16)
+    empty = tf.data.Dataset.from_tensor_slices((x[:0], y[:0])).batch(4)
+    with pytest.raises(ValueError, match="Expected a dataset with at least"):
+        d.fit(empty, epochs=1, verbose=0)
+    narrow = tf.data.Dataset.from_tensor_slices((x[:, :4], y)).batch(4)
+    with pytest.raises(ValueError, match=r"inputs have shape \(None, 4\)"):
+        d.fit(narrow, epochs=1, verbose=0)
+
+
+def test_non_finite_teacher_outputs_stop_training():
+    teacher = mlp(8, "teacher")
+    kernel = teacher.get_layer("teacher_logits").kernel
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+    d = keras_distill.Distiller(teacher, mlp(4, "student"))
+    d.compile(keras.optimizers.SGD(0.1), sparse_ce())
+    x, y = data(16)
+    with pytest.raises(NonFiniteLossError, match="distillation_loss=nan"):
+        d.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    # The documented alternative trains on, as Keras does.
+    d.compile(keras.optimizers.SGD(0.1), sparse_ce(), nan_policy="ignore")
+    history = d.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isnan(history.history["loss"][0])
+    with pytest.raises(ValueError, match="Received: nan_policy='skip'"):
+        d.compile("sgd", sparse_ce(), nan_policy="skip")
+
+
+def test_teacher_and_student_must_take_the_same_inputs():
+    inputs = keras.Input((5,))
+    other = keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(inputs))
+    with pytest.raises(ValueError, match="Expected both to take the same"):
+        keras_distill.Distiller(other, mlp(4, "student"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(distillation_losses=[losses.DKD()] * 0), "at least one"),
+        (dict(distillation_loss_weights=[1.0, 2.0]), "Expected a list of 1"),
+        (dict(distillation_loss_weights=[-1.0]), "non-negative finite"),
+        (dict(student_loss_weight="0.5"), r"Expected a float in \[0, 1\]"),
+        (dict(distillation_losses=3.5), "Received: distillation_losses=3.5"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        keras_distill.Distiller(mlp(8, "teacher"), mlp(4, "student"), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(evaluate_distillation="yes"), "Expected a bool"),
+        (dict(alpha=1.5), "Received: student_loss_weight=1.5"),
+        (dict(temperature=-2), "Received: temperature=-2"),
+        (dict(temperature="hot"), "Received: temperature='hot'"),
+    ],
+)
+def test_bad_compile_arguments(kwargs, match):
+    d = keras_distill.Distiller(mlp(8, "teacher"), mlp(4, "student"))
+    with pytest.raises(ValueError, match=match):
+        d.compile("sgd", sparse_ce(), **kwargs)

@@ -1,0 +1,222 @@
+"""Multi-worker training, resuming after kill -9, and determinism.
+
+Each case runs real processes (subprocesses), bounded in time, and
+compares the student weights they write.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+COMMON = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import tensorflow as tf
+    import keras
+    import numpy as np
+    import keras_distill
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("int32") + (x[:, 2] > 1)
+
+    def mlp(hidden, name, seed, dropout=0.0):
+        init = keras.initializers.GlorotUniform(seed=seed)
+        inputs = keras.Input((6,))
+        h = keras.layers.Dense(hidden, "relu", kernel_initializer=init)(inputs)
+        if dropout:
+            h = keras.layers.Dropout(dropout)(h)
+        out = keras.layers.Dense(3, kernel_initializer=init)(h)
+        return keras.Model(inputs, out, name=name)
+
+    def distiller(optimizer="adam"):
+        d = keras_distill.Distiller(
+            mlp(16, "teacher", 1), mlp(8, "student", 2),
+            student_loss_weight=0.3,
+        )
+        d.compile(
+            keras.optimizers.get(optimizer),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        return d
+
+    def save(model, path):
+        np.savez(path, *model.get_weights())
+    """
+)
+
+MULTI_WORKER = COMMON + textwrap.dedent(
+    """
+    out = sys.argv[1]
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    with strategy.scope():
+        d = distiller("sgd")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    history = d.fit(ds, epochs=2, verbose=0)
+    save(d.student, out)
+    print(json.dumps({"loss": history.history["loss"],
+                      "replicas": strategy.num_replicas_in_sync}))
+    """
+)
+
+ONE_DEVICE = COMMON + textwrap.dedent(
+    """
+    d = distiller("sgd")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    d.fit(ds, epochs=2, verbose=0)
+    save(d.student, sys.argv[1])
+    """
+)
+
+RESUMABLE = COMMON + textwrap.dedent(
+    """
+    backup, out, log, kill_epoch = sys.argv[1:5]
+    kill_epoch = int(kill_epoch)
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+            with open(log, "a") as f:
+                f.write(f"{epoch}\\n")
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == kill_epoch and batch == 2:
+                os.kill(os.getpid(), signal.SIGKILL)  # kill -9, mid-epoch
+
+    d = distiller("adam")
+    d.fit(
+        x, y, batch_size=8, epochs=4, verbose=0, shuffle=False,
+        callbacks=[keras.callbacks.BackupAndRestore(backup), Crash()],
+    )
+    save(d.student, out)
+    """
+)
+
+SEEDED = COMMON + textwrap.dedent(
+    """
+    keras.utils.set_random_seed(123)
+    tf.config.experimental.enable_op_determinism()
+    teacher = mlp(16, "teacher", None)
+    student = mlp(8, "student", None, dropout=0.3)  # unseeded + dropout
+    d = keras_distill.Distiller(teacher, student)
+    d.compile("adam", keras.losses.SparseCategoricalCrossentropy(True))
+    ds = (tf.data.Dataset.from_tensor_slices((x, y))
+          .shuffle(64).batch(8))  # shuffled from the global seed
+    d.fit(ds, epochs=3, verbose=0)
+    save(d.student, sys.argv[1])
+    """
+)
+
+
+def python(script, *args, env=None, timeout=240):
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, KERAS_BACKEND="tensorflow", **(env or {})),
+    )
+
+
+def weights(path):
+    with np.load(path) as f:
+        return [f[k] for k in sorted(f.files, key=lambda k: int(k[4:]))]
+
+
+def free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_mirrored_strategy_on_two_local_workers(tmp_path):
+    ports = free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    workers = []
+    try:
+        for index in range(2):
+            tf_config = {
+                "cluster": cluster,
+                "task": {"type": "worker", "index": index},
+            }
+            workers.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-c",
+                        MULTI_WORKER,
+                        str(tmp_path / f"worker{index}.npz"),
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=dict(
+                        os.environ,
+                        KERAS_BACKEND="tensorflow",
+                        TF_CONFIG=json.dumps(tf_config),
+                    ),
+                )
+            )
+        outputs = [w.communicate(timeout=240) for w in workers]
+    finally:
+        for w in workers:  # never leave a worker behind
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+    for w, (out, err) in zip(workers, outputs):
+        assert w.returncode == 0, err[-3000:]
+    reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    assert [r["replicas"] for r in reports] == [2, 2]
+    assert reports[0]["loss"] == reports[1]["loss"]
+    first, second = (weights(tmp_path / f"worker{i}.npz") for i in range(2))
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    # Two workers on the same global batch train as one device does.
+    one = python(ONE_DEVICE, tmp_path / "one.npz")
+    assert one.returncode == 0, one.stderr[-3000:]
+    for a, b in zip(first, weights(tmp_path / "one.npz")):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_kill_9_during_fit_resumes_at_the_last_finished_epoch(tmp_path):
+    backup, log = tmp_path / "backup", tmp_path / "epochs.log"
+    crashed = python(RESUMABLE, backup, tmp_path / "never.npz", log, 2)
+    assert crashed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "never.npz").exists()
+    resumed = python(RESUMABLE, backup, tmp_path / "resumed.npz", log, -1)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # Epochs 0, 1 finished, 2 was killed; the rerun starts again at 2.
+    assert log.read_text().split() == ["0", "1", "2", "2", "3"]
+    straight = python(
+        RESUMABLE,
+        tmp_path / "other",
+        tmp_path / "straight.npz",
+        tmp_path / "other.log",
+        -1,
+    )
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    for a, b in zip(
+        weights(tmp_path / "resumed.npz"), weights(tmp_path / "straight.npz")
+    ):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_two_seeded_runs_give_bit_identical_weights(tmp_path):
+    for name in ("a", "b"):
+        result = python(SEEDED, tmp_path / f"{name}.npz")
+        assert result.returncode == 0, result.stderr[-3000:]
+    a, b = weights(tmp_path / "a.npz"), weights(tmp_path / "b.npz")
+    assert len(a) == 4
+    for x, y in zip(a, b):
+        assert x.tobytes() == y.tobytes()
