@@ -51,6 +51,26 @@ def _scale_for_replicas(value):
     return value
 
 
+def _multi_worker_logs(logs):
+    """Logs shaped so that Keras can reduce them across workers.
+
+    Under MultiWorkerMirroredStrategy, Keras reduces each logged value
+    with `strategy.reduce("MEAN", value, axis=0)`, which fails for the
+    scalars every train step returns (keras-team/keras#20585). A value of
+    shape (1,) reduces to the mean over the replicas, a scalar again.
+    """
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    extended = getattr(strategy, "extended", None)
+    if (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and getattr(extended, "_in_multi_worker_mode", lambda: False)()
+    ):
+        return {k: ops.reshape(v, (1,)) for k, v in logs.items()}
+    return logs
+
+
 def _check_model(arg, model):
     if not isinstance(model, keras.Model):
         raise ValueError(
@@ -928,7 +948,9 @@ class Distiller(keras.Model):
         variables = self.trainable_weights
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        return self._metrics_result(x, y, y_pred, sample_weight)
+        return _multi_worker_logs(
+            self._metrics_result(x, y, y_pred, sample_weight)
+        )
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -947,7 +969,32 @@ class Distiller(keras.Model):
         logs = self._metrics_result(x, y, y_pred, sample_weight)
         if distillation is None:
             logs = {k: v for k, v in logs.items() if k != "distillation_loss"}
-        return logs
+        return _multi_worker_logs(logs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras learns the batch structure by reducing the first
+        # distributed batch to its MEAN, which MultiWorkerMirroredStrategy
+        # cannot do eagerly (keras-team/keras#20585: fit fails for every
+        # model). One replica's part of the batch has the same structure.
+        if iterator is not None and self._distribute_strategy is not None:
+            import tensorflow as tf
+
+            batch = None
+            for _, _, it in iterator:
+                batch = next(it)
+                break
+
+            def local(value):
+                if isinstance(value, tf.distribute.DistributedValues):
+                    results = self.distribute_strategy
+                    return results.experimental_local_results(value)[0]
+                return value
+
+            data_batch = keras.tree.map_structure(local, batch)
+            iterator = None
+        return super()._maybe_symbolic_build(
+            iterator=iterator, data_batch=data_batch
+        )
 
     def _check_data(self, method, x, y=None):
         x, _ = _split_cached(x)
