@@ -8,6 +8,8 @@ The public names are listed in `__all__`:
   attention transfer, relational KD, teacher-free KD) and their registry.
 - `keras_distill.callbacks`: temperature and loss-weight schedules.
 - `keras_distill.teachers`: cached teacher outputs and teacher ensembles.
+- `keras_distill.distribute`: multi-worker training for any model.
+- `keras_distill.checks`: the data checks and the NaN policy of `fit`.
 - `keras_distill.export`: SavedModel and TFLite/LiteRT export, checked
   against Keras.
 - `keras_distill.data`: datasets (bundled MNIST-5k and digits, TFDS, your
@@ -28,7 +30,9 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "bench",
     "callbacks",
+    "checks",
     "data",
+    "distribute",
     "export",
     "losses",
     "report",

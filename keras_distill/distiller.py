@@ -11,6 +11,8 @@ from keras_distill.checks import NonFiniteLossGuard
 from keras_distill.checks import check_inputs
 from keras_distill.checks import check_labels
 from keras_distill.checks import check_nan_policy
+from keras_distill.distribute import multi_worker_logs
+from keras_distill.distribute import symbolic_build
 from keras_distill.losses.base import as_float
 from keras_distill.losses.base import layer_names
 from keras_distill.losses.compat import is_kl_divergence
@@ -49,26 +51,6 @@ def _scale_for_replicas(value):
     if replicas > 1:
         value = value * (1.0 / replicas)
     return value
-
-
-def _multi_worker_logs(logs):
-    """Logs shaped so that Keras can reduce them across workers.
-
-    Under MultiWorkerMirroredStrategy, Keras reduces each logged value
-    with `strategy.reduce("MEAN", value, axis=0)`, which fails for the
-    scalars every train step returns (keras-team/keras#20585). A value of
-    shape (1,) reduces to the mean over the replicas, a scalar again.
-    """
-    import tensorflow as tf
-
-    strategy = tf.distribute.get_strategy()
-    extended = getattr(strategy, "extended", None)
-    if (
-        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        and getattr(extended, "_in_multi_worker_mode", lambda: False)()
-    ):
-        return {k: ops.reshape(v, (1,)) for k, v in logs.items()}
-    return logs
 
 
 def _check_model(arg, model):
@@ -948,7 +930,7 @@ class Distiller(keras.Model):
         variables = self.trainable_weights
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        return _multi_worker_logs(
+        return multi_worker_logs(
             self._metrics_result(x, y, y_pred, sample_weight)
         )
 
@@ -969,31 +951,12 @@ class Distiller(keras.Model):
         logs = self._metrics_result(x, y, y_pred, sample_weight)
         if distillation is None:
             logs = {k: v for k, v in logs.items() if k != "distillation_loss"}
-        return _multi_worker_logs(logs)
+        return multi_worker_logs(logs)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras learns the batch structure by reducing the first
-        # distributed batch to its MEAN, which MultiWorkerMirroredStrategy
-        # cannot do eagerly (keras-team/keras#20585: fit fails for every
-        # model). One replica's part of the batch has the same structure.
-        if iterator is not None and self._distribute_strategy is not None:
-            import tensorflow as tf
-
-            batch = None
-            for _, _, it in iterator:
-                batch = next(it)
-                break
-
-            def local(value):
-                if isinstance(value, tf.distribute.DistributedValues):
-                    results = self.distribute_strategy
-                    return results.experimental_local_results(value)[0]
-                return value
-
-            data_batch = keras.tree.map_structure(local, batch)
-            iterator = None
-        return super()._maybe_symbolic_build(
-            iterator=iterator, data_batch=data_batch
+        # Works under MultiWorkerMirroredStrategy too (keras#20585).
+        return symbolic_build(
+            self, super()._maybe_symbolic_build, iterator, data_batch
         )
 
     def _check_data(self, method, x, y=None):

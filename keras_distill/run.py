@@ -575,9 +575,10 @@ class Run:
             f"[teacher] training {c.teacher} ({teacher.count_params():,} "
             f"parameters) for {epochs} epochs on {c.dataset}"
         )
-        teacher.compile(**self._compile_args())
+        trainer = self._trainer(teacher)
+        trainer.compile(**self._compile_args())
         return self._train(
-            "teacher", teacher, teacher, epochs, fingerprint=fingerprint
+            "teacher", trainer, teacher, epochs, fingerprint=fingerprint
         )
 
     @_in_scope
@@ -638,9 +639,19 @@ class Run:
         """
         c = self.config
         student = self._build("student")
-        student.compile(**self._compile_args())
+        trainer = self._trainer(student)
+        trainer.compile(**self._compile_args())
         self.log(f"[scratch] {c.student} from labels alone, {c.epochs} epochs")
-        return self._train("scratch", student, student, c.epochs)
+        return self._train("scratch", trainer, student, c.epochs)
+
+    def _trainer(self, model):
+        """The model itself, or its multi-worker wrapper (keras#20585)."""
+        from keras_distill.distribute import MultiWorkerModel
+        from keras_distill.distribute import in_multi_worker_mode
+
+        if in_multi_worker_mode(self.strategy):
+            return MultiWorkerModel(model)
+        return model
 
     def _train(self, name, trainer, model, epochs, **extra):
         """Fits `trainer`, saves `model` as `<name>.keras`, records it."""

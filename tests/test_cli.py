@@ -171,6 +171,10 @@ def test_config_file_and_flag_precedence(tmp_path, capsys):
         ("losses: [fitnet]\n", "registered loss names"),
         ("epochs: [1\n", "does not parse"),
         ("- 1\n- 2\n", "Expected a mapping"),
+        ("strategy: tpu\n", "Invalid value for `strategy`"),
+        ("features: [dense_1]\n", "Invalid value for `features`"),
+        ("loss_weights: [-1]\n", "Invalid value for `loss_weights`"),
+        ("alpha: high\n", "Invalid value for `alpha`"),
     ],
 )
 def test_bad_config_files(tmp_path, capsys, content, match):
@@ -297,3 +301,39 @@ def test_bad_method_flags(tmp_path, capsys, flags, match):
     )
     assert status == 1
     assert re.search(match, err)
+
+
+def test_unwritable_run_directory(tmp_path, capsys):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory")
+    status, _, err = run(
+        ["train-teacher", "--run", str(blocker / "run"), *TINY], capsys
+    )
+    assert status == 1
+    assert "Cannot create the run directory" in err
+
+
+def test_strategy_and_backup_dir(tmp_path, capsys):
+    path, backup = str(tmp_path / "run"), tmp_path / "backup"
+    status, out, err = run(
+        [
+            "train-teacher",
+            "--run",
+            path,
+            *TINY,
+            "--strategy",
+            "mirrored",
+            "--backup-dir",
+            str(backup),
+        ],
+        capsys,
+    )
+    assert status == 0, err
+    assert "[strategy] mirrored: 1 replicas in sync" in out
+    config = json.loads(open(os.path.join(path, "config.json")).read())
+    assert config["strategy"] == "mirrored"
+    assert config["backup_dir"] == str(backup)
+    # A finished phase leaves no backup behind (Keras deletes it).
+    assert not (backup / "teacher").exists() or not os.listdir(
+        backup / "teacher"
+    )

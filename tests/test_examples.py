@@ -69,3 +69,29 @@ def test_cli_with_config(tmp_path):
     run = tmp_path / "saved_models" / "example"
     assert (run / "student_int8.tflite").exists()
     assert (run / "student_float16.tflite").exists()
+
+
+@pytest.mark.slow
+def test_multi_gpu(tmp_path):
+    out = _run(
+        [sys.executable, str(EXAMPLES / "multi_gpu.py"), "--epochs", "1"],
+        tmp_path,
+    )
+    assert "replica(s) in sync" in out and "'accuracy'" in out
+
+
+@pytest.mark.slow
+def test_multi_worker(tmp_path):
+    out = _run(
+        [
+            sys.executable,
+            str(EXAMPLES / "multi_worker.py"),
+            "--launch-local",
+            "2",
+            "--epochs",
+            "1",
+        ],
+        tmp_path,
+    )
+    assert "student saved to" in out
+    assert (tmp_path / "multi_worker_student.keras").exists()

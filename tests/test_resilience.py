@@ -54,13 +54,19 @@ COMMON = textwrap.dedent(
 
 MULTI_WORKER = COMMON + textwrap.dedent(
     """
-    out = sys.argv[1]
+    out, plain_out = sys.argv[1:3]
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     with strategy.scope():
         d = distiller("sgd")
+        plain = mlp(8, "plain", 3)
+        trainer = keras_distill.distribute.MultiWorkerModel(plain)
+        trainer.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True))
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     history = d.fit(ds, epochs=2, verbose=0)
+    trainer.fit(ds, epochs=2, verbose=0)
     save(d.student, out)
+    save(plain, plain_out)
     print(json.dumps({"loss": history.history["loss"],
                       "replicas": strategy.num_replicas_in_sync}))
     """
@@ -69,9 +75,14 @@ MULTI_WORKER = COMMON + textwrap.dedent(
 ONE_DEVICE = COMMON + textwrap.dedent(
     """
     d = distiller("sgd")
+    plain = mlp(8, "plain", 3)
+    plain.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     d.fit(ds, epochs=2, verbose=0)
+    plain.fit(ds, epochs=2, verbose=0)
     save(d.student, sys.argv[1])
+    save(plain, sys.argv[2])
     """
 )
 
@@ -157,6 +168,7 @@ def test_multi_worker_mirrored_strategy_on_two_local_workers(tmp_path):
                         "-c",
                         MULTI_WORKER,
                         str(tmp_path / f"worker{index}.npz"),
+                        str(tmp_path / f"plain{index}.npz"),
                     ],
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
@@ -182,11 +194,16 @@ def test_multi_worker_mirrored_strategy_on_two_local_workers(tmp_path):
     first, second = (weights(tmp_path / f"worker{i}.npz") for i in range(2))
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
-    # Two workers on the same global batch train as one device does.
-    one = python(ONE_DEVICE, tmp_path / "one.npz")
+    # Two workers on the same global batch train as one device does, and
+    # so does a plain model through MultiWorkerModel.
+    one = python(ONE_DEVICE, tmp_path / "one.npz", tmp_path / "plain.npz")
     assert one.returncode == 0, one.stderr[-3000:]
     for a, b in zip(first, weights(tmp_path / "one.npz")):
         np.testing.assert_allclose(a, b, atol=1e-5)
+    plain = [weights(tmp_path / f"plain{i}.npz") for i in range(2)]
+    for a, b, c in zip(*plain, weights(tmp_path / "plain.npz")):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, atol=1e-5)
 
 
 def test_kill_9_during_fit_resumes_at_the_last_finished_epoch(tmp_path):
