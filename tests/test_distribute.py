@@ -47,13 +47,20 @@ SCRIPT = textwrap.dedent(
             keras_distill.losses.FeatureDistillation(
                 "hidden", loss=keras.losses.MeanSquaredError()),
         ]),
+        "ensemble": dict(student_hidden=8, l2=None, losses=None,
+                         ensemble=True),
+        "cached": dict(student_hidden=8, l2=None, losses=None, cached=True),
     }
 
     def run(strategy, config):
         keras.utils.set_random_seed(0)  # the same adapter weights
         with strategy.scope():
+            teacher = mlp(16, "teacher", 1)
+            if config.get("ensemble"):
+                teacher = keras_distill.teachers.Ensemble(
+                    [teacher, mlp(16, "teacher2", 5)], weights=[0.7, 0.3])
             distiller = keras_distill.Distiller(
-                mlp(16, "teacher", 1),
+                teacher,
                 mlp(config["student_hidden"], "student", 2, l2=config["l2"]),
                 distillation_losses=(
                     config["losses"]() if callable(config["losses"])
@@ -65,6 +72,11 @@ SCRIPT = textwrap.dedent(
                 keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             )
         ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+        if config.get("cached"):
+            with strategy.scope():
+                cache = keras_distill.teachers.TeacherCache(
+                    distiller.teacher, x, verbose=0)
+            ds = cache.dataset(x, y, batch_size=16, shuffle=False)
         history = distiller.fit(ds, epochs=2, verbose=0)  # 20 steps
         return distiller.student.get_weights(), history.history
 
@@ -94,7 +106,13 @@ def test_mirrored_strategy_matches_one_device():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     reports = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(reports) == {"kd_l2", "kd_keras_feature", "dkd_hint_adapter"}
+    assert set(reports) == {
+        "kd_l2",
+        "kd_keras_feature",
+        "dkd_hint_adapter",
+        "ensemble",
+        "cached",
+    }
     for name, report in reports.items():
         assert report["max_weight_diff"] < 1e-5, name
         for key in ("loss", "student_loss", "distillation_loss"):
