@@ -7,6 +7,10 @@ The public names are listed in `__all__`:
 - `keras_distill.losses`: the distillation losses (KD, DKD, feature hints,
   attention transfer, relational KD, teacher-free KD) and their registry.
 - `keras_distill.callbacks`: temperature and loss-weight schedules.
+- `keras_distill.recipes`: reverse KD, born-again networks, mutual
+  learning.
+- `keras_distill.augment`: consistent augmentation and mixup (function
+  matching).
 - `keras_distill.teachers`: cached teacher outputs and teacher ensembles.
 - `keras_distill.distribute`: multi-worker training for any model.
 - `keras_distill.checks`: the data checks and the NaN policy of `fit`.
@@ -28,6 +32,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "augment",
     "bench",
     "callbacks",
     "checks",
@@ -35,6 +40,7 @@ _SUBMODULES = (
     "distribute",
     "export",
     "losses",
+    "recipes",
     "report",
     "run",
     "teachers",

@@ -53,6 +53,28 @@ def _scale_for_replicas(value):
     return value
 
 
+_AUGMENT_WITH_CACHE = (
+    "Invalid data for a Distiller with `augment`. Expected the teacher "
+    "online: a teacher cache holds outputs for unaugmented inputs. "
+    "Received: batches from a `TeacherCache`"
+)
+
+
+def _check_augment(augment):
+    """`None`, or the augmentation as a `ConsistentAugment`."""
+    from keras_distill.augment import ConsistentAugment
+
+    if augment is None or isinstance(augment, ConsistentAugment):
+        return augment
+    if isinstance(augment, (keras.layers.Layer, list, tuple)):
+        return ConsistentAugment(augment)
+    raise ValueError(
+        "Invalid value for argument `augment`. Expected a "
+        "`keras_distill.augment.ConsistentAugment` or a list of augmentation "
+        f"layers. Received: augment={augment!r}"
+    )
+
+
 def _check_model(arg, model):
     if not isinstance(model, keras.Model):
         raise ValueError(
@@ -335,6 +357,12 @@ class Distiller(keras.Model):
             loss. Defaults to 1.0 each.
         student_loss_weight: `alpha`, the weight of the supervised loss, in
             [0, 1]. Defaults to 0.5. With 0, labels are not needed.
+        augment: Optional `keras_distill.augment.ConsistentAugment` (or a
+            list of augmentation layers): applied once per training batch
+            before the teacher and the student run, so both see the same
+            input (function matching). With a `Mixup` layer the supervised
+            loss mixes the labels with the same coefficient. Needs the
+            teacher online (not a `TeacherCache`).
         name: The model's name. Defaults to `"distiller"`.
         **kwargs: Passed on to `keras.Model`.
 
@@ -372,6 +400,7 @@ class Distiller(keras.Model):
         distillation_losses=None,
         distillation_loss_weights=None,
         student_loss_weight=0.5,
+        augment=None,
         name="distiller",
         **kwargs,
     ):
@@ -398,6 +427,7 @@ class Distiller(keras.Model):
             name="student_loss_weight",
         )
         self._evaluate_distillation = False
+        self.augment = _check_augment(augment)
         self._loss_layers = []
         self._set_losses(distillation_losses, distillation_loss_weights)
         self._student_loss_tracker = keras.metrics.Mean(name="student_loss")
@@ -879,11 +909,23 @@ class Distiller(keras.Model):
                 "compile with loss=None to distill without labels."
             )
 
-    def _objective(self, x, y, sample_weight, teacher_outputs, training):
+    def _objective(
+        self, x, y, sample_weight, teacher_outputs, training, mix=(None, None)
+    ):
         """Student forward pass and every loss term, inside the tape."""
         student_outputs = self._student_outputs(x, training=training)
         y_pred = student_outputs[OUTPUT]
+        perm, lam = mix
         supervised = self._supervised_loss(y, y_pred, sample_weight)
+        if perm is not None and y is not None:
+            mixed = self._supervised_loss(
+                keras.tree.map_structure(
+                    lambda t: ops.take(t, perm, axis=0), y
+                ),
+                y_pred,
+                sample_weight,
+            )
+            supervised = lam * supervised + (1.0 - lam) * mixed
         distillation = self._distillation_loss(
             teacher_outputs, student_outputs, y
         )
@@ -920,10 +962,16 @@ class Distiller(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self._check_labels(y)
         x, cached = _split_cached(x)
+        mix = (None, None)
+        if self.augment is not None:
+            if cached is not None:
+                raise ValueError(_AUGMENT_WITH_CACHE)
+            x, perm, lam = self.augment.augment(x)
+            mix = (perm, lam)
         teacher_outputs = self._teacher_outputs(x, cached)
         with tf.GradientTape() as tape:
             y_pred, supervised, distillation, total = self._objective(
-                x, y, sample_weight, teacher_outputs, training=True
+                x, y, sample_weight, teacher_outputs, training=True, mix=mix
             )
             self._update_trackers(x, supervised, distillation, total)
             scaled = self.optimizer.scale_loss(total)
@@ -960,6 +1008,16 @@ class Distiller(keras.Model):
         )
 
     def _check_data(self, method, x, y=None):
+        if method == "fit" and self.augment is not None:
+            import tensorflow as tf
+
+            from keras_distill.teachers import TEACHER_KEY
+
+            spec = getattr(x, "element_spec", None)
+            if isinstance(x, tf.data.Dataset) and isinstance(spec, tuple):
+                spec = spec[0]
+            if isinstance(spec, dict) and TEACHER_KEY in spec:
+                raise ValueError(_AUGMENT_WITH_CACHE)
         x, _ = _split_cached(x)
         check_inputs(method, x, input_shape(self.student))
         check_labels(
@@ -1052,6 +1110,9 @@ class Distiller(keras.Model):
             ],
             "distillation_loss_weights": self.distillation_loss_weights,
             "student_loss_weight": self.student_loss_weight,
+            "augment": None
+            if self.augment is None
+            else keras.saving.serialize_keras_object(self.augment),
         }
 
     @classmethod
@@ -1064,6 +1125,10 @@ class Distiller(keras.Model):
                 continue
             config[key] = keras.saving.deserialize_keras_object(
                 config[key], custom_objects=custom_objects
+            )
+        if config.get("augment") is not None:
+            config["augment"] = keras.saving.deserialize_keras_object(
+                config["augment"], custom_objects=custom_objects
             )
         config["distillation_losses"] = [
             keras.saving.deserialize_keras_object(

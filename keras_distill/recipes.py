@@ -1,0 +1,553 @@
+"""Distillation recipes: reverse KD, born-again networks, mutual learning.
+
+- `reverse_distill`: a trained small model teaches a large one (Yuan et
+  al., CVPR 2020: even a weaker teacher regularises a stronger student).
+- `born_again`: a model distilled into a fresh copy of its own
+  architecture, generation after generation (Furlanello et al., ICML
+  2018), and the ensemble of the generations.
+- `MutualLearning`: several students trained together, each also matching
+  the others' current predictions (Zhang et al., CVPR 2018).
+
+Function matching (Beyer et al., CVPR 2022) is the `Distiller` with
+`augment=keras_distill.augment.ConsistentAugment([...])`.
+"""
+
+import dataclasses
+
+import keras
+from keras import ops
+
+from keras_distill.losses.base import keras_loss_mean
+from keras_distill.losses.logits import soft_kl
+
+
+def _sparse_ce():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _evaluate(model, data):
+    """`model.evaluate(data)` as a dict, or None without data."""
+    if data is None:
+        return None
+    return model.evaluate(data, verbose=0, return_dict=True)
+
+
+@dataclasses.dataclass
+class Trained:
+    """One model a recipe trained.
+
+    Attributes:
+        name: What the recipe calls it (`"generation_1"`, ...).
+        model: The trained `keras.Model`.
+        history: The `History.history` dict of its training.
+        metrics: `evaluate()` on the recipe's `test_data`, or None.
+    """
+
+    name: str
+    model: object
+    history: dict
+    metrics: object = None
+
+
+def _distill(
+    teacher,
+    student,
+    train_data,
+    epochs,
+    temperature,
+    alpha,
+    optimizer,
+    loss,
+    metrics,
+    validation_data,
+    test_data,
+    name,
+    verbose,
+    callbacks=None,
+):
+    from keras_distill.distiller import Distiller
+    from keras_distill.losses.logits import LogitsDistillation
+
+    distiller = Distiller(
+        teacher,
+        student,
+        LogitsDistillation(temperature),
+        student_loss_weight=alpha,
+    )
+    distiller.compile(
+        optimizer=keras.optimizers.get(optimizer)
+        if isinstance(optimizer, str)
+        else optimizer,
+        loss=loss or _sparse_ce(),
+        metrics=list(metrics or []),
+    )
+    history = distiller.fit(
+        train_data,
+        validation_data=validation_data,
+        epochs=epochs,
+        verbose=verbose,
+        callbacks=callbacks,
+        shuffle=False,  # datasets shuffle themselves
+    )
+    student.compile(loss=loss or _sparse_ce(), metrics=list(metrics or []))
+    return Trained(
+        name, student, history.history, _evaluate(student, test_data)
+    )
+
+
+def reverse_distill(
+    small_teacher,
+    large_model,
+    train_data,
+    epochs=20,
+    temperature=4.0,
+    alpha=0.5,
+    optimizer="adam",
+    loss=None,
+    metrics=("accuracy",),
+    validation_data=None,
+    test_data=None,
+    verbose=0,
+):
+    """Reverse KD: a trained small model teaches a large one.
+
+    Yuan et al. (CVPR 2020) showed that a weaker model still improves a
+    stronger one through distillation, as a learned label smoothing. The
+    default `alpha=0.5` keeps the labels as strong as the teacher, since
+    the teacher is the weaker model.
+
+    Args:
+        small_teacher: The trained small `keras.Model` (logits).
+        large_model: The large `keras.Model` to train (fresh weights).
+        train_data: Training data for `fit` (a `tf.data.Dataset` of
+            `(x, y)` batches, or arrays in a tuple `(x, y)`).
+        epochs: Training epochs. Defaults to 20.
+        temperature: The softmax temperature. Defaults to 4.0.
+        alpha: The weight of the supervised loss. Defaults to 0.5.
+        optimizer: Optimizer name or instance. Defaults to `"adam"`.
+        loss: The supervised loss. Defaults to sparse categorical
+            cross-entropy on logits.
+        metrics: Metrics of the large model. Defaults to accuracy.
+        validation_data: Optional validation data for `fit`.
+        test_data: Optional data the trained model is evaluated on.
+        verbose: Keras' verbosity. Defaults to 0.
+
+    Returns:
+        A `Trained` holding the large model, its history and its test
+        metrics.
+
+    Example:
+
+    ```python
+    result = keras_distill.recipes.reverse_distill(
+        small, large, train_ds, epochs=20, test_data=test_ds
+    )
+    result.metrics["accuracy"]
+    ```
+    """
+    train_data = _as_dataset(train_data)
+    return _distill(
+        small_teacher,
+        large_model,
+        train_data,
+        epochs,
+        temperature,
+        alpha,
+        optimizer,
+        loss,
+        metrics,
+        validation_data,
+        test_data,
+        "reverse",
+        verbose,
+    )
+
+
+@dataclasses.dataclass
+class BornAgain:
+    """What `born_again` returns.
+
+    Attributes:
+        generations: A list of `Trained`: `generations[0]` is trained from
+            the labels alone, `generations[k]` is distilled from
+            `generations[k - 1]`.
+        ensemble: A `keras_distill.teachers.Ensemble` of the born-again
+            generations (1 and later), averaging their probabilities.
+        ensemble_metrics: `evaluate()` of the ensemble on `test_data`, or
+            None.
+    """
+
+    generations: list
+    ensemble: object
+    ensemble_metrics: object = None
+
+
+def born_again(
+    build_fn,
+    train_data,
+    generations=3,
+    epochs=20,
+    temperature=4.0,
+    alpha=0.1,
+    optimizer="adam",
+    loss=None,
+    metrics=("accuracy",),
+    validation_data=None,
+    test_data=None,
+    teacher=None,
+    verbose=0,
+):
+    """Born-again networks: distil a model into its own architecture.
+
+    Generation 0 is trained from the labels (or is `teacher`, when given);
+    each next generation is a fresh `build_fn()` distilled from the one
+    before (Furlanello et al., ICML 2018). The generations 1 and later are
+    also returned as an ensemble (the paper's BANE).
+
+    Args:
+        build_fn: A function with no argument that returns a new, built,
+            uncompiled `keras.Model` (logits), fresh weights each call.
+        train_data: Training data (a `tf.data.Dataset` of `(x, y)` batches,
+            or a tuple `(x, y)` of arrays).
+        generations: Born-again generations after generation 0, a
+            positive integer. Defaults to 3.
+        epochs: Training epochs of each generation. Defaults to 20.
+        temperature: The softmax temperature. Defaults to 4.0.
+        alpha: The weight of the supervised loss. Defaults to 0.1.
+        optimizer: Optimizer name (a new optimizer per generation).
+            Defaults to `"adam"`.
+        loss: The supervised loss. Defaults to sparse categorical
+            cross-entropy on logits.
+        metrics: Metrics of every generation. Defaults to accuracy.
+        validation_data: Optional validation data for `fit`.
+        test_data: Optional data every generation is evaluated on.
+        teacher: Optional trained generation 0 (then it is not retrained).
+        verbose: Keras' verbosity. Defaults to 0.
+
+    Returns:
+        A `BornAgain`.
+
+    Raises:
+        ValueError: If `generations` is not a positive integer or
+            `build_fn` is not callable.
+
+    Example:
+
+    ```python
+    result = keras_distill.recipes.born_again(
+        lambda: keras_distill.zoo.build("mlp-small", (28, 28, 1), 10),
+        train_ds,
+        generations=2,
+        test_data=test_ds,
+    )
+    [g.metrics["accuracy"] for g in result.generations]
+    ```
+    """
+    from keras_distill.teachers import Ensemble
+
+    if (
+        isinstance(generations, bool)
+        or not isinstance(generations, int)
+        or generations < 1
+    ):
+        raise ValueError(
+            "Invalid value for argument `generations`. Expected a positive "
+            f"integer. Received: generations={generations!r}"
+        )
+    if not callable(build_fn):
+        raise ValueError(
+            "Invalid value for argument `build_fn`. Expected a function "
+            f"that returns a new model. Received: build_fn={build_fn!r}"
+        )
+    if not isinstance(optimizer, str):
+        raise ValueError(
+            "Invalid value for argument `optimizer`. Expected an optimizer "
+            "name (each generation gets a new optimizer). Received: "
+            f"optimizer={optimizer!r}"
+        )
+    train_data = _as_dataset(train_data)
+    if teacher is None:
+        first = build_fn()
+        first.compile(
+            optimizer=optimizer,
+            loss=loss or _sparse_ce(),
+            metrics=list(metrics or []),
+        )
+        history = first.fit(
+            train_data,
+            validation_data=validation_data,
+            epochs=epochs,
+            verbose=verbose,
+            shuffle=False,  # datasets shuffle themselves
+        )
+        trained = [
+            Trained(
+                "generation_0",
+                first,
+                history.history,
+                _evaluate(first, test_data),
+            )
+        ]
+    else:
+        teacher.compile(loss=loss or _sparse_ce(), metrics=list(metrics or []))
+        trained = [
+            Trained("generation_0", teacher, {}, _evaluate(teacher, test_data))
+        ]
+    for k in range(1, generations + 1):
+        trained.append(
+            _distill(
+                trained[-1].model,
+                build_fn(),
+                train_data,
+                epochs,
+                temperature,
+                alpha,
+                optimizer,
+                loss,
+                metrics,
+                validation_data,
+                test_data,
+                f"generation_{k}",
+                verbose,
+            )
+        )
+    ensemble = Ensemble([t.model for t in trained[1:]], temperature=1.0)
+    ensemble_metrics = None
+    if test_data is not None:
+        ensemble.compile(loss=loss or _sparse_ce(), metrics=list(metrics))
+        ensemble_metrics = _evaluate(ensemble, test_data)
+    return BornAgain(trained, ensemble, ensemble_metrics)
+
+
+def _as_dataset(data):
+    """A `(x, y)` tuple of arrays becomes a shuffled, batched dataset."""
+    if isinstance(data, tuple) and len(data) == 2:
+        import tensorflow as tf
+
+        x, y = data
+        return (
+            tf.data.Dataset.from_tensor_slices((x, y))
+            .shuffle(len(x), seed=0)
+            .batch(32)
+        )
+    return data
+
+
+def mutual_loss(logits, labels, temperature=1.0, loss_fn=None):
+    """Each model's deep-mutual-learning loss, from all models' logits.
+
+    Formula:
+
+    ```
+    loss_i = CE(y, s_i) + 1/(K-1) · Σ_{j≠i} T² · KL(softmax(s_j/T) ||
+                                                 softmax(s_i/T))
+    ```
+
+    with the other models' predictions treated as constants (no gradient
+    flows into them through model i's loss).
+
+    Args:
+        logits: A list of K ≥ 2 tensors `(batch, classes)`.
+        labels: The labels.
+        temperature: Positive float. Defaults to 1.0 (the paper's).
+        loss_fn: The supervised loss; defaults to sparse categorical
+            cross-entropy on logits.
+
+    Returns:
+        A list of K float32 scalars.
+    """
+    loss_fn = loss_fn or _sparse_ce()
+    k = len(logits)
+    out = []
+    for i, s in enumerate(logits):
+        kl = ops.zeros((), "float32")
+        for j, t in enumerate(logits):
+            if j != i:
+                kl = kl + soft_kl(ops.stop_gradient(t), s, temperature)
+        supervised = keras_loss_mean(loss_fn, labels, s)
+        out.append(supervised + kl / (k - 1))
+    return out
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class MutualLearning(keras.Model):
+    """Deep mutual learning: K students trained together.
+
+    Each step runs every model on the batch; model i minimises its
+    supervised loss plus the mean over the other models of the KL
+    divergence from their (detached) predictions to its own
+    (`mutual_loss`). `fit` trains them all at once; the logs hold `loss`
+    (the sum), `<name>_loss` and `<name>_<metric>` for each model. Every
+    model stays a standalone `keras.Model`: export `mutual.models[i]`.
+
+    `call` (and so `predict`) returns the first model's output.
+
+    Args:
+        models: A list of at least two built `keras.Model`s with distinct
+            names and the same inputs and classes.
+        temperature: Positive float for the KL terms. Defaults to 1.0.
+        name: The model's name. Defaults to `"mutual_learning"`.
+        **kwargs: Passed on to `keras.Model`.
+
+    Raises:
+        ValueError: If fewer than two models, or repeated names.
+
+    Example:
+
+    ```python
+    mutual = keras_distill.recipes.MutualLearning([student_a, student_b])
+    mutual.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    mutual.fit(train_ds, epochs=10)
+    student_a.save("student_a.keras")
+    ```
+    """
+
+    def __init__(
+        self, models, temperature=1.0, name="mutual_learning", **kwargs
+    ):
+        super().__init__(name=name, **kwargs)
+        if (
+            not isinstance(models, (list, tuple))
+            or len(models) < 2
+            or not all(isinstance(m, keras.Model) for m in models)
+        ):
+            raise ValueError(
+                "Invalid value for argument `models`. Expected a list of at "
+                f"least two `keras.Model`s. Received: models={models!r}"
+            )
+        names = [m.name for m in models]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                "Invalid value for argument `models`. Expected distinct "
+                f"model names (they name the logs). Received: {names}"
+            )
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not temperature > 0
+        ):
+            raise ValueError(
+                "Invalid value for argument `temperature`. Expected a "
+                f"positive float. Received: temperature={temperature!r}"
+            )
+        self.models = list(models)
+        self.temperature = float(temperature)
+        self._loss_trackers = [
+            keras.metrics.Mean(name=f"{m.name}_loss") for m in self.models
+        ]
+        self._model_metrics = [[] for _ in self.models]
+        self.built = True
+
+    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
+        """Configures training: one optimizer for every model.
+
+        Args:
+            optimizer: Optimizer name or instance.
+            loss: The supervised loss of every model. Defaults to sparse
+                categorical cross-entropy on logits.
+            metrics: Metric names or instances, computed for each model
+                (instances are cloned per model).
+            **kwargs: Other `keras.Model.compile` arguments.
+        """
+        self._supervised = keras.losses.get(loss) if loss else _sparse_ce()
+        self._model_metrics = []
+        for model in self.models:
+            made = []
+            for metric in metrics or []:
+                if isinstance(metric, str):
+                    made.append(_named_metric(metric, model.name))
+                else:
+                    config = metric.get_config()
+                    config["name"] = f"{model.name}_{config['name']}"
+                    made.append(type(metric).from_config(config))
+            self._model_metrics.append(made)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    @property
+    def metrics(self):
+        return list(self._loss_trackers) + [
+            m for made in self._model_metrics for m in made
+        ]
+
+    def call(self, inputs, training=None):
+        return self.models[0](inputs, training=training)
+
+    def _step(self, data, training):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        logits = [m(x, training=training) for m in self.models]
+        losses = mutual_loss(logits, y, self.temperature, self._supervised)
+        return x, y, logits, losses
+
+    def _logs(self, y, logits, losses):
+        for tracker, value in zip(self._loss_trackers, losses):
+            tracker.update_state(value)
+        for made, s in zip(self._model_metrics, logits):
+            for metric in made:
+                metric.update_state(y, s)
+        logs = {m.name: m.result() for m in self.metrics}
+        logs["loss"] = sum(t.result() for t in self._loss_trackers)
+        return logs
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            _, y, logits, losses = self._step(data, training=True)
+            total = ops.sum(ops.stack(losses))
+            regularization = [
+                ops.sum(ops.cast(r, "float32"))
+                for m in self.models
+                for r in m.losses
+            ]
+            if regularization:
+                total = total + ops.sum(ops.stack(regularization))
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(total / replicas)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return self._logs(y, logits, losses)
+
+    def test_step(self, data):
+        _, y, logits, losses = self._step(data, training=False)
+        return self._logs(y, logits, losses)
+
+    def get_config(self):
+        """The models and the temperature."""
+        return {
+            "models": [
+                keras.saving.serialize_keras_object(m) for m in self.models
+            ],
+            "temperature": self.temperature,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """Builds the recipe from the dict `get_config` returned."""
+        config = dict(config)
+        config["models"] = [
+            keras.saving.deserialize_keras_object(
+                m, custom_objects=custom_objects
+            )
+            for m in config["models"]
+        ]
+        return cls(**config)
+
+
+def _named_metric(name, prefix):
+    """A metric from its name, for sparse labels and logits outputs."""
+    if name in ("accuracy", "acc"):
+        return keras.metrics.SparseCategoricalAccuracy(
+            name=f"{prefix}_accuracy"
+        )
+    metric = keras.metrics.get(name)
+    if isinstance(metric, keras.metrics.Metric):
+        config = metric.get_config()
+        config["name"] = f"{prefix}_{config['name']}"
+        return type(metric).from_config(config)
+    return keras.metrics.MeanMetricWrapper(metric, name=f"{prefix}_{name}")
