@@ -42,6 +42,7 @@ _SUBMODULES = (
     "losses",
     "recipes",
     "report",
+    "robustness",
     "run",
     "teachers",
     "utils",

@@ -40,6 +40,7 @@ def _run_options(parser):
     from keras_distill import zoo
     from keras_distill.run import AUGMENTS
     from keras_distill.run import OPTIMIZERS
+    from keras_distill.run import RECIPES
     from keras_distill.run import STRATEGIES
 
     group = parser.add_argument_group("run options (override --config)")
@@ -92,8 +93,16 @@ def _run_options(parser):
         "--augment", choices=AUGMENTS, help="students' augmentation"
     )
     group.add_argument(
-        "--teacher-augment", choices=AUGMENTS, help="teacher's augmentation"
+        "--teacher-augment",
+        choices=("none", "shift"),
+        help="teacher's augmentation",
     )
+    group.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        help="kd (default), reverse, born-again or mutual",
+    )
+    group.add_argument("--generations", type=int, help="born-again generations")
     group.add_argument(
         "--quantize",
         nargs="+",

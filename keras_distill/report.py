@@ -106,6 +106,42 @@ def summary(metrics):
     )
 
 
+def robustness_rows(metrics):
+    """Header and rows of the robustness table (accuracy per condition).
+
+    Args:
+        metrics: The run's metrics dict.
+
+    Returns:
+        `(header, rows)`, or `(None, [])` when no model was evaluated.
+    """
+    from keras_distill.robustness import CONDITIONS
+
+    names = [
+        n
+        for n in ("teacher", "scratch", "student")
+        if metrics.get(n, {}).get("robustness")
+    ]
+    if not names:
+        return None, []
+    labels = {
+        "teacher": "teacher",
+        "scratch": "student from scratch",
+        "student": "distilled student",
+    }
+    header = ["test set"] + [labels[n] for n in names]
+    rows = []
+    for condition in CONDITIONS:
+        values = [metrics[n]["robustness"].get(condition) for n in names]
+        if all(v is None for v in values):
+            continue
+        rows.append(
+            [condition]
+            + ["-" if v is None else f"{100 * v:.1f}%" for v in values]
+        )
+    return header, rows
+
+
 def write(run):
     """Writes the run's `report.md`, `curves.png` and `size_accuracy.png`.
 
@@ -137,6 +173,17 @@ def write(run):
     ]
     if line:
         md += [line, ""]
+    r_header, r_rows = robustness_rows(metrics)
+    if r_rows:
+        md += [
+            "## Robustness",
+            "",
+            "Test accuracy on shifted copies of the test set (see "
+            "`keras_distill.robustness`):",
+            "",
+            markdown_table(r_header, r_rows),
+            "",
+        ]
     for plot in plots:
         md += [f"![{plot}]({plot})", ""]
     versions = metrics.get("versions")

@@ -24,7 +24,8 @@ from keras_distill.utils import predict
 from keras_distill.utils import save_model
 from keras_distill.utils import write_text
 
-AUGMENTS = ("none", "shift")
+AUGMENTS = ("none", "shift", "consistent")
+RECIPES = ("kd", "reverse", "born-again", "mutual")
 STRATEGIES = ("default", "mirrored", "multi-worker")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 METRICS_FILE = "metrics.json"
@@ -65,6 +66,18 @@ class RunConfig:
             the teacher trains, as in Hinton et al.) or `none`.
         augment: The same for the students (distilled and scratch alike);
             a distilled student's teacher sees the same shifted batch.
+            `consistent`: function matching, the distilled student and
+            its teacher see the same shifted and mixed-up batch
+            (`keras_distill.augment`), the student from scratch gets the
+            shifts.
+        recipe: `kd` (the default), `reverse` (the teacher phase trains the
+            `student` architecture, which then teaches the `teacher`
+            architecture; scratch trains the `teacher` architecture),
+            `born-again` (the teacher's architecture distilled from the
+            teacher, `generations` times; scratch trains it from labels),
+            or `mutual` (two `student` models trained together by deep
+            mutual learning, no teacher needed).
+        generations: Born-again generations (a positive int).
         quantize: TFLite variants the `export` phase writes, among
             `float32`, `float16`, `dynamic`, `int8`.
         strategy: `default` (one device), `mirrored` (every local GPU, or
@@ -99,6 +112,8 @@ class RunConfig:
     )
     strategy: str = "default"
     backup_dir: object = None
+    recipe: str = "kd"
+    generations: int = 2
 
     def __post_init__(self):
         self.validate()
@@ -148,6 +163,12 @@ class RunConfig:
         for field in ("augment", "teacher_augment"):
             if getattr(self, field) not in AUGMENTS:
                 fail(field, f"one of {list(AUGMENTS)}")
+        if self.recipe not in RECIPES:
+            fail("recipe", f"one of {list(RECIPES)}")
+        if not is_int(self.generations) or self.generations < 1:
+            fail("generations", "a positive int")
+        if self.teacher_augment == "consistent":
+            fail("teacher_augment", "'none' or 'shift'")
         if self.strategy not in STRATEGIES:
             fail("strategy", f"one of {list(STRATEGIES)}")
         if self.backup_dir is not None and (
@@ -245,12 +266,23 @@ class RunConfig:
         """The config as a JSON-serializable dict."""
         return dataclasses.asdict(self)
 
+    def architecture(self, role):
+        """The zoo name trained in a role (`teacher`, `student`, `scratch`).
+
+        The recipe decides: reverse KD swaps the two architectures,
+        born-again networks use the teacher's for every role.
+        """
+        if self.recipe == "reverse":
+            return self.student if role == "teacher" else self.teacher
+        if self.recipe == "born-again":
+            return self.teacher
+        return self.teacher if role == "teacher" else self.student
+
     def teacher_fingerprint(self):
         """A hash of everything that determines the trained teacher."""
         keys = (
             "dataset",
             "data_dir",
-            "teacher",
             "teacher_epochs",
             "epochs",
             "batch_size",
@@ -261,6 +293,7 @@ class RunConfig:
             "teacher_augment",
         )
         values = {k: getattr(self, k) for k in keys}
+        values["teacher"] = self.architecture("teacher")
         values["teacher_epochs"] = self.teacher_epochs or self.epochs
         del values["epochs"]
         text = json.dumps(values, sort_keys=True)
@@ -483,9 +516,27 @@ class Run:
             if role == "teacher"
             else self.config.augment
         )
-        if augment == "shift":
-            train = shift_augment(train, seed=self.config.seed)
+        if augment in ("shift", "consistent"):
+            if not (augment == "consistent" and role == "student"):
+                train = shift_augment(train, seed=self.config.seed)
         return train
+
+    def consistent_augment(self):
+        """The distiller's in-step augmentation, or None.
+
+        With `augment: consistent`: shifts of up to 2 pixels (images only)
+        and mixup (alpha 0.2), seeded by the run's seed.
+        """
+        from keras_distill import augment
+
+        if self.config.augment != "consistent":
+            return None
+        seed = self.config.seed
+        layers = []
+        if len(self.data.input_shape) == 3:
+            layers.append(augment.RandomShift(2, seed=seed))
+        layers.append(augment.Mixup(0.2, seed=seed + 1))
+        return augment.ConsistentAugment(layers)
 
     def _optimizer(self):
         import keras
@@ -499,15 +550,16 @@ class Run:
         }
         return classes[c.optimizer](learning_rate=c.learning_rate)
 
-    def _build(self, role):
+    def _build(self, role, seed=None):
         import keras
 
         from keras_distill import zoo
 
         c = self.config
         keras.utils.set_random_seed(c.seed)
-        name = c.teacher if role == "teacher" else c.student
-        seed = c.seed if role == "teacher" else c.seed + 1
+        name = c.architecture(role)
+        if seed is None:
+            seed = c.seed if role == "teacher" else c.seed + 1
         return zoo.build(
             name, self.data.input_shape, self.data.num_classes, seed=seed
         )
@@ -588,25 +640,94 @@ class Run:
         Returns:
             The trained student `keras.Model`.
         """
+        c = self.config
+        if c.recipe == "mutual":
+            return self._mutual()
+        teacher = self.load("teacher")
+        if c.recipe == "born-again":
+            return self._born_again(teacher)
+        student = self._build("student")
+        distiller = self._distiller(teacher, student)
+        self.log(
+            f"[distill] {c.architecture('student')} "
+            f"({student.count_params():,} parameters) from "
+            f"{c.architecture('teacher')}, recipe {c.recipe}, "
+            f"T={c.temperature}, alpha={c.alpha}, {c.epochs} epochs"
+        )
+        return self._train("student", distiller, student, c.epochs)
+
+    def _distiller(self, teacher, student):
         from keras_distill.distiller import Distiller
 
         c = self.config
-        teacher = self.load("teacher")
-        student = self._build("student")
         distiller = Distiller(
             teacher,
             student,
             self.distillation_losses(),
             distillation_loss_weights=c.loss_weights,
             student_loss_weight=c.alpha,
+            augment=self.consistent_augment(),
         )
         distiller.compile(**self._compile_args())
+        return distiller
+
+    def _born_again(self, teacher):
+        """Born-again generations; the last one is the run's student."""
+        from keras_distill.utils import predict
+
+        c = self.config
+        arrays = self.data.arrays
+        generations = []
+        for k in range(1, c.generations + 1):
+            student = self._build("student")
+            self.log(
+                f"[distill] born-again generation {k}/{c.generations}: "
+                f"{c.teacher} from generation {k - 1}, {c.epochs} epochs"
+            )
+            distiller = self._distiller(teacher, student)
+            if k < c.generations:
+                distiller.fit(
+                    self.train_dataset("student"),
+                    epochs=c.epochs,
+                    verbose=self.verbose,
+                    shuffle=False,
+                )
+            else:
+                self._train("student", distiller, student, c.epochs)
+            logits = predict(student, arrays.x_test)
+            generations.append(int(np.sum(logits.argmax(-1) != arrays.y_test)))
+            self.log(f"[distill] generation {k}: {generations[-1]} errors")
+            teacher = student
+        metrics = self.metrics()
+        metrics["student"]["generation_errors"] = generations
+        self._write_metrics(metrics)
+        return teacher
+
+    def _mutual(self):
+        """Two students trained together; the first is the run's student."""
+        from keras_distill.recipes import MutualLearning
+        from keras_distill.utils import predict
+
+        c = self.config
+        student = self._build("student")
+        peer = self._build("student", seed=c.seed + 2)  # another start
+        peer.name = f"{peer.name}_peer"
+        mutual = MutualLearning([student, peer])
+        args = self._compile_args()
+        mutual.compile(args["optimizer"], args["loss"], args["metrics"])
         self.log(
-            f"[distill] {c.student} ({student.count_params():,} parameters) "
-            f"from {c.teacher}, T={c.temperature}, alpha={c.alpha}, "
+            f"[distill] deep mutual learning of two {c.student} models, "
             f"{c.epochs} epochs"
         )
-        return self._train("student", distiller, student, c.epochs)
+        self._train("student", mutual, student, c.epochs)
+        arrays = self.data.arrays
+        logits = predict(peer, arrays.x_test)
+        metrics = self.metrics()
+        metrics["student"]["peer_errors"] = int(
+            np.sum(logits.argmax(-1) != arrays.y_test)
+        )
+        self._write_metrics(metrics)
+        return student
 
     def distillation_losses(self):
         """The configured distillation losses, hints included."""
@@ -684,6 +805,8 @@ class Run:
         Returns:
             The updated metrics dict (also written to `metrics.json`).
         """
+        from keras_distill import robustness
+
         metrics = self.metrics()
         arrays = self.data.arrays
         for name in ("teacher", "scratch", "student"):
@@ -699,6 +822,9 @@ class Run:
                 accuracy=1.0 - errors / len(arrays.y_test),
                 params=int(model.count_params()),
                 keras_bytes=os.path.getsize(self.file(f"{name}.keras")),
+                robustness=robustness.evaluate(
+                    model, arrays.x_test, arrays.y_test, seed=self.config.seed
+                ),
             )
             self.log(
                 f"[evaluate] {name}: accuracy {entry['accuracy']:.4f} "

@@ -93,6 +93,21 @@ def test_report_table(demo_run, capsys):
     report = (demo_run / "report.md").read_text()
     assert "![curves.png](curves.png)" in report
     assert "| model | accuracy |" in report
+    # The robustness table: digits are images, so every condition applies.
+    assert "## Robustness" in report
+    metrics = json.loads((demo_run / "metrics.json").read_text())
+    for name in ("teacher", "scratch", "student"):
+        table = metrics[name]["robustness"]
+        assert set(table) == {
+            "clean",
+            "noise 0.1",
+            "noise 0.3",
+            "shift 2px",
+            "contrast 0.5",
+        }
+        assert table["clean"] == metrics[name]["accuracy"]
+        accuracy = f"{100 * table['noise 0.3']:.1f}%"
+        assert accuracy in report
 
 
 def test_rerun_reuses_the_teacher(demo_run, capsys):
@@ -337,3 +352,64 @@ def test_strategy_and_backup_dir(tmp_path, capsys):
     assert not (backup / "teacher").exists() or not os.listdir(
         backup / "teacher"
     )
+
+
+@pytest.mark.parametrize(
+    "recipe, check",
+    [
+        ("reverse", "reverse"),
+        ("born-again", "born-again"),
+        ("mutual", "mutual"),
+    ],
+)
+def test_distill_recipes(tmp_path, capsys, recipe, check):
+    path = str(tmp_path / recipe)
+    flags = [
+        "--run",
+        path,
+        *TINY,
+        "--teacher",
+        "mlp-small",
+        "--recipe",
+        recipe,
+        "--generations",
+        "2",
+    ]
+    assert run(["train-teacher", *flags], capsys)[0] == 0
+    status, out, err = run(["distill", *flags], capsys)
+    assert status == 0, err
+    metrics = json.loads(open(os.path.join(path, "metrics.json")).read())
+    config = metrics["config"]
+    from keras_distill import zoo
+
+    params = {
+        n: zoo.build(n, (8, 8, 1), 10).count_params()
+        for n in ("mlp-small", "mlp-tiny")
+    }
+    if check == "reverse":
+        # The small model taught the large one.
+        assert metrics["teacher"]["params"] == params["mlp-tiny"]
+        assert metrics["student"]["params"] == params["mlp-small"]
+    elif check == "born-again":
+        assert len(metrics["student"]["generation_errors"]) == 2
+        assert metrics["student"]["params"] == params["mlp-small"]
+        assert "generation 2/2" in out
+    else:
+        assert "peer_errors" in metrics["student"]
+        history = metrics["student"]["history"]
+        assert "mlp_tiny_loss" in history and "mlp_tiny_peer_loss" in history
+    assert config["recipe"] == recipe
+
+
+def test_consistent_augmentation_in_the_run(tmp_path, capsys):
+    from keras_distill.augment import Mixup
+    from keras_distill.augment import RandomShift
+    from keras_distill.run import Run
+
+    path = str(tmp_path / "fm")
+    flags = ["--run", path, *TINY, "--augment", "consistent"]
+    assert run(["train-teacher", *flags], capsys)[0] == 0
+    status, _, err = run(["distill", *flags], capsys)
+    assert status == 0, err
+    layers = Run(path, log=lambda *_: None).consistent_augment().augment_layers
+    assert [type(x) for x in layers] == [RandomShift, Mixup]
