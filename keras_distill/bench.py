@@ -87,8 +87,22 @@ def add_arguments(parser):
     accuracy.add_argument(
         "--output", default="bench_accuracy.json", help="JSON file to write"
     )
+    from keras_distill import bench_recipes
     from keras_distill import speed
 
+    recipes = sub.add_parser(
+        "recipes",
+        help="test errors: born-again, reverse KD, mutual learning, "
+        "function matching",
+        description=bench_recipes.__doc__.split("\n\n")[0],
+    )
+    recipes.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    recipes.add_argument("--epochs", type=int, default=40)
+    recipes.add_argument("--batch-size", type=int, default=64)
+    recipes.add_argument("--dataset", default="mnist5k")
+    recipes.add_argument(
+        "--output", default="bench_recipes.json", help="JSON file to write"
+    )
     speed_parser = sub.add_parser(
         "speed",
         help="epoch times: ours online and cached against Keras' distillers",
@@ -121,6 +135,19 @@ def main(args, log=print):
             log=log,
         )
         log(accuracy_table(result))
+        log(f"\nJSON written to {args.output}")
+    elif args.bench == "recipes":
+        from keras_distill import bench_recipes
+
+        result = bench_recipes.run(
+            seeds=args.seeds,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            dataset=args.dataset,
+            output=args.output,
+            log=log,
+        )
+        log(bench_recipes.table(result))
         log(f"\nJSON written to {args.output}")
     elif args.bench == "speed":
         from keras_distill import speed

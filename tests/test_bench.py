@@ -105,3 +105,35 @@ def test_bench_speed_quick_writes_every_field(tmp_path, capsys):
         result["config"]["teacher_params"] > result["config"]["student_params"]
     )
     assert "(i) bound" in capsys.readouterr().out
+
+
+def test_bench_recipes_writes_json(tmp_path, capsys):
+    from keras_distill import bench_recipes
+
+    output = tmp_path / "recipes.json"
+    status = cli.main(
+        [
+            "bench",
+            "recipes",
+            "--seeds",
+            "0",
+            "--epochs",
+            "1",
+            "--dataset",
+            "digits",
+            "--output",
+            str(output),
+        ]
+    )
+    assert status == 0
+    result = json.loads(output.read_text())
+    assert set(result["errors"]) == set(bench_recipes.KEYS)
+    n = result["test_examples"]
+    for key, (errors,) in result["errors"].items():
+        assert 0 <= errors <= n
+        assert result["mean_error"][key] == errors / n
+    assert result["ratios"]["born_again_2/born_again_1"] == (
+        result["errors"]["born_again_2"][0]
+        / result["errors"]["born_again_1"][0]
+    )
+    assert "function_matching/teacher" in capsys.readouterr().out

@@ -1,0 +1,227 @@
+"""The recipes benchmark behind `keras-distill bench recipes`.
+
+On the hinton protocol of `keras-distill bench accuracy` (MNIST-5k, a
+1200-1200 MLP teacher trained with ±2-pixel shifts, an 800-800 MLP
+student), for each seed it trains and counts test errors of:
+
+- `teacher`, `scratch` (the student from labels), `kd` (plain KD);
+- `function_matching`: KD with no supervised term, the teacher and the
+  student seeing the same shifted, mixed-up batch
+  (`keras_distill.augment`);
+- `born_again_1`, `born_again_2`: the student distilled from `scratch`,
+  then from generation 1 (same architecture), and `born_again_ensemble`;
+- `large_scratch`, `reverse`: the large architecture from labels, and
+  taught by the trained small `scratch` model;
+- `mutual_a`, `mutual_b`: two students trained together by deep mutual
+  learning (compare with `scratch`, each alone).
+"""
+
+import json
+import statistics
+import time
+
+TEACHER, STUDENT = "mlp-large", "mlp-small"
+TEMPERATURE, ALPHA = 4.0, 0.1
+KEYS = (
+    "teacher",
+    "scratch",
+    "kd",
+    "function_matching",
+    "born_again_1",
+    "born_again_2",
+    "born_again_ensemble",
+    "large_scratch",
+    "reverse",
+    "mutual_a",
+    "mutual_b",
+)
+
+
+def run(
+    seeds=(0, 1, 2),
+    epochs=40,
+    batch_size=64,
+    dataset="mnist5k",
+    output=None,
+    log=print,
+):
+    """Runs the recipes benchmark; see the module docstring.
+
+    Args:
+        seeds: One run per seed.
+        epochs: Epochs of every training.
+        batch_size: Batch size.
+        dataset: A data source (MNIST-5k by default).
+        output: A JSON file to write after each seed (atomically), or None.
+        log: A function that prints a progress line.
+
+    Returns:
+        The result dict: per-seed errors for every key of `KEYS`, mean
+        errors, and the ratios the goals use.
+    """
+    import keras
+
+    from keras_distill import augment
+    from keras_distill import data as data_module
+    from keras_distill import zoo
+    from keras_distill.bench import _ce
+    from keras_distill.bench import _errors
+    from keras_distill.data import shift_augment
+    from keras_distill.distiller import Distiller
+    from keras_distill.recipes import MutualLearning
+    from keras_distill.run import versions
+    from keras_distill.teachers import Ensemble
+    from keras_distill.utils import write_text
+
+    errors = {k: [] for k in KEYS}
+    seconds = {k: [] for k in KEYS}
+    result = {"versions": versions(), "dataset": dataset}
+    for seed in seeds:
+        data = data_module.load(dataset, batch_size=batch_size, seed=seed)
+        arrays = data.arrays
+
+        def build(name, offset, model_name=None):
+            keras.utils.set_random_seed(seed)
+            model = zoo.build(
+                name, data.input_shape, data.num_classes, seed=seed + offset
+            )
+            if model_name:
+                model.name = model_name
+            return model
+
+        def timed(key, fn):
+            start = time.perf_counter()
+            model = fn()
+            seconds[key].append(round(time.perf_counter() - start, 1))
+            errors[key].append(_errors(model, arrays))
+            log(
+                f"[recipes seed {seed}] {key}: {errors[key][-1]} errors "
+                f"({seconds[key][-1]} s)"
+            )
+            return model
+
+        def fit(model, train=None):
+            model.compile("adam", _ce(), metrics=["accuracy"])
+            model.fit(
+                train or data.train, epochs=epochs, verbose=0, shuffle=False
+            )
+            return model
+
+        def distill(teacher, student, alpha=ALPHA, augmentation=None):
+            distiller = Distiller(
+                teacher,
+                student,
+                "kd",
+                student_loss_weight=alpha,
+                augment=augmentation,
+            )
+            distiller.temperature = TEMPERATURE
+            distiller.compile("adam", _ce())
+            distiller.fit(data.train, epochs=epochs, verbose=0, shuffle=False)
+            return student
+
+        teacher = timed(
+            "teacher",
+            lambda: fit(
+                build(TEACHER, 0), shift_augment(data.train, seed=seed)
+            ),
+        )
+        scratch = timed("scratch", lambda: fit(build(STUDENT, 1)))
+        timed("kd", lambda: distill(teacher, build(STUDENT, 1)))
+        timed(
+            "function_matching",
+            lambda: distill(
+                teacher,
+                build(STUDENT, 1),
+                alpha=0.0,
+                augmentation=augment.ConsistentAugment(
+                    [
+                        augment.RandomShift(2, seed=seed),
+                        augment.Mixup(0.2, seed=seed + 1),
+                    ]
+                ),
+            ),
+        )
+        first = timed(
+            "born_again_1", lambda: distill(scratch, build(STUDENT, 2))
+        )
+        second = timed(
+            "born_again_2", lambda: distill(first, build(STUDENT, 3))
+        )
+        timed(
+            "born_again_ensemble",
+            lambda: Ensemble([first, second], temperature=1.0),
+        )
+        timed("large_scratch", lambda: fit(build(TEACHER, 4)))
+        timed(
+            "reverse",
+            lambda: distill(scratch, build(TEACHER, 4), alpha=0.5),
+        )
+        peers = {}
+
+        def mutual():
+            a = build(STUDENT, 1, "student_a")
+            b = build(STUDENT, 5, "student_b")
+            model = MutualLearning([a, b])
+            model.compile("adam", _ce())
+            model.fit(data.train, epochs=epochs, verbose=0, shuffle=False)
+            peers["b"] = b
+            return a
+
+        timed("mutual_a", mutual)
+        errors["mutual_b"].append(_errors(peers["b"], arrays))
+        seconds["mutual_b"].append(0.0)
+        log(f"[recipes seed {seed}] mutual_b: {errors['mutual_b'][-1]} errors")
+        n = len(arrays.y_test)
+        result.update(
+            config=dict(
+                teacher=TEACHER,
+                student=STUDENT,
+                temperature=TEMPERATURE,
+                alpha=ALPHA,
+                epochs=epochs,
+                batch_size=batch_size,
+            ),
+            seeds=list(seeds[: len(errors["teacher"])]),
+            test_examples=n,
+            errors=errors,
+            train_seconds=seconds,
+            mean_error={k: statistics.mean(v) / n for k, v in errors.items()},
+            ratios=_ratios(errors),
+        )
+        if output:
+            write_text(output, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _ratios(errors):
+    def ratio(a, b):
+        return sum(errors[a]) / sum(errors[b]) if sum(errors[b]) else None
+
+    return {
+        "born_again_2/born_again_1": ratio("born_again_2", "born_again_1"),
+        "born_again_1/scratch": ratio("born_again_1", "scratch"),
+        "reverse/large_scratch": ratio("reverse", "large_scratch"),
+        "mutual_a/scratch": ratio("mutual_a", "scratch"),
+        "function_matching/kd": ratio("function_matching", "kd"),
+        "function_matching/teacher": ratio("function_matching", "teacher"),
+        "function_matching/scratch": ratio("function_matching", "scratch"),
+    }
+
+
+def table(result):
+    """A plain-text summary of a recipes benchmark result."""
+    from keras_distill.report import format_table
+
+    rows = [
+        [k, f"{100 * result['mean_error'][k]:.2f}%", str(result["errors"][k])]
+        for k in KEYS
+    ]
+    lines = [format_table(["model", "mean error", "errors per seed"], rows)]
+    lines.append("")
+    lines.append(
+        ", ".join(
+            f"{k} {v:.2f}" for k, v in result["ratios"].items() if v is not None
+        )
+    )
+    return "\n".join(lines)
