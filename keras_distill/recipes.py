@@ -17,6 +17,7 @@ import dataclasses
 import keras
 from keras import ops
 
+from keras_distill.losses.base import check_positive
 from keras_distill.losses.base import keras_loss_mean
 from keras_distill.losses.logits import soft_kl
 
@@ -49,49 +50,37 @@ class Trained:
     metrics: object = None
 
 
-def _distill(
-    teacher,
-    student,
-    train_data,
-    epochs,
-    temperature,
-    alpha,
-    optimizer,
-    loss,
-    metrics,
-    validation_data,
-    test_data,
-    name,
-    verbose,
-    callbacks=None,
-):
+def _distill(teacher, student, train_data, name, options):
+    """Distils `student` from `teacher` with the recipe's `options`."""
     from keras_distill.distiller import Distiller
     from keras_distill.losses.logits import LogitsDistillation
 
+    loss = options["loss"] or _sparse_ce()
+    metrics = list(options["metrics"] or [])
+    optimizer = options["optimizer"]
     distiller = Distiller(
         teacher,
         student,
-        LogitsDistillation(temperature),
-        student_loss_weight=alpha,
+        LogitsDistillation(options["temperature"]),
+        student_loss_weight=options["alpha"],
     )
     distiller.compile(
         optimizer=keras.optimizers.get(optimizer)
         if isinstance(optimizer, str)
         else optimizer,
-        loss=loss or _sparse_ce(),
-        metrics=list(metrics or []),
+        loss=loss,
+        metrics=metrics,
     )
     history = distiller.fit(
         train_data,
-        validation_data=validation_data,
-        epochs=epochs,
-        verbose=verbose,
-        callbacks=callbacks,
+        validation_data=options["validation_data"],
+        epochs=options["epochs"],
+        verbose=options["verbose"],
         shuffle=False,  # datasets shuffle themselves
     )
-    student.compile(loss=loss or _sparse_ce(), metrics=list(metrics or []))
+    student.compile(loss=loss, metrics=metrics)
     return Trained(
-        name, student, history.history, _evaluate(student, test_data)
+        name, student, history.history, _evaluate(student, options["test_data"])
     )
 
 
@@ -145,21 +134,13 @@ def reverse_distill(
     result.metrics["accuracy"]
     ```
     """
-    train_data = _as_dataset(train_data)
+    options = dict(locals())
     return _distill(
         small_teacher,
         large_model,
-        train_data,
-        epochs,
-        temperature,
-        alpha,
-        optimizer,
-        loss,
-        metrics,
-        validation_data,
-        test_data,
+        _as_dataset(train_data),
         "reverse",
-        verbose,
+        options,
     )
 
 
@@ -265,6 +246,7 @@ def born_again(
             "name (each generation gets a new optimizer). Received: "
             f"optimizer={optimizer!r}"
         )
+    options = dict(locals())
     train_data = _as_dataset(train_data)
     if teacher is None:
         first = build_fn()
@@ -299,16 +281,8 @@ def born_again(
                 trained[-1].model,
                 build_fn(),
                 train_data,
-                epochs,
-                temperature,
-                alpha,
-                optimizer,
-                loss,
-                metrics,
-                validation_data,
-                test_data,
                 f"generation_{k}",
-                verbose,
+                options,
             )
         )
     ensemble = Ensemble([t.model for t in trained[1:]], temperature=1.0)
@@ -425,17 +399,8 @@ class MutualLearning(keras.Model):
                 "Invalid value for argument `models`. Expected distinct "
                 f"model names (they name the logs). Received: {names}"
             )
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, (int, float))
-            or not temperature > 0
-        ):
-            raise ValueError(
-                "Invalid value for argument `temperature`. Expected a "
-                f"positive float. Received: temperature={temperature!r}"
-            )
         self.models = list(models)
-        self.temperature = float(temperature)
+        self.temperature = check_positive("temperature")(temperature)
         self._loss_trackers = [
             keras.metrics.Mean(name=f"{m.name}_loss") for m in self.models
         ]

@@ -13,6 +13,7 @@ import os
 import keras
 import numpy as np
 
+from keras_distill.losses.base import check_positive
 from keras_distill.utils import atomic_path
 
 TEACHER_KEY = "teacher_outputs"
@@ -98,15 +99,7 @@ class Ensemble(keras.Model):
                 "Invalid value for argument `mode`. Expected 'probabilities' "
                 f"or 'logits'. Received: mode={mode!r}"
             )
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, (int, float))
-            or not temperature > 0
-        ):
-            raise ValueError(
-                "Invalid value for argument `temperature`. Expected a "
-                f"positive float. Received: temperature={temperature!r}"
-            )
+        check_positive("temperature")(temperature)
         self.teachers = list(teachers)
         total = float(sum(weights))
         self.weights_ = [float(w) / total for w in weights]

@@ -289,6 +289,30 @@ def layer_names(spec):
     return list(spec)
 
 
+def resolve_keras_loss(loss):
+    """A Keras loss from a name, function or instance.
+
+    Args:
+        loss: A Keras loss identifier.
+
+    Returns:
+        The loss function or instance.
+
+    Raises:
+        ValueError: If Keras does not know `loss`.
+    """
+    try:
+        loss_fn = keras.losses.get(loss)
+    except (ValueError, TypeError):
+        loss_fn = None
+    if loss_fn is None:
+        raise ValueError(
+            "Invalid value for argument `loss`. Expected a Keras loss "
+            f"name, instance or function. Received: loss={loss!r}"
+        )
+    return loss_fn
+
+
 def keras_loss_mean(loss_fn, y_true, y_pred):
     """The mean of a Keras loss over every example, in float32.
 

@@ -8,6 +8,7 @@ from keras_distill.losses.base import check_non_negative
 from keras_distill.losses.base import check_positive
 from keras_distill.losses.base import keras_loss_mean
 from keras_distill.losses.base import register
+from keras_distill.losses.base import resolve_keras_loss
 from keras_distill.losses.base import variable_property
 
 
@@ -142,12 +143,7 @@ class FeatureDistillation(DistillationLoss):
         self.teacher_layer = teacher_layer
         self.student_layer = student_layer
         self.loss = loss
-        self._loss_fn = keras.losses.get(loss)
-        if self._loss_fn is None:
-            raise ValueError(
-                "Invalid value for argument `loss`. Expected a Keras loss "
-                f"name, instance or function. Received: loss={loss!r}"
-            )
+        self._loss_fn = resolve_keras_loss(loss)
         self.adapter = adapter
         self._adapter = adapter if isinstance(adapter, keras.Layer) else None
 

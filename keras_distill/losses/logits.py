@@ -9,6 +9,7 @@ from keras_distill.losses.base import check_non_negative
 from keras_distill.losses.base import check_positive
 from keras_distill.losses.base import keras_loss_mean
 from keras_distill.losses.base import register
+from keras_distill.losses.base import resolve_keras_loss
 from keras_distill.losses.base import variable_property
 
 
@@ -179,12 +180,7 @@ class SoftTargetDistillation(DistillationLoss):
     def __init__(self, loss="kl_divergence", temperature=4.0, name=None):
         super().__init__(name=name)
         self.loss = loss
-        self._loss_fn = keras.losses.get(loss)
-        if self._loss_fn is None:
-            raise ValueError(
-                "Invalid value for argument `loss`. Expected a Keras loss "
-                f"name, instance or function. Received: loss={loss!r}"
-            )
+        self._loss_fn = resolve_keras_loss(loss)
         self.temperature = temperature
 
     def compute(self, teacher_outputs, student_outputs, y_true=None):
