@@ -105,7 +105,7 @@ def test_report_table(demo_run, capsys):
             "shift 2px",
             "contrast 0.5",
         }
-        assert table["clean"] == metrics[name]["accuracy"]
+        assert table["clean"] == pytest.approx(metrics[name]["accuracy"])
         accuracy = f"{100 * table['noise 0.3']:.1f}%"
         assert accuracy in report
 
