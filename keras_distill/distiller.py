@@ -7,10 +7,14 @@ import keras
 from keras import ops
 
 from keras_distill import losses as losses_module
+from keras_distill.checks import NonFiniteLossError
 from keras_distill.checks import NonFiniteLossGuard
+from keras_distill.checks import check_finite
 from keras_distill.checks import check_inputs
 from keras_distill.checks import check_labels
 from keras_distill.checks import check_nan_policy
+from keras_distill.checks import non_finite_message
+from keras_distill.checks import term_from_error
 from keras_distill.distribute import multi_worker_logs
 from keras_distill.distribute import symbolic_build
 from keras_distill.losses.base import as_float
@@ -973,6 +977,11 @@ class Distiller(keras.Model):
             y_pred, supervised, distillation, total = self._objective(
                 x, y, sample_weight, teacher_outputs, training=True, mix=mix
             )
+            if getattr(self, "_nan_policy", "raise") == "raise" and not (
+                self.jit_compile
+            ):
+                supervised = check_finite(supervised, "student_loss")
+                distillation = check_finite(distillation, "distillation_loss")
             self._update_trackers(x, supervised, distillation, total)
             scaled = self.optimizer.scale_loss(total)
         variables = self.trainable_weights
@@ -1058,15 +1067,25 @@ class Distiller(keras.Model):
         ]
         if hooked:
             first.append(_LossEpochHooks(hooked))
+        guard = None
         if getattr(self, "_nan_policy", "raise") == "raise":
-            last.append(NonFiniteLossGuard())
+            guard = NonFiniteLossGuard()
+            last.append(guard)
         callbacks = arguments.get("callbacks") or []
         if isinstance(callbacks, keras.callbacks.CallbackList):
             for callback in first + last:
                 callbacks.append(callback)
         elif first or last:
             arguments["callbacks"] = first + list(callbacks) + last
-        return super().fit(*bound.args[1:], **bound.kwargs)
+        try:
+            return super().fit(*bound.args[1:], **bound.kwargs)
+        except Exception as error:
+            term = term_from_error(error) if guard is not None else None
+            if term is None:
+                raise
+            raise NonFiniteLossError(
+                non_finite_message(term, guard.epoch)
+            ) from None
 
     def evaluate(self, *args, **kwargs):
         """Evaluates the student; the same arguments as `Model.evaluate`.

@@ -42,6 +42,12 @@ def soft_kl(teacher_logits, student_logits, temperature):
     and it cannot overflow), the second below. Both stay near float32
     precision at any temperature and for saturated (one-hot) teachers.
 
+    Only the value needs this care: the gradient of the textbook form,
+    `T · (softmax(s/T) - softmax(t/T)) / batch`, has no cancellation. The
+    gradient is therefore taken through the textbook form (its backward
+    pass is a few ops) and the returned value is the cancellation-free
+    one.
+
     Args:
         teacher_logits: Tensor `(batch, ..., classes)`.
         student_logits: Tensor of the same shape.
@@ -53,6 +59,19 @@ def soft_kl(teacher_logits, student_logits, temperature):
     t = ops.cast(temperature, "float32")
     teacher = ops.cast(teacher_logits, "float32")
     student = ops.cast(student_logits, "float32")
+    log_p_t = ops.log_softmax(teacher / t, axis=-1)
+    log_p_s = ops.log_softmax(student / t, axis=-1)
+    textbook = _batch_mean(
+        ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
+    )
+    precise = _precise_kl(
+        ops.stop_gradient(teacher), ops.stop_gradient(student), t
+    )
+    return (textbook + ops.stop_gradient(precise - textbook)) * t * t
+
+
+def _precise_kl(teacher, student, t):
+    """The batch mean of KL(p_t || p_s) without cancellation (no T²)."""
     log_p_t = ops.log_softmax(teacher / t, axis=-1)
     p_t = ops.exp(log_p_t)
     d = (teacher - student) / t
@@ -77,7 +96,7 @@ def soft_kl(teacher_logits, student_logits, temperature):
         ops.maximum(ops.sum(p_phi, axis=-1) - ops.sum(p_t * e, axis=-1), 0.0)
     )
     per_example = ops.where(kl_large > 0.1, kl_large, kl_small)
-    return _batch_mean(per_example) * t * t
+    return _batch_mean(per_example)
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
