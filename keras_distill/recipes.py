@@ -17,6 +17,8 @@ import dataclasses
 import keras
 from keras import ops
 
+from keras_distill.distribute import multi_worker_logs
+from keras_distill.distribute import symbolic_build
 from keras_distill.losses.base import check_positive
 from keras_distill.losses.base import keras_loss_mean
 from keras_distill.losses.logits import soft_kl
@@ -354,7 +356,9 @@ class MutualLearning(keras.Model):
     (the sum), `<name>_loss` and `<name>_<metric>` for each model. Every
     model stays a standalone `keras.Model`: export `mutual.models[i]`.
 
-    `call` (and so `predict`) returns the first model's output.
+    `call` (and so `predict`) returns the first model's output. Create and
+    compile it in a `tf.distribute` strategy's scope to train on several
+    devices or workers; every term is scaled for the replicas.
 
     Args:
         models: A list of at least two built `keras.Model`s with distinct
@@ -475,11 +479,17 @@ class MutualLearning(keras.Model):
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        return self._logs(y, logits, losses)
+        return multi_worker_logs(self._logs(y, logits, losses))
 
     def test_step(self, data):
         _, y, logits, losses = self._step(data, training=False)
-        return self._logs(y, logits, losses)
+        return multi_worker_logs(self._logs(y, logits, losses))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Works under MultiWorkerMirroredStrategy too (keras#20585).
+        return symbolic_build(
+            self, super()._maybe_symbolic_build, iterator, data_batch
+        )
 
     def get_config(self):
         """The models and the temperature."""

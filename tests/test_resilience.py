@@ -62,11 +62,16 @@ MULTI_WORKER = COMMON + textwrap.dedent(
         trainer = keras_distill.distribute.MultiWorkerModel(plain)
         trainer.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
             from_logits=True))
+        peers = [mlp(8, "peer_a", 4), mlp(8, "peer_b", 5)]
+        mutual = keras_distill.recipes.MutualLearning(peers)
+        mutual.compile("sgd")
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     history = d.fit(ds, epochs=2, verbose=0)
     trainer.fit(ds, epochs=2, verbose=0)
+    mutual.fit(ds, epochs=2, verbose=0)
     save(d.student, out)
     save(plain, plain_out)
+    save(peers[1], plain_out.replace("plain", "peer"))
     print(json.dumps({"loss": history.history["loss"],
                       "replicas": strategy.num_replicas_in_sync}))
     """
@@ -78,11 +83,16 @@ ONE_DEVICE = COMMON + textwrap.dedent(
     plain = mlp(8, "plain", 3)
     plain.compile("sgd", keras.losses.SparseCategoricalCrossentropy(
         from_logits=True))
+    peers = [mlp(8, "peer_a", 4), mlp(8, "peer_b", 5)]
+    mutual = keras_distill.recipes.MutualLearning(peers)
+    mutual.compile("sgd")
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     d.fit(ds, epochs=2, verbose=0)
     plain.fit(ds, epochs=2, verbose=0)
+    mutual.fit(ds, epochs=2, verbose=0)
     save(d.student, sys.argv[1])
     save(plain, sys.argv[2])
+    save(peers[1], sys.argv[2].replace("plain", "peer"))
     """
 )
 
@@ -195,15 +205,16 @@ def test_multi_worker_mirrored_strategy_on_two_local_workers(tmp_path):
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
     # Two workers on the same global batch train as one device does, and
-    # so does a plain model through MultiWorkerModel.
+    # so do a plain model through MultiWorkerModel and MutualLearning.
     one = python(ONE_DEVICE, tmp_path / "one.npz", tmp_path / "plain.npz")
     assert one.returncode == 0, one.stderr[-3000:]
     for a, b in zip(first, weights(tmp_path / "one.npz")):
         np.testing.assert_allclose(a, b, atol=1e-5)
-    plain = [weights(tmp_path / f"plain{i}.npz") for i in range(2)]
-    for a, b, c in zip(*plain, weights(tmp_path / "plain.npz")):
-        np.testing.assert_array_equal(a, b)
-        np.testing.assert_allclose(a, c, atol=1e-5)
+    for name in ("plain", "peer"):  # MultiWorkerModel, MutualLearning
+        pair = [weights(tmp_path / f"{name}{i}.npz") for i in range(2)]
+        for a, b, c in zip(*pair, weights(tmp_path / f"{name}.npz")):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_allclose(a, c, atol=1e-5)
 
 
 def test_kill_9_during_fit_resumes_at_the_last_finished_epoch(tmp_path):
