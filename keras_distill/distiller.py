@@ -349,7 +349,9 @@ class Distiller(keras.Model):
     run on the same global batch.
 
     Args:
-        teacher: A built, trained `keras.Model` that outputs logits.
+        teacher: A built, trained `keras.Model` that outputs logits (or an
+            `Ensemble`), or None when no loss needs a teacher
+            (`TeacherFreeKD`).
         student: A built `keras.Model` to train. Functional, Sequential and
             subclassed models are accepted (feature losses need named
             layers, so Functional or Sequential).
