@@ -123,46 +123,39 @@ def add_arguments(parser):
 
 def main(args, log=print):
     """Runs the benchmark named in `args.bench`; returns an exit status."""
+    from keras_distill import bench_recipes
+    from keras_distill import speed
+    from keras_distill.utils import write_text
+
+    common = dict(batch_size=args.batch_size, log=log)
     if args.bench == "accuracy":
         result = accuracy(
             protocols=args.protocol,
             variants=args.variants,
             seeds=args.seeds,
             epochs=args.epochs,
-            batch_size=args.batch_size,
             dataset=args.dataset,
-            output=args.output,
-            log=log,
+            output=args.output,  # written after each seed too
+            **common,
         )
-        log(accuracy_table(result))
-        log(f"\nJSON written to {args.output}")
+        text = accuracy_table(result)
     elif args.bench == "recipes":
-        from keras_distill import bench_recipes
-
         result = bench_recipes.run(
             seeds=args.seeds,
             epochs=args.epochs,
-            batch_size=args.batch_size,
             dataset=args.dataset,
-            output=args.output,
-            log=log,
+            output=args.output,  # written after each seed too
+            **common,
         )
-        log(bench_recipes.table(result))
-        log(f"\nJSON written to {args.output}")
-    elif args.bench == "speed":
-        from keras_distill import speed
-        from keras_distill.utils import write_text
-
+        text = bench_recipes.table(result)
+    else:
         result = speed.run(
-            preset=args.preset,
-            quick=args.quick,
-            rounds=args.rounds,
-            batch_size=args.batch_size,
-            log=log,
+            preset=args.preset, quick=args.quick, rounds=args.rounds, **common
         )
-        write_text(args.output, json.dumps(result, indent=2) + "\n")
-        log(speed.table(result))
-        log(f"\nJSON written to {args.output}")
+        text = speed.table(result)
+    write_text(args.output, json.dumps(result, indent=2) + "\n")
+    log(text)
+    log(f"\nJSON written to {args.output}")
     return 0
 
 
