@@ -128,3 +128,15 @@ def test_bad_compile_arguments(kwargs, match):
     d = keras_distill.Distiller(mlp(8, "teacher"), mlp(4, "student"))
     with pytest.raises(ValueError, match=match):
         d.compile("sgd", sparse_ce(), **kwargs)
+
+
+def test_non_finite_loss_under_xla_stops_at_the_epoch_end():
+    # XLA drops the in-graph check; the guard reads the epoch's loss.
+    teacher = mlp(8, "teacher")
+    kernel = teacher.get_layer("teacher_logits").kernel
+    kernel.assign(np.full(kernel.shape, np.inf, "float32"))
+    d = keras_distill.Distiller(teacher, mlp(4, "student"))
+    d.compile(keras.optimizers.SGD(0.1), sparse_ce(), jit_compile=True)
+    x, y = data(16)
+    with pytest.raises(NonFiniteLossError, match="epoch 1: distillation_loss"):
+        d.fit(x, y, batch_size=8, epochs=3, verbose=0)
