@@ -14,14 +14,7 @@ seeded run replays the same augmentation, and is a no-op outside training.
 import keras
 from keras import ops
 
-
-def _check_int(arg, value, low=0):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(
-            f"Invalid value for argument `{arg}`. Expected an integer >= "
-            f"{low}. Received: {arg}={value!r}"
-        )
-    return value
+from keras_distill.losses.base import check_int
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -46,7 +39,7 @@ class RandomShift(keras.layers.Layer):
 
     def __init__(self, pixels=2, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.pixels = _check_int("pixels", pixels)
+        self.pixels = check_int("pixels", pixels)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 

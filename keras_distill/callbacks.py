@@ -10,6 +10,8 @@ import math
 
 import keras
 
+from keras_distill.losses.base import check_int
+
 FORMS = ("constant", "linear", "cosine", "warmup")
 
 
@@ -64,11 +66,7 @@ def schedule(form, start=None, end=None, epochs=None):
     if form == "constant":
         constant = number("end", end if end is not None else start)
         return lambda epoch: constant
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(
-            f"Invalid value for argument `epochs` of the {form!r} schedule. "
-            f"Expected a positive integer. Received: epochs={epochs!r}"
-        )
+    check_int("epochs", epochs, low=1)
     end = number("end", end)
     if form == "warmup":
         return lambda epoch: end * min((epoch + 1) / epochs, 1.0)

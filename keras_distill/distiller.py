@@ -15,8 +15,8 @@ from keras_distill.checks import check_labels
 from keras_distill.checks import check_nan_policy
 from keras_distill.checks import non_finite_message
 from keras_distill.checks import term_from_error
+from keras_distill.distribute import MultiWorkerBuild
 from keras_distill.distribute import multi_worker_logs
-from keras_distill.distribute import symbolic_build
 from keras_distill.losses.base import as_float
 from keras_distill.losses.base import layer_names
 from keras_distill.losses.compat import is_kl_divergence
@@ -305,7 +305,7 @@ class _LossEpochHooks(keras.callbacks.Callback):
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
-class Distiller(keras.Model):
+class Distiller(MultiWorkerBuild, keras.Model):
     """Trains a student model to match a frozen teacher.
 
     A `Distiller` is a `keras.Model`: `compile`, `fit`, `evaluate`,
@@ -1011,12 +1011,6 @@ class Distiller(keras.Model):
         if distillation is None:
             logs = {k: v for k, v in logs.items() if k != "distillation_loss"}
         return multi_worker_logs(logs)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Works under MultiWorkerMirroredStrategy too (keras#20585).
-        return symbolic_build(
-            self, super()._maybe_symbolic_build, iterator, data_batch
-        )
 
     def _check_data(self, method, x, y=None):
         if method == "fit" and self.augment is not None:

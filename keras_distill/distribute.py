@@ -83,8 +83,21 @@ def symbolic_build(model, build, iterator=None, data_batch=None):
     return build(iterator=iterator, data_batch=data_batch)
 
 
+class MultiWorkerBuild:
+    """Mixin for a `keras.Model`: its `fit` builds under multi-worker too.
+
+    Replaces Keras' symbolic build from a reduced batch by `symbolic_build`
+    (one replica's batch). Put it before `keras.Model` in the bases.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        return symbolic_build(
+            self, super()._maybe_symbolic_build, iterator, data_batch
+        )
+
+
 @keras.saving.register_keras_serializable(package="keras_distill")
-class MultiWorkerModel(keras.Model):
+class MultiWorkerModel(MultiWorkerBuild, keras.Model):
     """Wraps a model so that `fit` and `evaluate` work on many workers.
 
     Create and compile the wrapper in the strategy's scope (the wrapped
@@ -131,11 +144,6 @@ class MultiWorkerModel(keras.Model):
 
     def test_step(self, data):
         return multi_worker_logs(super().test_step(data))
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        return symbolic_build(
-            self, super()._maybe_symbolic_build, iterator, data_batch
-        )
 
     def get_config(self):
         """The wrapped model's config."""

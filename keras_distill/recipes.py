@@ -17,8 +17,9 @@ import dataclasses
 import keras
 from keras import ops
 
+from keras_distill.distribute import MultiWorkerBuild
 from keras_distill.distribute import multi_worker_logs
-from keras_distill.distribute import symbolic_build
+from keras_distill.losses.base import check_int
 from keras_distill.losses.base import check_positive
 from keras_distill.losses.base import keras_loss_mean
 from keras_distill.losses.logits import soft_kl
@@ -50,6 +51,31 @@ class Trained:
     model: object
     history: dict
     metrics: object = None
+
+
+def _options(
+    epochs,
+    temperature,
+    alpha,
+    optimizer,
+    loss,
+    metrics,
+    validation_data,
+    test_data,
+    verbose,
+):
+    """The training options every distillation of a recipe shares."""
+    return dict(
+        epochs=epochs,
+        temperature=temperature,
+        alpha=alpha,
+        optimizer=optimizer,
+        loss=loss,
+        metrics=metrics,
+        validation_data=validation_data,
+        test_data=test_data,
+        verbose=verbose,
+    )
 
 
 def _distill(teacher, student, train_data, name, options):
@@ -136,7 +162,17 @@ def reverse_distill(
     result.metrics["accuracy"]
     ```
     """
-    options = dict(locals())
+    options = _options(
+        epochs,
+        temperature,
+        alpha,
+        optimizer,
+        loss,
+        metrics,
+        validation_data,
+        test_data,
+        verbose,
+    )
     return _distill(
         small_teacher,
         large_model,
@@ -228,15 +264,7 @@ def born_again(
     """
     from keras_distill.teachers import Ensemble
 
-    if (
-        isinstance(generations, bool)
-        or not isinstance(generations, int)
-        or generations < 1
-    ):
-        raise ValueError(
-            "Invalid value for argument `generations`. Expected a positive "
-            f"integer. Received: generations={generations!r}"
-        )
+    check_int("generations", generations, low=1)
     if not callable(build_fn):
         raise ValueError(
             "Invalid value for argument `build_fn`. Expected a function "
@@ -248,7 +276,17 @@ def born_again(
             "name (each generation gets a new optimizer). Received: "
             f"optimizer={optimizer!r}"
         )
-    options = dict(locals())
+    options = _options(
+        epochs,
+        temperature,
+        alpha,
+        optimizer,
+        loss,
+        metrics,
+        validation_data,
+        test_data,
+        verbose,
+    )
     train_data = _as_dataset(train_data)
     if teacher is None:
         first = build_fn()
@@ -346,7 +384,7 @@ def mutual_loss(logits, labels, temperature=1.0, loss_fn=None):
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
-class MutualLearning(keras.Model):
+class MutualLearning(MultiWorkerBuild, keras.Model):
     """Deep mutual learning: K students trained together.
 
     Each step runs every model on the batch; model i minimises its
@@ -484,12 +522,6 @@ class MutualLearning(keras.Model):
     def test_step(self, data):
         _, y, logits, losses = self._step(data, training=False)
         return multi_worker_logs(self._logs(y, logits, losses))
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Works under MultiWorkerMirroredStrategy too (keras#20585).
-        return symbolic_build(
-            self, super()._maybe_symbolic_build, iterator, data_batch
-        )
 
     def get_config(self):
         """The models and the temperature."""

@@ -389,6 +389,28 @@ def check_positive(arg):
     return check
 
 
+def check_int(arg, value, low=0):
+    """Returns `value` if it is an integer >= `low`, else raises.
+
+    Args:
+        arg: The argument's name, for the message.
+        value: The value to check.
+        low: The smallest value allowed.
+
+    Returns:
+        `value`.
+
+    Raises:
+        ValueError: If `value` is not an integer (bools excluded) >= `low`.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(
+            f"Invalid value for argument `{arg}`. Expected an integer >= "
+            f"{low}. Received: {arg}={value!r}"
+        )
+    return value
+
+
 def check_non_negative(arg):
     """Returns a validator for a finite number >= 0."""
 

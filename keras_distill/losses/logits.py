@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_distill.losses.base import DistillationLoss
 from keras_distill.losses.base import as_float
+from keras_distill.losses.base import check_int
 from keras_distill.losses.base import check_non_negative
 from keras_distill.losses.base import check_positive
 from keras_distill.losses.base import keras_loss_mean
@@ -390,17 +391,7 @@ class DKD(DistillationLoss):
         self.alpha = alpha
         self.beta = beta
         self.temperature = temperature
-        if (
-            isinstance(warmup_epochs, bool)
-            or not isinstance(warmup_epochs, int)
-            or warmup_epochs < 0
-        ):
-            raise ValueError(
-                "Invalid value for argument `warmup_epochs`. Expected a "
-                f"non-negative integer. Received: warmup_epochs="
-                f"{warmup_epochs!r}"
-            )
-        self.warmup_epochs = warmup_epochs
+        self.warmup_epochs = check_int("warmup_epochs", warmup_epochs)
         self.warmup_factor = self._factor(0)
 
     def _factor(self, epoch):
