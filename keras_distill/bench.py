@@ -206,10 +206,10 @@ def accuracy(
     Args:
         protocols: Names from `PROTOCOLS`.
         variants: Distilled students to train, from `VARIANTS`: `ours`
-            (KD), `ours_shift` (KD with the same random shifts for teacher
-            and student), `keras` (`keras.distillation.Distiller`), `dkd`
-            and `kd_hint` (KD plus a FitNets hint between the last hidden
-            layers).
+            (KD, the teacher's outputs from a `TeacherCache`), `ours_shift`
+            (KD with the same random shifts for teacher and student),
+            `keras` (`keras.distillation.Distiller`), `dkd` and `kd_hint`
+            (KD plus a FitNets hint between the last hidden layers).
         seeds: One run per seed.
         epochs: Epochs of every training (teacher and students).
         batch_size: Batch size.
@@ -228,6 +228,7 @@ def accuracy(
     from keras_distill.data import shift_augment
     from keras_distill.distiller import Distiller
     from keras_distill.run import versions
+    from keras_distill.teachers import TeacherCache
     from keras_distill.utils import write_text
 
     result = {"versions": versions(), "dataset": dataset, "protocols": {}}
@@ -296,8 +297,19 @@ def accuracy(
                         teacher, student, chosen, student_loss_weight=alpha
                     )
                     distiller.compile("adam", _ce())
+                    batches = train
+                    if method == "kd" and train is data.train:
+                        # The teacher's outputs once, not at every step: the
+                        # cache serves data.train's batches, in its order.
+                        cache = TeacherCache(teacher, arrays.x_train, verbose=0)
+                        batches = cache.dataset(
+                            arrays.x_train,
+                            arrays.y_train,
+                            batch_size=batch_size,
+                            seed=seed,
+                        )
                     distiller.fit(
-                        train, epochs=epochs, verbose=0, shuffle=False
+                        batches, epochs=epochs, verbose=0, shuffle=False
                     )
                     return student
 

@@ -144,7 +144,8 @@ def pipeline(x, y, batch_size, shuffle=False, seed=0):
         x: Inputs.
         y: Labels.
         batch_size: Positive int.
-        shuffle: Whether to reshuffle every epoch (seeded).
+        shuffle: Whether to reshuffle every epoch, in an order that depends
+            on `seed` alone (see `seeded_passes`).
         seed: The shuffle seed.
 
     Returns:
@@ -152,10 +153,93 @@ def pipeline(x, y, batch_size, shuffle=False, seed=0):
     """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if not shuffle:
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+        return ds.prefetch(tf.data.AUTOTUNE)
+    x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+    ds = shuffled_positions(len(x), batch_size, seed).map(
+        lambda i: (tf.gather(x, i), tf.gather(y, i)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def shuffled_positions(n, batch_size, seed):
+    """Batches of the positions `0..n-1`, in a new seeded order each pass.
+
+    The order depends on `n` and `seed` alone (see `seeded_passes`), so
+    two pipelines built with the same seed (`pipeline`, and
+    `keras_distill.teachers.TeacherCache.dataset`) serve the same
+    examples in the same batches.
+
+    Args:
+        n: The number of examples.
+        batch_size: Positive int; the last batch may be smaller.
+        seed: The shuffle seed.
+
+    Returns:
+        A `tf.data.Dataset` of int32 vectors, with a known cardinality.
+    """
+    import tensorflow as tf
+
+    def one_pass(key):
+        order = tf.random.experimental.stateless_shuffle(tf.range(n), key)
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    steps = -(-n // batch_size)
+    return seeded_passes(seed, one_pass).apply(
+        tf.data.experimental.assert_cardinality(steps)
+    )
+
+
+def batch_keys(seed):
+    """Endless stateless seeds, one per batch, new ones at every pass.
+
+    Zipped with a dataset of batches, they key each batch's random draws
+    (`tf.random.stateless_*`) by `seed`, the pass and the batch's index
+    alone: not by TensorFlow's global seed, as `Dataset.random` would.
+
+    Args:
+        seed: An int.
+
+    Returns:
+        An endless `tf.data.Dataset` of int64 tensors of shape `(2,)`.
+    """
+    import tensorflow as tf
+
+    return seeded_passes(
+        seed,
+        lambda key: tf.data.Dataset.range(2**62).map(
+            lambda i: tf.random.experimental.stateless_fold_in(key, i)
+        ),
+    )
+
+
+def seeded_passes(seed, one_pass):
+    """A dataset that calls `one_pass(key)` afresh at every pass over it.
+
+    The keys come from a generator seeded with `seed` alone: unlike a
+    seeded `Dataset.shuffle` or `Dataset.random`, whose streams mix in
+    TensorFlow's global seed, the result does not depend on whether (or
+    to what) `keras.utils.set_random_seed` was called first. One key is
+    drawn per pass, so a pass cut short does not move the next one's.
+
+    Args:
+        seed: An int.
+        one_pass: A function of a stateless seed (an int64 tensor of shape
+            `(2,)`) that returns a `tf.data.Dataset`.
+
+    Returns:
+        A `tf.data.Dataset` with the elements of `one_pass(key)`, with a
+        new key at each pass.
+    """
+    import tensorflow as tf
+
+    with tf.init_scope():
+        generator = tf.random.Generator.from_seed(seed)
+    return tf.data.Dataset.range(1).flat_map(
+        lambda _: one_pass(generator.make_seeds(1)[:, 0])
+    )
 
 
 def load_arrays(
@@ -403,8 +487,8 @@ def shift_augment(dataset, pixels=2, seed=0):
     drawn uniformly from `[-pixels, pixels]`, with zeros filling the edge.
     Applied in the input pipeline, so a distiller's teacher and student see
     the same shifted batch. The shifts are deterministic for a seed (a
-    stateless draw keyed by a seeded random stream) and differ from epoch
-    to epoch.
+    stateless draw keyed by a seeded generator, whatever TensorFlow's
+    global seed) and differ from epoch to epoch.
 
     Args:
         dataset: A `tf.data.Dataset` of `(images, labels)` batches, images
@@ -422,9 +506,7 @@ def shift_augment(dataset, pixels=2, seed=0):
     if len(spec.shape) != 4 or not pixels:
         return dataset
     height, width = spec.shape[1], spec.shape[2]
-    keys = tf.data.Dataset.random(
-        seed=seed, rerandomize_each_iteration=True
-    ).batch(2)
+    keys = batch_keys(seed)
 
     def shift(batch, key):
         images, labels = batch
@@ -444,8 +526,10 @@ def shift_augment(dataset, pixels=2, seed=0):
         out = tf.gather(out, cols, axis=2, batch_dims=1)
         return out, labels
 
-    return (
-        tf.data.Dataset.zip((dataset, keys))
-        .map(shift, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
+    out = tf.data.Dataset.zip((dataset, keys)).map(
+        shift, num_parallel_calls=tf.data.AUTOTUNE
     )
+    steps = int(dataset.cardinality())
+    if steps >= 0:  # the zip with endless keys hides it
+        out = out.apply(tf.data.experimental.assert_cardinality(steps))
+    return out.prefetch(tf.data.AUTOTUNE)

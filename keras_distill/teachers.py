@@ -13,6 +13,8 @@ import os
 import keras
 import numpy as np
 
+from keras_distill.data import batch_keys
+from keras_distill.data import shuffled_positions
 from keras_distill.losses.base import check_positive
 from keras_distill.utils import atomic_path
 
@@ -361,29 +363,25 @@ class TeacherCache:
                 f"Received: other inputs of shape {x.shape}"
             )
         n = len(x)
-        index = tf.data.Dataset.range(n)
-        if shuffle:
-            index = index.shuffle(n, seed=seed, reshuffle_each_iteration=True)
         # Batches of positions first, then one gather per batch: far cheaper
-        # than a lookup per example.
-        index = index.batch(batch_size)
+        # than a lookup per example. Shuffled, they come in the order of
+        # `keras_distill.data.pipeline` with the same seed.
+        if shuffle:
+            index = shuffled_positions(n, batch_size, seed)
+        else:
+            index = tf.data.Dataset.range(n).batch(batch_size)
         inputs = tf.constant(x)
         outputs = tf.constant(self.outputs)
         labels = None if y is None else tf.constant(np.asarray(y))
         views, pixels, view_seed = self.views, self.pixels, self.seed
-        if views > 1:
-            choices = tf.data.Dataset.random(
-                seed=seed + 1, rerandomize_each_iteration=True
-            )
-        else:
-            choices = tf.data.Dataset.from_tensors(
-                tf.constant(0, tf.int64)
-            ).repeat()
-        data = tf.data.Dataset.zip((index, choices.batch(batch_size)))
+        data = tf.data.Dataset.zip((index, batch_keys(seed + 1)))
 
-        def lookup(positions, choice):
+        def lookup(positions, key):
             positions = tf.cast(positions, tf.int32)
-            view = tf.cast(choice[: tf.shape(positions)[0]] % views, tf.int32)
+            # Each example's view this epoch (all 0 for a plain cache).
+            view = tf.random.stateless_uniform(
+                tf.shape(positions), key, 0, views, tf.int32
+            )
             batch = tf.gather(inputs, positions)
             if views > 1:
                 batch = shift_view(batch, positions, view, pixels, view_seed)
@@ -397,9 +395,10 @@ class TeacherCache:
                 return (features,)
             return features, tf.gather(labels, positions)
 
-        return data.map(lookup, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-            tf.data.AUTOTUNE
-        )
+        data = data.map(lookup, num_parallel_calls=tf.data.AUTOTUNE)
+        steps = -(-n // batch_size)  # the zip with endless keys hides it
+        data = data.apply(tf.data.experimental.assert_cardinality(steps))
+        return data.prefetch(tf.data.AUTOTUNE)
 
 
 def shift_view(images, indices, view, pixels, seed):

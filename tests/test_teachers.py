@@ -19,7 +19,7 @@ def counter(model, name):
 
 
 def test_cached_training_equals_online_and_never_calls_the_teacher():
-    import tensorflow as tf
+    from keras_distill.data import pipeline
 
     x, y = data(64)
     teacher = mlp(16, "teacher", counter=True, seed=1)
@@ -30,12 +30,8 @@ def test_cached_training_equals_online_and_never_calls_the_teacher():
     cached_student = mlp(8, "student", seed=2)
     results = []
     for student, ds in (
-        (
-            online_student,
-            tf.data.Dataset.from_tensor_slices((x, y))
-            .shuffle(64, seed=3)
-            .batch(16),
-        ),
+        # The cache serves the batches of `data.pipeline` with its seed.
+        (online_student, pipeline(x, y, 16, shuffle=True, seed=3)),
         (cached_student, cache.dataset(x, y, batch_size=16, seed=3)),
     ):
         distiller = Distiller(teacher, student, student_loss_weight=0.3)
