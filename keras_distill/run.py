@@ -303,22 +303,19 @@ class RunConfig:
 def _worker_index():
     """This process' worker index in `TF_CONFIG` (0 without one)."""
     try:
-        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+        tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
     except json.JSONDecodeError as error:
         raise ValueError(
             "Invalid TF_CONFIG environment variable. Expected JSON. "
             f"Received: {os.environ.get('TF_CONFIG')!r}"
         ) from error
+    task = tf_config.get("task", {})
     if task.get("type") in ("chief", None):
         return 0
     index = int(task.get("index", 0))
     # With a chief, worker 0 is not the chief.
-    return index + 1 if _has_chief() else index
-
-
-def _has_chief():
-    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-    return bool(cluster.get("chief"))
+    has_chief = bool(tf_config.get("cluster", {}).get("chief"))
+    return index + 1 if has_chief else index
 
 
 def _make_run_dir(path):

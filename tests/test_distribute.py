@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
     import json, os, sys
@@ -118,3 +120,50 @@ def test_mirrored_strategy_matches_one_device():
         for key in ("loss", "student_loss", "distillation_loss"):
             for a, b in zip(report["one"][key], report["two"][key]):
                 assert abs(a - b) < 1e-5, (name, key, a, b)
+
+
+@pytest.mark.parametrize(
+    "tf_config, index",
+    [
+        (None, 0),
+        ({"cluster": {"worker": ["a", "b"]}, "task": {"index": 1}}, 0),
+        (
+            {
+                "cluster": {"worker": ["a", "b"]},
+                "task": {"type": "worker", "index": 1},
+            },
+            1,
+        ),
+        (
+            {
+                "cluster": {"chief": ["c"], "worker": ["a"]},
+                "task": {"type": "worker", "index": 0},
+            },
+            1,
+        ),
+        (
+            {
+                "cluster": {"chief": ["c"], "worker": ["a"]},
+                "task": {"type": "chief", "index": 0},
+            },
+            0,
+        ),
+    ],
+)
+def test_worker_index_of_a_run(monkeypatch, tf_config, index):
+    # Non-chief workers of a run write into `<run>/worker-<index>`.
+    from keras_distill.run import _worker_index
+
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    assert _worker_index() == index
+
+
+def test_worker_index_refuses_bad_tf_config(monkeypatch):
+    from keras_distill.run import _worker_index
+
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="Invalid TF_CONFIG.*Expected JSON"):
+        _worker_index()
