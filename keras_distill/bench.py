@@ -343,19 +343,21 @@ def accuracy(
 
             if "keras" in variants:
                 timed("keras", keras_fn)
-        n = len(arrays.y_test)
-        mean_error = {k: statistics.mean(v) / n for k, v in runs.items()}
-        result["protocols"][name] = {
-            "config": dict(c, epochs=epochs, batch_size=batch_size),
-            "seeds": list(seeds),
-            "test_examples": n,
-            "errors": runs,
-            "train_seconds": seconds,
-            "mean_error": mean_error,
-            "ratios": _ratios(runs),
-        }
-        if output:
-            write_text(output, json.dumps(result, indent=2) + "\n")
+            # After every seed, so that a long run cut short keeps its part.
+            n = len(arrays.y_test)
+            result["protocols"][name] = {
+                "config": dict(c, epochs=epochs, batch_size=batch_size),
+                "seeds": list(seeds[: len(runs["teacher"])]),
+                "test_examples": n,
+                "errors": runs,
+                "train_seconds": seconds,
+                "mean_error": {
+                    k: statistics.mean(v) / n for k, v in runs.items()
+                },
+                "ratios": _ratios(runs),
+            }
+            if output:
+                write_text(output, json.dumps(result, indent=2) + "\n")
     return result
 
 

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from keras_distill import bench
 from keras_distill import cli
 
@@ -132,3 +134,28 @@ def test_bench_recipes_writes_json(tmp_path, capsys):
         / result["errors"]["born_again_1"][0]
     )
     assert "function_matching/teacher" in capsys.readouterr().out
+
+
+def test_bench_accuracy_keeps_the_seeds_it_finished(tmp_path):
+    output = tmp_path / "accuracy.json"
+
+    class Cut(Exception):
+        pass
+
+    def log(line):
+        if line.startswith("[hinton seed 1]"):
+            raise Cut(line)
+
+    with pytest.raises(Cut):
+        bench.accuracy(
+            protocols=["hinton"],
+            variants=["ours"],
+            seeds=[0, 1],
+            epochs=1,
+            dataset="digits",
+            output=str(output),
+            log=log,
+        )
+    hinton = json.loads(output.read_text())["protocols"]["hinton"]
+    assert hinton["seeds"] == [0]
+    assert [len(v) for v in hinton["errors"].values()] == [1, 1, 1]
