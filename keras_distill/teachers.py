@@ -378,10 +378,13 @@ class TeacherCache:
 
         def lookup(positions, key):
             positions = tf.cast(positions, tf.int32)
-            # Each example's view this epoch (all 0 for a plain cache).
-            view = tf.random.stateless_uniform(
-                tf.shape(positions), key, 0, views, tf.int32
-            )
+            # Each example's view this epoch.
+            if views == 1:
+                view = tf.zeros_like(positions)
+            else:
+                view = tf.random.stateless_uniform(
+                    tf.shape(positions), key, 0, views, tf.int32
+                )
             batch = tf.gather(inputs, positions)
             if views > 1:
                 batch = shift_view(batch, positions, view, pixels, view_seed)
