@@ -6,7 +6,8 @@ The public names are listed in `__all__`:
   frozen teacher with `compile` / `fit` / `evaluate` / `predict`.
 - `keras_distill.losses`: the distillation losses (KD, DKD, feature hints,
   attention transfer, relational KD, teacher-free KD) and their registry.
-- `keras_distill.callbacks`: temperature and loss-weight schedules.
+- `keras_distill.callbacks`: temperature and loss-weight schedules, and
+  `ResumableData` (pipelines that resume at the right epoch).
 - `keras_distill.recipes`: reverse KD, born-again networks, mutual
   learning.
 - `keras_distill.augment`: consistent augmentation and mixup (function

@@ -1,9 +1,13 @@
-"""Schedules for a `Distiller`'s temperature and loss weights.
+"""Schedules for a `Distiller`'s temperature and loss weights, and data
+pipelines that resume at the right epoch.
 
 The temperature, `alpha` and the loss weights are variables of the
 `keras_distill.Distiller`, read by the compiled training step when it
 runs; these callbacks assign them at the start of each epoch, so the
 schedule takes effect without recompiling (XLA included).
+`ResumableData` keys the seeded pipelines of `keras_distill.data` by the
+epoch, so that a `fit` resumed by `keras.callbacks.BackupAndRestore`
+reads the batches an uninterrupted run would have read.
 """
 
 import math
@@ -256,3 +260,84 @@ class LossWeightSchedule(_Schedule):
         config = super().get_config()
         config["target"] = self.target
         return config
+
+
+class ResumableData(keras.callbacks.Callback):
+    """Keys the seeded pipelines built in its `with` block by the epoch.
+
+    The shuffled pipelines of `keras_distill.data` (`load`, `pipeline`,
+    `shift_augment`) and `keras_distill.teachers.TeacherCache.dataset`
+    draw a new random key at each pass over them, from their seed alone.
+    A `fit` that `keras.callbacks.BackupAndRestore` resumes at epoch k
+    runs in a fresh process whose pipelines are at their first pass, so
+    it would read epoch 0's order and shifts again. Build the training
+    pipeline inside a `with` block of this callback and give the callback
+    to `fit`: at the start of every epoch it sets each pipeline to that
+    epoch's pass, so epoch k reads what an uninterrupted run reads (and a
+    `fit` under a `tf.distribute` strategy, which peeks at a first batch
+    before training, starts at pass 0 too).
+
+    Example:
+
+    >>> resumable = keras_distill.callbacks.ResumableData()
+    >>> with resumable:
+    ...     data = keras_distill.data.load("digits", batch_size=64, seed=0)
+    >>> resumable.pipelines  # the shuffle of `data.train`
+    1
+    >>> # model.fit(data.train, epochs=10, callbacks=[
+    >>> #     keras.callbacks.BackupAndRestore("backup"), resumable])
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._generators = []
+
+    @property
+    def pipelines(self):
+        """How many seeded pass generators were recorded."""
+        return len(self._generators)
+
+    def __enter__(self):
+        from keras_distill import data
+
+        if not hasattr(data._recorders, "active"):
+            data._recorders.active = []
+        data._recorders.active.append(self._generators)
+        return self
+
+    def __exit__(self, *exc_info):
+        from keras_distill import data
+
+        active = data._recorders.active
+        for i in reversed(range(len(active))):
+            if active[i] is self._generators:
+                del active[i]
+                break
+        return False
+
+    def set_epoch(self, epoch):
+        """Makes every recorded pipeline's next pass the one of `epoch`.
+
+        Args:
+            epoch: The epoch index, from 0.
+
+        Raises:
+            ValueError: If `epoch` is not a non-negative int.
+        """
+        check_int("epoch", epoch)
+        for generator, seed in self._generators:
+            generator.reset_from_seed(seed)
+            for _ in range(epoch):
+                generator.make_seeds(1)
+
+    def on_train_begin(self, logs=None):
+        if not self._generators:
+            raise ValueError(
+                "`ResumableData` recorded no seeded pipeline. Expected the "
+                "training dataset to be built inside its `with` block "
+                "(keras_distill.data.load, pipeline(shuffle=True), "
+                "shift_augment or TeacherCache.dataset). Received: none."
+            )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.set_epoch(epoch)

@@ -6,11 +6,15 @@ pipelines plus the input shape and class count, whatever the source.
 
 import dataclasses
 import os
+import threading
 
 import numpy as np
 
 SOURCES = ("mnist5k", "digits", "tfds:<name>", "<file>.npz")
 SPLIT_SEED = 1234  # The fixed seed of every train/test split made here.
+# The pass generators that `seeded_passes` makes are appended to every list
+# of `_recorders.active` (see `keras_distill.callbacks.ResumableData`).
+_recorders = threading.local()
 
 
 @dataclasses.dataclass
@@ -223,6 +227,9 @@ def seeded_passes(seed, one_pass):
     TensorFlow's global seed, the result does not depend on whether (or
     to what) `keras.utils.set_random_seed` was called first. One key is
     drawn per pass, so a pass cut short does not move the next one's.
+    Built inside a `keras_distill.callbacks.ResumableData` block, the
+    keys follow the epoch of `fit`, so a resumed `fit` reads epoch k's
+    order.
 
     Args:
         seed: An int.
@@ -237,6 +244,8 @@ def seeded_passes(seed, one_pass):
 
     with tf.init_scope():
         generator = tf.random.Generator.from_seed(seed)
+    for recorder in getattr(_recorders, "active", ()):
+        recorder.append((generator, seed))
     return tf.data.Dataset.range(1).flat_map(
         lambda _: one_pass(generator.make_seeds(1)[:, 0])
     )

@@ -683,12 +683,7 @@ class Run:
             )
             distiller = self._distiller(teacher, student)
             if k < c.generations:
-                distiller.fit(
-                    self.train_dataset("student"),
-                    epochs=c.epochs,
-                    verbose=self.verbose,
-                    shuffle=False,
-                )
+                self._fit("student", distiller, c.epochs)
             else:
                 self._train("student", distiller, student, c.epochs)
             logits = predict(student, arrays.x_test)
@@ -783,18 +778,38 @@ class Run:
                 self.log(f"[{name}] resuming from the backup in {backup}")
             callbacks.append(keras.callbacks.BackupAndRestore(backup))
         start = time.perf_counter()
-        history = trainer.fit(
-            self.train_dataset(role),
+        history = self._fit(
+            role,
+            trainer,
+            epochs,
             validation_data=self.data.validation,
-            epochs=epochs,
-            verbose=self.verbose,
-            shuffle=False,  # the pipeline shuffles, seeded
             callbacks=callbacks,
         )
         seconds = time.perf_counter() - start
         save_model(model, self.file(f"{name}.keras"))
         self._record(name, model, history.history, seconds, **extra)
         return model
+
+    def _fit(self, role, trainer, epochs, callbacks=(), **kwargs):
+        """Fits `trainer` on a fresh pipeline keyed by the epoch.
+
+        The pipeline's order and shifts follow the epoch of `fit`
+        (`keras_distill.callbacks.ResumableData`), so a phase resumed
+        from a backup at epoch k reads epoch k's batches.
+        """
+        from keras_distill.callbacks import ResumableData
+
+        resumable = ResumableData()
+        with resumable:
+            train = self.train_dataset(role)
+        return trainer.fit(
+            train,
+            epochs=epochs,
+            verbose=self.verbose,
+            shuffle=False,  # the pipeline shuffles, seeded
+            callbacks=[*callbacks, resumable],
+            **kwargs,
+        )
 
     def evaluate(self):
         """Evaluates every trained model of the run on the test split.

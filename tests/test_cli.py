@@ -354,6 +354,50 @@ def test_strategy_and_backup_dir(tmp_path, capsys):
     )
 
 
+def test_a_phase_killed_mid_way_resumes_as_if_never_stopped(
+    tmp_path, capsys, monkeypatch
+):
+    import keras
+    import numpy as np
+
+    args = [*TINY, "--teacher-epochs", "4", "--teacher-augment", "shift"]
+    args += ["--strategy", "mirrored"]
+
+    def teacher(name, backup=None):
+        path = tmp_path / name
+        extra = ["--backup-dir", str(backup)] if backup else []
+        status, out, err = run(
+            ["train-teacher", "--run", str(path), *args, *extra], capsys
+        )
+        assert status == 0, err
+        model = keras.saving.load_model(path / "teacher.keras")
+        return model.get_weights(), out
+
+    straight, _ = teacher("straight")
+    backup = tmp_path / "backup"
+    real = keras.callbacks.BackupAndRestore
+
+    class Killed(real):
+        def on_epoch_begin(self, epoch, logs=None):
+            super().on_epoch_begin(epoch, logs)
+            self.now = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            super().on_train_batch_end(batch, logs)
+            if self.now == 2 and batch == 1:
+                raise RuntimeError("killed")
+
+    monkeypatch.setattr(keras.callbacks, "BackupAndRestore", Killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        teacher("resumed", backup)
+    monkeypatch.setattr(keras.callbacks, "BackupAndRestore", real)
+    resumed, out = teacher("resumed", backup)
+    assert "[teacher] resuming from the backup" in out
+    # Epochs 2 and 3 read their own order and shifts, not epoch 0's.
+    for a, b in zip(straight, resumed):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "recipe, check",
     [

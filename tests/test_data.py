@@ -235,3 +235,67 @@ def test_a_pass_cut_short_does_not_move_the_next_ones_shifts():
         np.concatenate([x.numpy() for x, _ in whole]),
         np.concatenate([x.numpy() for x, _ in cut]),
     )
+
+
+def _passes(dataset, count):
+    return [
+        np.concatenate([x.numpy() for x, _ in dataset]) for _ in range(count)
+    ]
+
+
+def test_resumable_data_sets_every_pipeline_to_the_epochs_pass():
+    from keras_distill.callbacks import ResumableData
+    from keras_distill.teachers import TeacherCache
+
+    def pipelines():
+        d = data.load("digits", batch_size=256, seed=3)
+        teacher = _flat_teacher(d)
+        cache = TeacherCache(teacher, d.arrays.x_train, views=2, verbose=0)
+        again = data.load("digits", batch_size=256, seed=3)
+        return [
+            d.train,
+            data.shift_augment(again.train, seed=4),
+            cache.dataset(
+                d.arrays.x_train, d.arrays.y_train, batch_size=256, seed=3
+            ).map(lambda features, y: (features["inputs"], y)),
+        ]
+
+    straight = [_passes(ds, 4) for ds in pipelines()]
+    resumable = ResumableData()
+    with resumable:
+        fresh = pipelines()
+    # Two shuffles, the shifts, the cache's order and its views.
+    assert resumable.pipelines == 5
+    resumable.set_epoch(2)
+    for ds, ref in zip(fresh, straight):
+        got = _passes(ds, 2)  # epoch 2, then on to epoch 3 by itself
+        np.testing.assert_array_equal(got[0], ref[2])
+        np.testing.assert_array_equal(got[1], ref[3])
+        assert not np.array_equal(ref[2], ref[3])
+    resumable.set_epoch(0)
+    np.testing.assert_array_equal(_passes(fresh[1], 1)[0], straight[1][0])
+    with pytest.raises(ValueError, match=r"integer >= 0.*epoch=-1"):
+        resumable.set_epoch(-1)
+    # Pipelines built after the block are not recorded.
+    data.load("digits", batch_size=256, seed=3)
+    assert resumable.pipelines == 5
+
+
+def _flat_teacher(d):
+    import keras
+
+    inputs = keras.Input(d.input_shape)
+    outputs = keras.layers.Dense(d.num_classes)(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, outputs)
+
+
+def test_resumable_data_refuses_a_fit_with_no_pipeline_recorded():
+    import keras
+
+    from keras_distill.callbacks import ResumableData
+
+    d = data.load("digits", batch_size=256, seed=0)
+    model = _flat_teacher(d)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(True))
+    with pytest.raises(ValueError, match="recorded no seeded pipeline"):
+        model.fit(d.train, epochs=1, verbose=0, callbacks=[ResumableData()])

@@ -1,7 +1,8 @@
 """Multi-worker training, resuming after kill -9, and determinism.
 
-Each case runs real processes (subprocesses), bounded in time, and
-compares the student weights they write.
+The multi-worker, kill -9 and determinism cases run real processes
+(subprocesses), bounded in time, and compare the student weights they
+write.
 """
 
 import json
@@ -13,6 +14,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 COMMON = textwrap.dedent(
     """
@@ -238,6 +240,62 @@ def test_kill_9_during_fit_resumes_at_the_last_finished_epoch(tmp_path):
         weights(tmp_path / "resumed.npz"), weights(tmp_path / "straight.npz")
     ):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_a_resumed_fit_reads_the_order_and_shifts_of_its_epochs(tmp_path):
+    # In one process: a crash at epoch 2, then a fresh model and a fresh
+    # pipeline resumed from the backup, as a rerun of the CLI does.
+    import keras
+
+    from keras_distill import data
+    from keras_distill.callbacks import ResumableData
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 2 and batch == 1:
+                raise RuntimeError("crash")
+
+    def fit(backup, resumable=True, crash=False):
+        recorder = ResumableData()
+        with recorder:
+            d = data.load("digits", batch_size=256, seed=0)
+            train = data.shift_augment(d.train, seed=1)
+        inputs = keras.Input(d.input_shape)
+        flat = keras.layers.Flatten()(inputs)
+        init = keras.initializers.GlorotUniform(seed=2)
+        model = keras.Model(
+            inputs, keras.layers.Dense(10, None, True, init)(flat)
+        )
+        model.compile(
+            keras.optimizers.SGD(0.5),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        callbacks = [keras.callbacks.BackupAndRestore(str(backup))]
+        callbacks += [recorder] if resumable else []
+        callbacks += [Crash()] if crash else []
+        model.fit(
+            train, epochs=4, verbose=0, shuffle=False, callbacks=callbacks
+        )
+        return model.get_weights()
+
+    straight = fit(tmp_path / "a")
+    for a, b in zip(straight, fit(tmp_path / "b", resumable=False)):
+        np.testing.assert_array_equal(a, b)  # the same when not resumed
+    for resumable in (True, False):
+        backup = tmp_path / f"resumed_{resumable}"
+        with pytest.raises(RuntimeError, match="crash"):
+            fit(backup, resumable, crash=True)
+        resumed = fit(backup, resumable)
+        close = all(
+            np.allclose(a, b, rtol=0, atol=1e-6)
+            for a, b in zip(straight, resumed)
+        )
+        # Without the callback the resumed epochs 2 and 3 reread the
+        # order and shifts of epochs 0 and 1.
+        assert close == resumable
 
 
 def test_two_seeded_runs_give_bit_identical_weights(tmp_path):
