@@ -410,6 +410,13 @@ class RelationalDistillation(DistillationLoss):
     compared, and a uniform rescaling of either model's embeddings changes
     nothing. See `keras_distill.losses.features.rkd` for the formula.
 
+    The relations are those within the batch the loss sees: under a
+    `tf.distribute` strategy, each replica's share of the global batch
+    (as for `BatchNormalization`'s statistics), so the loss under N
+    replicas equals the mean of the losses of the N per-replica batches,
+    not the loss of the global batch. Keep that share large enough to
+    hold several examples of each class.
+
     Args:
         distance_weight: Non-negative float. Defaults to 25.0 (the
             authors' value).
