@@ -23,7 +23,11 @@ args = parser.parse_args()
 strategy = tf.distribute.MirroredStrategy()
 print(f"{strategy.num_replicas_in_sync} replica(s) in sync")
 
-data = keras_distill.data.load("digits", batch_size=args.batch_size, seed=0)
+# Seeded pipelines keyed by the epoch: `fit` under a strategy peeks at a
+# first batch before training, which must not move the epochs' order.
+resumable = keras_distill.callbacks.ResumableData()
+with resumable:
+    data = keras_distill.data.load("digits", batch_size=args.batch_size, seed=0)
 with strategy.scope():
     teacher = keras_distill.zoo.teacher(
         "mlp-small", data.input_shape, data.num_classes
@@ -33,7 +37,7 @@ with strategy.scope():
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-teacher.fit(data.train, epochs=args.epochs, verbose=2)
+teacher.fit(data.train, epochs=args.epochs, verbose=2, callbacks=[resumable])
 
 with strategy.scope():
     student = keras_distill.zoo.student(
@@ -47,5 +51,5 @@ with strategy.scope():
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-distiller.fit(data.train, epochs=args.epochs, verbose=2)
+distiller.fit(data.train, epochs=args.epochs, verbose=2, callbacks=[resumable])
 print(distiller.evaluate(data.test, verbose=0, return_dict=True))

