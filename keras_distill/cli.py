@@ -209,6 +209,22 @@ def _import_tensorflow_quietly():
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # probes devices, quietly
+
+
+def _start_runtime_quietly(run):
+    """Starts TensorFlow's runtime, after the run's multi-worker strategy.
+
+    A `MultiWorkerMirroredStrategy` configures collective ops, which
+    TensorFlow accepts only before its runtime starts: it is created
+    first. Then the runtime's native start-up lines are held back.
+    """
+    from keras_distill.utils import quiet_native_output
+
+    if run.config.strategy == "multi-worker":
+        run.strategy  # noqa: B018 (created now, before any TensorFlow op)
+    with quiet_native_output():
+        import tensorflow as tf
+
         tf.constant(0.0)  # initializes the runtime, quietly
 
 
@@ -226,6 +242,7 @@ def run_command(args, log=_log):
 
     path, config = resolve_config(args)
     run = Run(path, config, verbose=args.verbose, log=log)
+    _start_runtime_quietly(run)
     command = args.command
     if command == "demo":
         run.train_teacher()

@@ -87,6 +87,8 @@ class RunConfig:
         backup_dir: A directory for `keras.callbacks.BackupAndRestore`:
             a training phase killed mid-way resumes at its last finished
             epoch when rerun with the same directory. Null: no backups.
+            Under `multi-worker`, workers other than the chief keep theirs
+            in `<backup_dir>/worker-<index>`.
     """
 
     dataset: str = "mnist5k"
@@ -441,8 +443,10 @@ class Run:
         self._data = None
         self._strategy = None
         worker = _worker_index() if config.strategy == "multi-worker" else 0
+        # Workers other than the chief write their own copies apart.
+        self._worker_folder = f"worker-{worker}" if worker else ""
         if worker:
-            self.path = os.path.join(self.path, f"worker-{worker}")
+            self.path = os.path.join(self.path, self._worker_folder)
             _make_run_dir(self.path)
         write_text(
             self.file(CONFIG_FILE),
@@ -773,7 +777,7 @@ class Run:
         if self.config.backup_dir:
             import keras
 
-            backup = os.path.join(self.config.backup_dir, name)
+            backup = self.backup_dir(name)
             if os.path.isdir(backup) and os.listdir(backup):
                 self.log(f"[{name}] resuming from the backup in {backup}")
             callbacks.append(keras.callbacks.BackupAndRestore(backup))
@@ -789,6 +793,18 @@ class Run:
         save_model(model, self.file(f"{name}.keras"))
         self._record(name, model, history.history, seconds, **extra)
         return model
+
+    def backup_dir(self, name):
+        """Where phase `name` keeps its `BackupAndRestore` state.
+
+        `<backup_dir>/<name>`; workers other than a multi-worker run's
+        chief keep their own in `<backup_dir>/worker-<index>/<name>` (the
+        files of Keras' callback cannot be shared between processes).
+        None when the run keeps no backups.
+        """
+        if not self.config.backup_dir:
+            return None
+        return os.path.join(self.config.backup_dir, self._worker_folder, name)
 
     def _fit(self, role, trainer, epochs, callbacks=(), **kwargs):
         """Fits `trainer` on a fresh pipeline keyed by the epoch.

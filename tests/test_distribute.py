@@ -200,3 +200,74 @@ def test_worker_index_refuses_bad_tf_config(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match="Invalid TF_CONFIG.*Expected JSON"):
         _worker_index()
+
+
+def test_each_worker_keeps_its_own_files_and_backups(monkeypatch, tmp_path):
+    from keras_distill.run import Run
+    from keras_distill.run import RunConfig
+
+    backup = str(tmp_path / "backup")
+    config = RunConfig(strategy="multi-worker", backup_dir=backup)
+    for index, folder in ((0, ""), (1, "worker-1")):
+        monkeypatch.setenv(
+            "TF_CONFIG",
+            json.dumps(
+                {
+                    "cluster": {"worker": ["a", "b"]},
+                    "task": {"type": "worker", "index": index},
+                }
+            ),
+        )
+        run = Run(tmp_path / "run", config, log=lambda *a: None)
+        assert os.path.normpath(run.path) == os.path.normpath(
+            os.path.join(str(tmp_path / "run"), folder)
+        )
+        assert run.backup_dir("teacher") == os.path.join(
+            backup, folder, "teacher"
+        )
+    assert Run(tmp_path / "other", RunConfig()).backup_dir("teacher") is None
+
+
+def test_the_command_line_starts_a_multi_worker_strategy(tmp_path):
+    # TensorFlow accepts a multi-worker strategy only before its runtime
+    # starts: the command must create it before its first TensorFlow op.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    tf_config = {
+        "cluster": {"worker": [f"localhost:{port}"]},
+        "task": {"type": "worker", "index": 0},
+    }
+    env = dict(os.environ, TF_CONFIG=json.dumps(tf_config))
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "keras_distill.cli",
+            "train-teacher",
+            "--run",
+            str(run),
+            "--dataset",
+            "digits",
+            "--teacher",
+            "mlp-tiny",
+            "--teacher-epochs",
+            "1",
+            "--verbose",
+            "0",
+            "--strategy",
+            "multi-worker",
+            "--backup-dir",
+            str(tmp_path / "backup"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[strategy] multi-worker: 1 replicas in sync" in result.stdout
+    assert (run / "teacher.keras").exists()
