@@ -134,6 +134,10 @@ def test_bench_recipes_writes_json(tmp_path, capsys):
         / result["errors"]["born_again_1"][0]
     )
     assert "function_matching/teacher" in capsys.readouterr().out
+    # Function matching is "patient": a longer schedule than the others.
+    config = result["config"]
+    assert config["function_matching_epochs"] == 3 * config["epochs"] == 3
+    assert config["function_matching_mixup"] == bench_recipes.FM_MIXUP
 
 
 def test_bench_accuracy_keeps_the_seeds_it_finished(tmp_path):
