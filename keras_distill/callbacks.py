@@ -298,21 +298,15 @@ class ResumableData(keras.callbacks.Callback):
         return len(self._generators)
 
     def __enter__(self):
-        from keras_distill import data
+        from keras_distill.data import _record_passes
 
-        if not hasattr(data._recorders, "active"):
-            data._recorders.active = []
-        data._recorders.active.append(self._generators)
+        _record_passes(self._generators)
         return self
 
     def __exit__(self, *exc_info):
-        from keras_distill import data
+        from keras_distill.data import _stop_recording
 
-        active = data._recorders.active
-        for i in reversed(range(len(active))):
-            if active[i] is self._generators:
-                del active[i]
-                break
+        _stop_recording(self._generators)
         return False
 
     def set_epoch(self, epoch):

@@ -18,6 +18,18 @@ SPLIT_SEED = 1234  # The fixed seed of every train/test split made here.
 _recorders = threading.local()
 
 
+def _record_passes(target):
+    """Appends `(generator, seed)` of every later `seeded_passes` to the
+    list `target`, until `_stop_recording(target)`."""
+    if not hasattr(_recorders, "active"):
+        _recorders.active = []
+    _recorders.active.append(target)
+
+
+def _stop_recording(target):
+    _recorders.active = [t for t in _recorders.active if t is not target]
+
+
 @dataclasses.dataclass
 class Arrays:
     """A dataset as NumPy arrays, before batching.
