@@ -171,11 +171,22 @@ def _new_student(c, data, seed):
     )
 
 
-def _fit_student_from_scratch(c, data, seed, epochs):
+def _fit_student_from_scratch(c, data, seed, epochs, keyed):
     model = _new_student(c, data, seed)
     model.compile("adam", _ce(), metrics=["accuracy"])
-    model.fit(data.train, epochs=epochs, verbose=0, shuffle=False)
+    _fit(model, data.train, epochs, keyed)
     return model
+
+
+def _fit(model, train, epochs, keyed):
+    """`model.fit`, with epoch k reading pass k of the seed's pipelines.
+
+    `keyed` is the `ResumableData` that recorded them: without it, each
+    training would start where the one before it left the shared
+    pipeline, and a model's batches would depend on the epochs of the
+    models trained before it.
+    """
+    model.fit(train, epochs=epochs, verbose=0, shuffle=False, callbacks=[keyed])
 
 
 def _ce():
@@ -225,6 +236,7 @@ def accuracy(
     from keras_distill import data as data_module
     from keras_distill import losses
     from keras_distill import zoo
+    from keras_distill.callbacks import ResumableData
     from keras_distill.data import shift_augment
     from keras_distill.distiller import Distiller
     from keras_distill.run import versions
@@ -243,8 +255,14 @@ def accuracy(
         runs = {k: [] for k in ("teacher", "scratch", *variants)}
         seconds = {k: [] for k in runs}
         for seed in seeds:
-            data = data_module.load(dataset, batch_size=batch_size, seed=seed)
-            shifted = shift_augment(data.train, seed=seed)
+            # Every training of the seed reads pass k of its pipeline at
+            # epoch k (see `_epoch_keyed`), whatever was trained before it.
+            keyed = ResumableData()
+            with keyed:
+                data = data_module.load(
+                    dataset, batch_size=batch_size, seed=seed
+                )
+                shifted = shift_augment(data.train, seed=seed)
             arrays = data.arrays
 
             def timed(key, fn):
@@ -267,13 +285,13 @@ def accuracy(
                 train = (
                     shifted if c["teacher_augment"] == "shift" else data.train
                 )
-                model.fit(train, epochs=epochs, verbose=0, shuffle=False)
+                _fit(model, train, epochs, keyed)
                 return model
 
             teacher = timed("teacher", teacher_fn)
             timed(
                 "scratch",
-                lambda: _fit_student_from_scratch(c, data, seed, epochs),
+                lambda: _fit_student_from_scratch(c, data, seed, epochs, keyed),
             )
 
             def ours(train, method="kd"):
@@ -302,15 +320,14 @@ def accuracy(
                         # The teacher's outputs once, not at every step: the
                         # cache serves data.train's batches, in its order.
                         cache = TeacherCache(teacher, arrays.x_train, verbose=0)
-                        batches = cache.dataset(
-                            arrays.x_train,
-                            arrays.y_train,
-                            batch_size=batch_size,
-                            seed=seed,
-                        )
-                    distiller.fit(
-                        batches, epochs=epochs, verbose=0, shuffle=False
-                    )
+                        with keyed:
+                            batches = cache.dataset(
+                                arrays.x_train,
+                                arrays.y_train,
+                                batch_size=batch_size,
+                                seed=seed,
+                            )
+                    _fit(distiller, batches, epochs, keyed)
                     return student
 
                 return fn
@@ -336,9 +353,7 @@ def accuracy(
                     student_loss_weight=c["alpha"],
                 )
                 distiller.compile("adam", loss=_ce())
-                distiller.fit(
-                    data.train, epochs=epochs, verbose=0, shuffle=False
-                )
+                _fit(distiller, data.train, epochs, keyed)
                 return student
 
             if "keras" in variants:

@@ -73,6 +73,8 @@ def run(
     from keras_distill import zoo
     from keras_distill.bench import _ce
     from keras_distill.bench import _errors
+    from keras_distill.bench import _fit
+    from keras_distill.callbacks import ResumableData
     from keras_distill.data import shift_augment
     from keras_distill.distiller import Distiller
     from keras_distill.recipes import MutualLearning
@@ -84,7 +86,11 @@ def run(
     seconds = {k: [] for k in KEYS}
     result = {"versions": versions(), "dataset": dataset}
     for seed in seeds:
-        data = data_module.load(dataset, batch_size=batch_size, seed=seed)
+        # Every training reads pass k of the seed's pipelines at epoch k.
+        keyed = ResumableData()
+        with keyed:
+            data = data_module.load(dataset, batch_size=batch_size, seed=seed)
+            shifted = shift_augment(data.train, seed=seed)
         arrays = data.arrays
 
         def build(name, offset, model_name=None):
@@ -109,9 +115,7 @@ def run(
 
         def fit(model, train=None):
             model.compile("adam", _ce(), metrics=["accuracy"])
-            model.fit(
-                train or data.train, epochs=epochs, verbose=0, shuffle=False
-            )
+            _fit(model, train or data.train, epochs, keyed)
             return model
 
         def distill(
@@ -126,19 +130,12 @@ def run(
             )
             distiller.temperature = TEMPERATURE
             distiller.compile("adam", _ce())
-            distiller.fit(
-                data.train,
-                epochs=epochs * patience,
-                verbose=0,
-                shuffle=False,
-            )
+            _fit(distiller, data.train, epochs * patience, keyed)
             return student
 
         teacher = timed(
             "teacher",
-            lambda: fit(
-                build(TEACHER, 0), shift_augment(data.train, seed=seed)
-            ),
+            lambda: fit(build(TEACHER, 0), shifted),
         )
         scratch = timed("scratch", lambda: fit(build(STUDENT, 1)))
         timed("kd", lambda: distill(teacher, build(STUDENT, 1)))
@@ -179,7 +176,7 @@ def run(
             b = build(STUDENT, 5, "student_b")
             model = MutualLearning([a, b])
             model.compile("adam", _ce())
-            model.fit(data.train, epochs=epochs, verbose=0, shuffle=False)
+            _fit(model, data.train, epochs, keyed)
             peers["b"] = b
             return a
 

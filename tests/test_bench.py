@@ -1,12 +1,50 @@
 import json
 
+import numpy as np
 import pytest
 
 from keras_distill import bench
 from keras_distill import cli
 
 
-def test_bench_accuracy_writes_json(tmp_path, capsys):
+def _record_labels(monkeypatch):
+    """Makes `bench._fit` record the label batches each training reads."""
+    import tensorflow as tf
+
+    read = []
+    real_fit = bench._fit
+
+    def recording_fit(model, train, epochs, keyed):
+        labels = []
+        read.append(labels)
+
+        def record(y):
+            labels.append(y.numpy())
+            return y
+
+        def spy(*batch):
+            y = tf.py_function(record, [batch[-1]], batch[-1].dtype)
+            y.set_shape(batch[-1].shape)
+            return (*batch[:-1], y)
+
+        real_fit(model, train.map(spy), epochs, keyed)
+
+    monkeypatch.setattr(bench, "_fit", recording_fit)
+    return read
+
+
+def _assert_same_batches(read, trainings, steps):
+    """Each training's epoch k read pass k of the seed's pipelines,
+    whatever was trained before it: equal batches for every model."""
+    assert len(read) == trainings
+    for labels in read:
+        np.testing.assert_array_equal(
+            np.concatenate(labels[:steps]), np.concatenate(read[0])
+        )
+
+
+def test_bench_accuracy_writes_json(tmp_path, capsys, monkeypatch):
+    read = _record_labels(monkeypatch)
     output = tmp_path / "accuracy.json"
     status = cli.main(
         [
@@ -52,6 +90,8 @@ def test_bench_accuracy_writes_json(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "KD+shift" in out and "JSON written to" in out
     assert "DKD" in out and "KD+hint" in out
+    # teacher, scratch and the five variants (ours from the cache)
+    _assert_same_batches(read, 7, steps=len(read[0]))
 
 
 def test_accuracy_table_formats_results():
@@ -104,8 +144,10 @@ def test_bench_speed_quick_writes_every_field(tmp_path, capsys):
     assert "(i) bound" in capsys.readouterr().out
 
 
-def test_bench_recipes_writes_json(tmp_path, capsys):
+def test_bench_recipes_writes_json(tmp_path, capsys, monkeypatch):
     from keras_distill import bench_recipes
+
+    read = _record_labels(monkeypatch)
 
     output = tmp_path / "recipes.json"
     status = cli.main(
@@ -138,6 +180,11 @@ def test_bench_recipes_writes_json(tmp_path, capsys):
     config = result["config"]
     assert config["function_matching_epochs"] == 3 * config["epochs"] == 3
     assert config["function_matching_mixup"] == bench_recipes.FM_MIXUP
+    # teacher, scratch, kd, function matching (3 epochs), born-again 1
+    # and 2, large model from scratch, reverse KD, mutual learning
+    steps = len(read[0])
+    assert len(read[3]) == 3 * steps
+    _assert_same_batches(read, 9, steps)
 
 
 def test_bench_accuracy_keeps_the_seeds_it_finished(tmp_path):
