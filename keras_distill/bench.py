@@ -256,7 +256,7 @@ def accuracy(
         seconds = {k: [] for k in runs}
         for seed in seeds:
             # Every training of the seed reads pass k of its pipeline at
-            # epoch k (see `_epoch_keyed`), whatever was trained before it.
+            # epoch k (see `_fit`), whatever was trained before it.
             keyed = ResumableData()
             with keyed:
                 data = data_module.load(
