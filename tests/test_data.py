@@ -307,4 +307,10 @@ def test_resumable_data_refuses_a_fit_with_no_pipeline_recorded():
     model = _flat_teacher(d.input_shape)
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(True))
     with pytest.raises(ValueError, match="recorded no seeded pipeline"):
-        model.fit(d.train, epochs=1, verbose=0, callbacks=[ResumableData()])
+        model.fit(
+            d.train,
+            epochs=1,
+            verbose=0,
+            shuffle=False,
+            callbacks=[ResumableData()],
+        )
