@@ -101,6 +101,14 @@ def add_arguments(parser):
     recipes.add_argument("--batch-size", type=int, default=64)
     recipes.add_argument("--dataset", default="mnist5k")
     recipes.add_argument(
+        "--only",
+        nargs="+",
+        choices=bench_recipes.KEYS,
+        metavar="KEY",
+        help="train only these models (and those they are trained from): "
+        + ", ".join(bench_recipes.KEYS),
+    )
+    recipes.add_argument(
         "--output", default="bench_recipes.json", help="JSON file to write"
     )
     speed_parser = sub.add_parser(
@@ -145,6 +153,7 @@ def main(args, log=print):
             epochs=args.epochs,
             dataset=args.dataset,
             output=args.output,  # written after each seed too
+            only=args.only,
             **common,
         )
         text = bench_recipes.table(result)

@@ -42,6 +42,47 @@ KEYS = (
     "mutual_a",
     "mutual_b",
 )
+# What each key trains from: `run(only=...)` adds these to its selection.
+# The two mutual learners are trained together, so either needs the other.
+REQUIRES = {
+    "kd": ("teacher",),
+    "function_matching": ("teacher",),
+    "born_again_1": ("scratch",),
+    "born_again_2": ("born_again_1",),
+    "born_again_ensemble": ("born_again_1", "born_again_2"),
+    "reverse": ("scratch",),
+    "mutual_a": ("mutual_b",),
+    "mutual_b": ("mutual_a",),
+}
+
+
+def selection(only=None):
+    """The keys to train for `only` (None: all), with what they need.
+
+    Args:
+        only: Keys of `KEYS`, or None.
+
+    Returns:
+        A tuple of keys, in the order of `KEYS`.
+
+    Raises:
+        ValueError: If `only` names a key that is not in `KEYS`.
+    """
+    if only is None:
+        return KEYS
+    unknown = sorted(set(only) - set(KEYS))
+    if unknown or isinstance(only, str):
+        raise ValueError(
+            f"Invalid value for argument `only`. Expected a list of keys "
+            f"from {list(KEYS)}. Received: only={only!r}"
+        )
+    chosen, todo = set(), list(only)
+    while todo:
+        key = todo.pop()
+        if key not in chosen:
+            chosen.add(key)
+            todo.extend(REQUIRES.get(key, ()))
+    return tuple(k for k in KEYS if k in chosen)
 
 
 def run(
@@ -51,8 +92,12 @@ def run(
     dataset="mnist5k",
     output=None,
     log=print,
+    only=None,
 ):
     """Runs the recipes benchmark; see the module docstring.
+
+    Every model of a seed reads the same batches whatever else is trained,
+    so a selection (`only`) reproduces the errors of a full run.
 
     Args:
         seeds: One run per seed.
@@ -61,10 +106,16 @@ def run(
         dataset: A data source (MNIST-5k by default).
         output: A JSON file to write after each seed (atomically), or None.
         log: A function that prints a progress line.
+        only: Keys of `KEYS` to train (with the models they are trained
+            from, `REQUIRES`), or None for all of them.
 
     Returns:
-        The result dict: per-seed errors for every key of `KEYS`, mean
-        errors, and the ratios the goals use.
+        The result dict: per-seed errors for every key trained, mean
+        errors, and those ratios the goals use whose two keys were
+        trained.
+
+    Raises:
+        ValueError: If `only` names a key that is not in `KEYS`.
     """
     import keras
 
@@ -82,8 +133,9 @@ def run(
     from keras_distill.teachers import Ensemble
     from keras_distill.utils import write_text
 
-    errors = {k: [] for k in KEYS}
-    seconds = {k: [] for k in KEYS}
+    keys = selection(only)
+    errors = {k: [] for k in keys}
+    seconds = {k: [] for k in keys}
     result = {"versions": versions(), "dataset": dataset}
     for seed in seeds:
         # Every training reads pass k of the seed's pipelines at epoch k.
@@ -103,6 +155,8 @@ def run(
             return model
 
         def timed(key, fn):
+            if key not in keys:  # not selected, and nothing selected needs it
+                return None
             start = time.perf_counter()
             model = fn()
             seconds[key].append(round(time.perf_counter() - start, 1))
@@ -180,10 +234,13 @@ def run(
             peers["b"] = b
             return a
 
-        timed("mutual_a", mutual)
-        errors["mutual_b"].append(_errors(peers["b"], arrays))
-        seconds["mutual_b"].append(0.0)
-        log(f"[recipes seed {seed}] mutual_b: {errors['mutual_b'][-1]} errors")
+        if timed("mutual_a", mutual):
+            errors["mutual_b"].append(_errors(peers["b"], arrays))
+            seconds["mutual_b"].append(0.0)
+            log(
+                f"[recipes seed {seed}] mutual_b: {errors['mutual_b'][-1]} "
+                "errors"
+            )
         n = len(arrays.y_test)
         result.update(
             config=dict(
@@ -196,7 +253,7 @@ def run(
                 function_matching_mixup=FM_MIXUP,
                 batch_size=batch_size,
             ),
-            seeds=list(seeds[: len(errors["teacher"])]),
+            seeds=list(seeds[: len(errors[keys[0]])]),
             test_examples=n,
             errors=errors,
             train_seconds=seconds,
@@ -209,17 +266,19 @@ def run(
 
 
 def _ratios(errors):
-    def ratio(a, b):
-        return sum(errors[a]) / sum(errors[b]) if sum(errors[b]) else None
-
+    pairs = (
+        ("born_again_2", "born_again_1"),
+        ("born_again_1", "scratch"),
+        ("reverse", "large_scratch"),
+        ("mutual_a", "scratch"),
+        ("function_matching", "kd"),
+        ("function_matching", "teacher"),
+        ("function_matching", "scratch"),
+    )
     return {
-        "born_again_2/born_again_1": ratio("born_again_2", "born_again_1"),
-        "born_again_1/scratch": ratio("born_again_1", "scratch"),
-        "reverse/large_scratch": ratio("reverse", "large_scratch"),
-        "mutual_a/scratch": ratio("mutual_a", "scratch"),
-        "function_matching/kd": ratio("function_matching", "kd"),
-        "function_matching/teacher": ratio("function_matching", "teacher"),
-        "function_matching/scratch": ratio("function_matching", "scratch"),
+        f"{a}/{b}": sum(errors[a]) / sum(errors[b]) if sum(errors[b]) else None
+        for a, b in pairs
+        if a in errors and b in errors
     }
 
 
@@ -230,6 +289,7 @@ def table(result):
     rows = [
         [k, f"{100 * result['mean_error'][k]:.2f}%", str(result["errors"][k])]
         for k in KEYS
+        if k in result["errors"]
     ]
     lines = [format_table(["model", "mean error", "errors per seed"], rows)]
     lines.append("")

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -185,6 +186,59 @@ def test_bench_recipes_writes_json(tmp_path, capsys, monkeypatch):
     steps = len(read[0])
     assert len(read[3]) == 3 * steps
     _assert_same_batches(read, 9, steps)
+    # A selection trains what it names and what that is trained from, on
+    # the same batches: the errors of the full run, and only those rows.
+    part_output = tmp_path / "part.json"
+    status = cli.main(
+        [
+            "bench",
+            "recipes",
+            "--seeds",
+            "0",
+            "--epochs",
+            "1",
+            "--dataset",
+            "digits",
+            "--only",
+            "function_matching",
+            "born_again_2",
+            "--output",
+            str(part_output),
+        ]
+    )
+    assert status == 0
+    part = json.loads(part_output.read_text())
+    trained = ["teacher", "scratch", "function_matching"]
+    trained += ["born_again_1", "born_again_2"]
+    assert set(part["errors"]) == set(trained)
+    for key in trained:
+        assert part["errors"][key] == result["errors"][key], key
+    assert set(part["ratios"]) == {
+        "born_again_2/born_again_1",
+        "born_again_1/scratch",
+        "function_matching/teacher",
+        "function_matching/scratch",
+    }
+    assert "mutual" not in bench_recipes.table(part)
+
+
+def test_bench_recipes_selection():
+    from keras_distill import bench_recipes
+
+    assert bench_recipes.selection() == bench_recipes.KEYS
+    assert bench_recipes.selection(["mutual_b"]) == ("mutual_a", "mutual_b")
+    assert bench_recipes.selection(["born_again_ensemble", "kd"]) == (
+        "teacher",
+        "scratch",
+        "kd",
+        "born_again_1",
+        "born_again_2",
+        "born_again_ensemble",
+    )
+    with pytest.raises(ValueError, match=re.escape("only=['teacher', 'x']")):
+        bench_recipes.selection(["teacher", "x"])
+    with pytest.raises(ValueError, match="Expected a list of keys"):
+        bench_recipes.selection("kd")
 
 
 def test_bench_accuracy_keeps_the_seeds_it_finished(tmp_path):
