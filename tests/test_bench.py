@@ -9,15 +9,20 @@ from keras_distill import cli
 
 
 def _record_labels(monkeypatch):
-    """Makes `bench._fit` record the label batches each training reads."""
+    """Makes `bench._fit` record the label batches each training reads
+    (a list per training) and the models it trains (`read.models`)."""
     import tensorflow as tf
 
-    read = []
+    class Reads(list):
+        models = []
+
+    read = Reads()
     real_fit = bench._fit
 
     def recording_fit(model, train, epochs, keyed):
         labels = []
         read.append(labels)
+        read.models.append(model)
 
         def record(y):
             labels.append(y.numpy())
@@ -181,6 +186,16 @@ def test_bench_recipes_writes_json(tmp_path, capsys, monkeypatch):
     config = result["config"]
     assert config["function_matching_epochs"] == 3 * config["epochs"] == 3
     assert config["function_matching_mixup"] == bench_recipes.FM_MIXUP
+    assert (
+        config["function_matching_temperature"] == bench_recipes.FM_TEMPERATURE
+    )
+    # Its learning rate decays to zero over its whole training; KD's stays.
+    fm, kd = read.models[3], read.models[2]
+    assert float(fm.temperature) == bench_recipes.FM_TEMPERATURE
+    assert float(kd.temperature) == bench_recipes.TEMPERATURE
+    assert int(fm.optimizer.iterations) == len(read[3])
+    assert float(fm.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
+    assert float(kd.optimizer.learning_rate) == pytest.approx(1e-3)
     # teacher, scratch, kd, function matching (3 epochs), born-again 1
     # and 2, large model from scratch, reverse KD, mutual learning
     steps = len(read[0])
@@ -220,6 +235,18 @@ def test_bench_recipes_writes_json(tmp_path, capsys, monkeypatch):
         "function_matching/scratch",
     }
     assert "mutual" not in bench_recipes.table(part)
+
+
+def test_bench_recipes_steps_per_epoch():
+    import tensorflow as tf
+
+    from keras_distill.bench_recipes import _steps_per_epoch
+
+    ten = tf.data.Dataset.range(10)
+    assert _steps_per_epoch(ten.batch(3)) == 4
+    # Unknown cardinality (a filter): the batches are counted.
+    odd = ten.filter(lambda x: x % 2 == 1).batch(2)
+    assert _steps_per_epoch(odd) == 3
 
 
 def test_bench_recipes_selection():
