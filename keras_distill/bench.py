@@ -94,7 +94,14 @@ def add_arguments(parser):
         "recipes",
         help="test errors: born-again, reverse KD, mutual learning, "
         "function matching",
-        description=bench_recipes.__doc__.split("\n\n")[0],
+        description=(
+            "Recipes benchmark on MNIST-5k, hinton protocol: for each seed, "
+            "train the teacher, the student from scratch, plain KD, "
+            "function matching, two born-again generations and their "
+            "ensemble, the large model from scratch and taught by the "
+            "small one (reverse KD), and two students by mutual learning; "
+            "write JSON."
+        ),
     )
     recipes.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     recipes.add_argument("--epochs", type=int, default=40)
