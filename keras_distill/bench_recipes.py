@@ -251,7 +251,7 @@ def run(
             peers["b"] = b
             return a
 
-        if timed("mutual_a", mutual):
+        if timed("mutual_a", mutual) is not None:
             errors["mutual_b"].append(_errors(peers["b"], arrays))
             seconds["mutual_b"].append(0.0)
             log(
