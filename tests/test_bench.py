@@ -197,6 +197,12 @@ def test_bench_recipes_writes_json(tmp_path, capsys, monkeypatch):
     assert int(fm.optimizer.iterations) == len(read[3])
     assert float(fm.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
     assert float(kd.optimizer.learning_rate) == pytest.approx(1e-3)
+    # Born-again generations learn their teacher's outputs alone, at T = 1.
+    for generation in read.models[4:6]:
+        assert generation.student_loss_weight == bench_recipes.BA_ALPHA
+        assert float(generation.temperature) == bench_recipes.BA_TEMPERATURE
+    assert kd.student_loss_weight == pytest.approx(bench_recipes.ALPHA)
+    assert config["born_again_temperature"] == bench_recipes.BA_TEMPERATURE
     # teacher, scratch, kd, function matching (3 epochs), born-again 1
     # and 2, large model from scratch, reverse KD, mutual learning
     steps = len(read[0])
