@@ -151,28 +151,20 @@ def test_bench_speed_quick_writes_every_field(tmp_path, capsys):
     assert "(i) bound" in capsys.readouterr().out
 
 
+def _bench_recipes(output, *flags):
+    """`keras-distill bench recipes` on a tiny run; returns its JSON."""
+    args = ["bench", "recipes", "--seeds", "0", "--epochs", "1"]
+    args += ["--dataset", "digits", "--output", str(output), *flags]
+    assert cli.main(args) == 0
+    return json.loads(output.read_text())
+
+
 def test_bench_recipes_writes_json(tmp_path, capsys, monkeypatch):
     from keras_distill import bench_recipes
 
     read = _record_labels(monkeypatch)
 
-    output = tmp_path / "recipes.json"
-    status = cli.main(
-        [
-            "bench",
-            "recipes",
-            "--seeds",
-            "0",
-            "--epochs",
-            "1",
-            "--dataset",
-            "digits",
-            "--output",
-            str(output),
-        ]
-    )
-    assert status == 0
-    result = json.loads(output.read_text())
+    result = _bench_recipes(tmp_path / "recipes.json")
     assert set(result["errors"]) == set(bench_recipes.KEYS)
     n = result["test_examples"]
     for key, (errors,) in result["errors"].items():
@@ -210,26 +202,9 @@ def test_bench_recipes_writes_json(tmp_path, capsys, monkeypatch):
     _assert_same_batches(read, 9, steps)
     # A selection trains what it names and what that is trained from, on
     # the same batches: the errors of the full run, and only those rows.
-    part_output = tmp_path / "part.json"
-    status = cli.main(
-        [
-            "bench",
-            "recipes",
-            "--seeds",
-            "0",
-            "--epochs",
-            "1",
-            "--dataset",
-            "digits",
-            "--only",
-            "function_matching",
-            "born_again_2",
-            "--output",
-            str(part_output),
-        ]
+    part = _bench_recipes(
+        tmp_path / "part.json", "--only", "function_matching", "born_again_2"
     )
-    assert status == 0
-    part = json.loads(part_output.read_text())
     trained = ["teacher", "scratch", "function_matching"]
     trained += ["born_again_1", "born_again_2"]
     assert set(part["errors"]) == set(trained)
