@@ -57,9 +57,17 @@ def _run_options(parser):
     group.add_argument("--data-dir", help="TFDS data directory")
     group.add_argument("--teacher", choices=zoo.names(), help="teacher model")
     group.add_argument("--student", choices=zoo.names(), help="student model")
-    group.add_argument("--temperature", type=float, help="temperature T")
     group.add_argument(
-        "--alpha", type=float, help="weight of the student's own loss"
+        "--temperature",
+        type=float,
+        help="temperature T (default: the recipe's; 4 for kd and reverse, "
+        "1 for born-again and mutual)",
+    )
+    group.add_argument(
+        "--alpha",
+        type=float,
+        help="weight of the student's own loss (default: the recipe's; 0.1 "
+        "for kd, 0.5 for reverse, 0 for born-again)",
     )
     group.add_argument(
         "--loss",

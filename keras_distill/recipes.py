@@ -206,8 +206,8 @@ def born_again(
     train_data,
     generations=3,
     epochs=20,
-    temperature=4.0,
-    alpha=0.1,
+    temperature=1.0,
+    alpha=0.0,
     optimizer="adam",
     loss=None,
     metrics=("accuracy",),
@@ -223,6 +223,11 @@ def born_again(
     before (Furlanello et al., ICML 2018). The generations 1 and later are
     also returned as an ensemble (the paper's BANE).
 
+    As in the paper, each generation learns its teacher's outputs alone
+    (`alpha=0`) at `temperature=1`. On MNIST-5k's 800-800 student this
+    made 0.95 times the errors of the model from scratch, where KD's
+    `alpha=0.1`, `temperature=4` made 1.10 times (README, "Recipes").
+
     Args:
         build_fn: A function with no argument that returns a new, built,
             uncompiled `keras.Model` (logits), fresh weights each call.
@@ -231,8 +236,8 @@ def born_again(
         generations: Born-again generations after generation 0, a
             positive integer. Defaults to 3.
         epochs: Training epochs of each generation. Defaults to 20.
-        temperature: The softmax temperature. Defaults to 4.0.
-        alpha: The weight of the supervised loss. Defaults to 0.1.
+        temperature: The softmax temperature. Defaults to 1.0.
+        alpha: The weight of the supervised loss. Defaults to 0.0.
         optimizer: Optimizer name (a new optimizer per generation).
             Defaults to `"adam"`.
         loss: The supervised loss. Defaults to sparse categorical

@@ -160,13 +160,15 @@ def write(run):
         plots.append("curves.png")
     if plot_size_accuracy(metrics, run.file("size_accuracy.png")):
         plots.append("size_accuracy.png")
-    config = metrics.get("config", run.config.to_dict())
+    config = metrics.get("config", run.config.resolved().to_dict())
+    alpha = "" if config["alpha"] is None else f"alpha = {config['alpha']}, "
+    recipe = config.get("recipe", "kd")
     md = [
         f"# Distillation run `{os.path.basename(os.path.abspath(run.path))}`",
         "",
         f"Dataset `{config['dataset']}`, teacher `{config['teacher']}`, "
-        f"student `{config['student']}`, T = {config['temperature']}, "
-        f"alpha = {config['alpha']}, {config['epochs']} epochs.",
+        f"student `{config['student']}`, recipe `{recipe}`, "
+        f"T = {config['temperature']}, {alpha}{config['epochs']} epochs.",
         "",
         markdown_table(header, rows),
         "",
@@ -225,11 +227,16 @@ def plot_curves(metrics, path):
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     if student:
         epochs = range(1, len(student["loss"]) + 1)
-        for key, style in (("student_loss", "-"), ("distillation_loss", "--")):
-            if key in student:
-                left.plot(
-                    epochs, student[key], style, label=f"distilled: {key}"
-                )
+        # A distiller logs its two terms; mutual learning each model's loss.
+        keys = [
+            k for k in ("student_loss", "distillation_loss") if k in student
+        ] or [
+            k
+            for k in student
+            if k.endswith("_loss") and not k.startswith("val_")
+        ]
+        for key, style in zip(keys or ["loss"], ("-", "--", "-.", ":")):
+            left.plot(epochs, student[key], style, label=f"distilled: {key}")
     if scratch:
         epochs = range(1, len(scratch["loss"]) + 1)
         left.plot(epochs, scratch["loss"], ":", label="scratch: loss")
@@ -237,11 +244,20 @@ def plot_curves(metrics, path):
     left.set_xlabel("epoch")
     left.set_ylabel("training loss (log scale)")
     left.set_title("Training losses")
-    left.legend()
+    if left.get_legend_handles_labels()[0]:
+        left.legend()
     for name, history in (("distilled", student), ("scratch", scratch)):
-        if history and "val_accuracy" in history:
-            epochs = range(1, len(history["val_accuracy"]) + 1)
-            right.plot(epochs, history["val_accuracy"], label=name)
+        history = history or {}
+        keys = ["val_accuracy"] if "val_accuracy" in history else []
+        keys = keys or [  # mutual learning: one accuracy per model
+            k
+            for k in history
+            if k.startswith("val_") and k.endswith("_accuracy")
+        ]
+        for key in keys:
+            epochs = range(1, len(history[key]) + 1)
+            label = name if key == "val_accuracy" else f"{name}: {key[4:]}"
+            right.plot(epochs, history[key], label=label)
     teacher = metrics.get("teacher", {})
     if "accuracy" in teacher:
         right.axhline(
@@ -250,7 +266,8 @@ def plot_curves(metrics, path):
     right.set_xlabel("epoch")
     right.set_ylabel("validation accuracy")
     right.set_title("Validation accuracy")
-    right.legend()
+    if right.get_legend_handles_labels()[0]:
+        right.legend()
     _save(fig, path)
     plt.close(fig)
     return True

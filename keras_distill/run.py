@@ -29,6 +29,17 @@ RECIPES = ("kd", "reverse", "born-again", "mutual")
 STRATEGIES = ("default", "mirrored", "multi-worker")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 METRICS_FILE = "metrics.json"
+# The temperature and the supervised weight (alpha) of each recipe, where
+# the config leaves them unset: Hinton et al.'s KD, the defaults of
+# `keras_distill.recipes.reverse_distill` and `born_again` (Furlanello et
+# al.: the teacher's outputs alone, at T = 1), and deep mutual learning
+# (Zhang et al.: T = 1; each model's own loss always has weight 1).
+RECIPE_DEFAULTS = {
+    "kd": dict(temperature=4.0, alpha=0.1),
+    "reverse": dict(temperature=4.0, alpha=0.5),
+    "born-again": dict(temperature=1.0, alpha=0.0),
+    "mutual": dict(temperature=1.0, alpha=None),
+}
 CONFIG_FILE = "config.json"
 
 
@@ -42,8 +53,12 @@ class RunConfig:
         data_dir: The TFDS data directory, for `tfds:<name>` datasets.
         teacher: A `keras_distill.zoo` model name for the teacher.
         student: A `keras_distill.zoo` model name for the student.
-        temperature: The distillation temperature T.
-        alpha: The weight of the student's supervised loss, in [0, 1].
+        temperature: The distillation temperature T, or null for the
+            recipe's (`RECIPE_DEFAULTS`: 4 for `kd` and `reverse`, 1 for
+            `born-again` and `mutual`).
+        alpha: The weight of the student's supervised loss, in [0, 1], or
+            null for the recipe's (0.1 for `kd`, 0.5 for `reverse`, 0 for
+            `born-again`; `mutual` has none and ignores it).
         losses: Distillation losses, as registry names or Keras
             `{"class_name", "config"}` dicts. Defaults to
             `LogitsDistillation(temperature)`. A loss given by name that
@@ -95,8 +110,8 @@ class RunConfig:
     data_dir: object = None
     teacher: str = "cnn-medium"
     student: str = "mlp-compact"
-    temperature: float = 4.0
-    alpha: float = 0.1
+    temperature: object = None
+    alpha: object = None
     losses: object = None
     features: object = None
     loss_weights: object = None
@@ -141,10 +156,14 @@ class RunConfig:
         for field in ("teacher", "student"):
             if getattr(self, field) not in zoo.names():
                 fail(field, f"one of {zoo.names()}")
-        if not is_number(self.temperature) or not self.temperature > 0:
-            fail("temperature", "a positive float")
-        if not is_number(self.alpha) or not 0 <= self.alpha <= 1:
-            fail("alpha", "a float in [0, 1]")
+        if self.temperature is not None and (
+            not is_number(self.temperature) or not self.temperature > 0
+        ):
+            fail("temperature", "a positive float or null")
+        if self.alpha is not None and (
+            not is_number(self.alpha) or not 0 <= self.alpha <= 1
+        ):
+            fail("alpha", "a float in [0, 1] or null")
         for field in ("epochs", "batch_size"):
             if not is_int(getattr(self, field)) or getattr(self, field) < 1:
                 fail(field, "a positive int")
@@ -267,6 +286,22 @@ class RunConfig:
     def to_dict(self):
         """The config as a JSON-serializable dict."""
         return dataclasses.asdict(self)
+
+    def resolved(self):
+        """A copy with `temperature` and `alpha` set: the fields where
+        given, else the recipe's `RECIPE_DEFAULTS`.
+
+        Returns:
+            A new `RunConfig`.
+        """
+        defaults = RECIPE_DEFAULTS[self.recipe]
+        return dataclasses.replace(
+            self,
+            **{
+                k: v if getattr(self, k) is None else getattr(self, k)
+                for k, v in defaults.items()
+            },
+        )
 
     def architecture(self, role):
         """The zoo name trained in a role (`teacher`, `student`, `scratch`).
@@ -641,7 +676,7 @@ class Run:
         Returns:
             The trained student `keras.Model`.
         """
-        c = self.config
+        c = self.config.resolved()
         if c.recipe == "mutual":
             return self._mutual()
         teacher = self.load("teacher")
@@ -660,7 +695,7 @@ class Run:
     def _distiller(self, teacher, student):
         from keras_distill.distiller import Distiller
 
-        c = self.config
+        c = self.config.resolved()
         distiller = Distiller(
             teacher,
             student,
@@ -676,14 +711,15 @@ class Run:
         """Born-again generations; the last one is the run's student."""
         from keras_distill.utils import predict
 
-        c = self.config
+        c = self.config.resolved()
         arrays = self.data.arrays
         generations = []
         for k in range(1, c.generations + 1):
             student = self._build("student")
             self.log(
                 f"[distill] born-again generation {k}/{c.generations}: "
-                f"{c.teacher} from generation {k - 1}, {c.epochs} epochs"
+                f"{c.teacher} from generation {k - 1}, T={c.temperature}, "
+                f"alpha={c.alpha}, {c.epochs} epochs"
             )
             distiller = self._distiller(teacher, student)
             if k < c.generations:
@@ -704,16 +740,16 @@ class Run:
         from keras_distill.recipes import MutualLearning
         from keras_distill.utils import predict
 
-        c = self.config
+        c = self.config.resolved()
         student = self._build("student")
         peer = self._build("student", seed=c.seed + 2)  # another start
         peer.name = f"{peer.name}_peer"
-        mutual = MutualLearning([student, peer])
+        mutual = MutualLearning([student, peer], temperature=c.temperature)
         args = self._compile_args()
         mutual.compile(args["optimizer"], args["loss"], args["metrics"])
         self.log(
             f"[distill] deep mutual learning of two {c.student} models, "
-            f"{c.epochs} epochs"
+            f"T={c.temperature}, {c.epochs} epochs"
         )
         self._train("student", mutual, student, c.epochs)
         arrays = self.data.arrays
@@ -729,7 +765,7 @@ class Run:
         """The configured distillation losses, hints included."""
         from keras_distill import losses as losses_module
 
-        c = self.config
+        c = self.config.resolved()
         if c.losses is None:
             chosen = [losses_module.LogitsDistillation(c.temperature)]
         else:
@@ -916,7 +952,7 @@ class Run:
             return json.load(f)
 
     def _write_metrics(self, metrics):
-        metrics["config"] = self.config.to_dict()
+        metrics["config"] = self.config.resolved().to_dict()
         metrics["versions"] = versions()
         write_text(
             self.file(METRICS_FILE), json.dumps(metrics, indent=2) + "\n"

@@ -1,10 +1,12 @@
 import json
 import os
 import re
+import warnings
 
 import pytest
 
 from keras_distill import cli
+from keras_distill.run import RECIPE_DEFAULTS
 from keras_distill.run import RunConfig
 
 TINY = [
@@ -240,6 +242,39 @@ def test_run_config_defaults_are_valid():
     assert RunConfig.from_dict(config.to_dict()) == config
 
 
+@pytest.mark.parametrize(
+    "recipe, temperature, alpha",
+    [
+        ("kd", 4.0, 0.1),
+        ("reverse", 4.0, 0.5),
+        ("born-again", 1.0, 0.0),
+        ("mutual", 1.0, None),
+    ],
+)
+def test_run_config_temperature_and_alpha_follow_the_recipe(
+    recipe, temperature, alpha
+):
+    config = RunConfig(recipe=recipe)
+    assert config.temperature is None and config.alpha is None
+    resolved = config.resolved()
+    assert (resolved.temperature, resolved.alpha) == (temperature, alpha)
+    assert resolved.recipe == recipe and config.temperature is None
+    # Values given win over the recipe's.
+    given = RunConfig(recipe=recipe, temperature=3.0, alpha=0.0).resolved()
+    assert (given.temperature, given.alpha) == (3.0, 0.0)
+    # A config saved unset picks the recipe's defaults when read back with
+    # another recipe.
+    again = RunConfig.from_dict({**config.to_dict(), "recipe": "born-again"})
+    assert again.resolved().temperature == 1.0
+
+
+def test_run_config_refuses_a_bad_temperature_or_alpha():
+    with pytest.raises(ValueError, match="a positive float or null"):
+        RunConfig(temperature=0.0)
+    with pytest.raises(ValueError, match=r"Received: alpha=1.5"):
+        RunConfig(alpha=1.5)
+
+
 def test_a_phase_alone_equals_the_same_phase_after_another(tmp_path):
     import numpy as np
 
@@ -438,11 +473,27 @@ def test_distill_recipes(tmp_path, capsys, recipe, check):
         assert len(metrics["student"]["generation_errors"]) == 2
         assert metrics["student"]["params"] == params["mlp-small"]
         assert "generation 2/2" in out
+        # Furlanello et al.'s setting, the recipe's default.
+        assert "T=1.0, alpha=0.0" in out
     else:
         assert "peer_errors" in metrics["student"]
         history = metrics["student"]["history"]
         assert "mlp_tiny_loss" in history and "mlp_tiny_peer_loss" in history
     assert config["recipe"] == recipe
+    # metrics.json records the values used; config.json keeps them unset.
+    want = RECIPE_DEFAULTS[recipe]
+    assert (config["temperature"], config["alpha"]) == (
+        want["temperature"],
+        want["alpha"],
+    )
+    saved = json.loads(open(os.path.join(path, "config.json")).read())
+    assert saved["temperature"] is None and saved["alpha"] is None
+    with warnings.catch_warnings():  # e.g. a legend with nothing drawn
+        warnings.simplefilter("error")
+        assert run(["report", "--run", path, "--verbose", "0"], capsys)[0] == 0
+    assert os.path.exists(os.path.join(path, "curves.png"))
+    report = open(os.path.join(path, "report.md")).read()
+    assert f"recipe `{recipe}`, T = {want['temperature']}" in report
 
 
 def test_consistent_augmentation_in_the_run(tmp_path, capsys):

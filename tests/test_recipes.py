@@ -65,6 +65,30 @@ def test_born_again_returns_every_generation_and_their_ensemble():
         recipes.born_again(build, dataset(), generations=0)
 
 
+def test_born_again_defaults_to_the_teachers_outputs_at_t_1(monkeypatch):
+    from keras_distill import distiller as distiller_module
+
+    made = []
+
+    class Recording(distiller_module.Distiller):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(distiller_module, "Distiller", Recording)
+    build = iter([mlp(8, f"g{k}", seed=k) for k in range(5)]).__next__
+    recipes.born_again(build, data(32), generations=2, epochs=1)
+    assert [float(d.temperature) for d in made] == [1.0, 1.0]
+    assert [float(d.student_loss_weight) for d in made] == [0.0, 0.0]
+    # Given values are passed to every generation.
+    made.clear()
+    recipes.born_again(
+        build, data(32), generations=1, epochs=1, temperature=3.0, alpha=0.2
+    )
+    assert float(made[0].temperature) == 3.0
+    np.testing.assert_allclose(float(made[0].student_loss_weight), 0.2)
+
+
 def test_mutual_learning_loss_matches_numpy():
     models = [mlp(4, "a", seed=1), mlp(5, "b", seed=2), mlp(6, "c", seed=3)]
     mutual = recipes.MutualLearning(models, temperature=2.0)
