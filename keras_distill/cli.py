@@ -67,7 +67,7 @@ def _run_options(parser):
         "--alpha",
         type=float,
         help="weight of the student's own loss (default: the recipe's; 0.1 "
-        "for kd, 0.5 for reverse, 0 for born-again)",
+        "for kd, 0.5 for reverse and born-again)",
     )
     group.add_argument(
         "--loss",

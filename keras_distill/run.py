@@ -31,13 +31,13 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 METRICS_FILE = "metrics.json"
 # The temperature and the supervised weight (alpha) of each recipe, where
 # the config leaves them unset: Hinton et al.'s KD, the defaults of
-# `keras_distill.recipes.reverse_distill` and `born_again` (Furlanello et
-# al.: the teacher's outputs alone, at T = 1), and deep mutual learning
-# (Zhang et al.: T = 1; each model's own loss always has weight 1).
+# `keras_distill.recipes.reverse_distill` and `born_again` (T = 1 as
+# Furlanello et al., with the labels at half weight), and deep mutual
+# learning (Zhang et al.: T = 1; each model's own loss has weight 1).
 RECIPE_DEFAULTS = {
     "kd": dict(temperature=4.0, alpha=0.1),
     "reverse": dict(temperature=4.0, alpha=0.5),
-    "born-again": dict(temperature=1.0, alpha=0.0),
+    "born-again": dict(temperature=1.0, alpha=0.5),
     "mutual": dict(temperature=1.0, alpha=None),
 }
 CONFIG_FILE = "config.json"
@@ -57,7 +57,7 @@ class RunConfig:
             recipe's (`RECIPE_DEFAULTS`: 4 for `kd` and `reverse`, 1 for
             `born-again` and `mutual`).
         alpha: The weight of the student's supervised loss, in [0, 1], or
-            null for the recipe's (0.1 for `kd`, 0.5 for `reverse`, 0 for
+            null for the recipe's (0.1 for `kd`, 0.5 for `reverse` and
             `born-again`; `mutual` has none and ignores it).
         losses: Distillation losses, as registry names or Keras
             `{"class_name", "config"}` dicts. Defaults to

@@ -1,3 +1,4 @@
+import inspect
 import json
 import re
 
@@ -6,6 +7,8 @@ import pytest
 
 from keras_distill import bench
 from keras_distill import cli
+from keras_distill import recipes
+from keras_distill.run import RECIPE_DEFAULTS
 
 
 def _record_labels(monkeypatch):
@@ -189,7 +192,14 @@ def test_bench_recipes_writes_json(tmp_path, capsys, monkeypatch):
     assert int(fm.optimizer.iterations) == len(read[3])
     assert float(fm.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
     assert float(kd.optimizer.learning_rate) == pytest.approx(1e-3)
-    # Born-again generations learn their teacher's outputs alone, at T = 1.
+    # Born-again generations train as `born_again` and the CLI's recipe
+    # do by default.
+    defaults = inspect.signature(recipes.born_again).parameters
+    assert bench_recipes.BA_ALPHA == defaults["alpha"].default
+    assert bench_recipes.BA_TEMPERATURE == defaults["temperature"].default
+    assert RECIPE_DEFAULTS["born-again"] == dict(
+        temperature=bench_recipes.BA_TEMPERATURE, alpha=bench_recipes.BA_ALPHA
+    )
     for generation in read.models[4:6]:
         assert generation.student_loss_weight == bench_recipes.BA_ALPHA
         assert float(generation.temperature) == bench_recipes.BA_TEMPERATURE

@@ -247,7 +247,7 @@ def test_run_config_defaults_are_valid():
     [
         ("kd", 4.0, 0.1),
         ("reverse", 4.0, 0.5),
-        ("born-again", 1.0, 0.0),
+        ("born-again", 1.0, 0.5),
         ("mutual", 1.0, None),
     ],
 )
@@ -473,8 +473,8 @@ def test_distill_recipes(tmp_path, capsys, recipe, check):
         assert len(metrics["student"]["generation_errors"]) == 2
         assert metrics["student"]["params"] == params["mlp-small"]
         assert "generation 2/2" in out
-        # Furlanello et al.'s setting, the recipe's default.
-        assert "T=1.0, alpha=0.0" in out
+        # The recipe's defaults.
+        assert "T=1.0, alpha=0.5" in out
     else:
         assert "peer_errors" in metrics["student"]
         history = metrics["student"]["history"]

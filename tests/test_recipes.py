@@ -65,7 +65,7 @@ def test_born_again_returns_every_generation_and_their_ensemble():
         recipes.born_again(build, dataset(), generations=0)
 
 
-def test_born_again_defaults_to_the_teachers_outputs_at_t_1(monkeypatch):
+def test_born_again_defaults_to_t_1_and_half_weight_labels(monkeypatch):
     from keras_distill import distiller as distiller_module
 
     made = []
@@ -79,7 +79,7 @@ def test_born_again_defaults_to_the_teachers_outputs_at_t_1(monkeypatch):
     build = iter([mlp(8, f"g{k}", seed=k) for k in range(5)]).__next__
     recipes.born_again(build, data(32), generations=2, epochs=1)
     assert [float(d.temperature) for d in made] == [1.0, 1.0]
-    assert [float(d.student_loss_weight) for d in made] == [0.0, 0.0]
+    assert [float(d.student_loss_weight) for d in made] == [0.5, 0.5]
     # Given values are passed to every generation.
     made.clear()
     recipes.born_again(
