@@ -14,9 +14,9 @@ student), for each seed it trains and counts test errors of:
   zero along a cosine;
 - `born_again_1`, `born_again_2`: the student distilled from `scratch`,
   then from generation 1 (same architecture), and `born_again_ensemble`;
-  each generation learns its teacher's outputs at `BA_TEMPERATURE = 1`
-  (Furlanello et al.) and the labels at `BA_ALPHA = 0.5`, the defaults
-  of `keras_distill.recipes.born_again`;
+  each generation learns its teacher's outputs at T = 1 (Furlanello et
+  al.) and the labels at alpha = 0.5, the born-again recipe's defaults
+  (`keras_distill.run.RECIPE_DEFAULTS`);
 - `large_scratch`, `reverse`: the large architecture from labels, and
   taught by the trained small `scratch` model;
 - `mutual_a`, `mutual_b`: two students trained together by deep mutual
@@ -35,11 +35,10 @@ TEMPERATURE, ALPHA = 4.0, 0.1
 # 28 errors at T = 4 with a constant learning rate (29 at 240 epochs),
 # 28 with the cosine decay, 29 at T = 1 and 26 at T = 2 (the teacher: 27).
 FM_MIXUP, FM_PATIENCE, FM_TEMPERATURE = 1.0, 3, 2.0
-# Born-again generations: T = 1 and the labels at half weight. With no
-# supervised term (alpha = 0) generation 1 made 37 / 36 / 36 errors and
-# generation 2 34 / 39 / 38; with KD's alpha = 0.1 and T = 4, 43 / 42 / 41
-# (1.10 x scratch) and 45 / 39 / 47.
-BA_ALPHA, BA_TEMPERATURE = 0.5, 1.0
+# Born-again generations train at the recipe's defaults. With no
+# supervised term (alpha = 0, T = 1) generation 1 made 37 / 36 / 36 errors
+# and generation 2 34 / 39 / 38; with KD's alpha = 0.1 and T = 4,
+# 43 / 42 / 41 (1.10 x scratch) and 45 / 39 / 47.
 KEYS = (
     "teacher",
     "scratch",
@@ -140,6 +139,7 @@ def run(
     from keras_distill.data import shift_augment
     from keras_distill.distiller import Distiller
     from keras_distill.recipes import MutualLearning
+    from keras_distill.run import RECIPE_DEFAULTS
     from keras_distill.run import versions
     from keras_distill.teachers import Ensemble
     from keras_distill.utils import write_text
@@ -233,7 +233,7 @@ def run(
                 decay=True,
             ),
         )
-        born_again = dict(alpha=BA_ALPHA, temperature=BA_TEMPERATURE)
+        born_again = RECIPE_DEFAULTS["born-again"]
         first = timed(
             "born_again_1",
             lambda: distill(scratch, build(STUDENT, 2), **born_again),
@@ -281,8 +281,8 @@ def run(
                 function_matching_mixup=FM_MIXUP,
                 function_matching_temperature=FM_TEMPERATURE,
                 function_matching_schedule="cosine decay from 1e-3 to 0",
-                born_again_alpha=BA_ALPHA,
-                born_again_temperature=BA_TEMPERATURE,
+                born_again_alpha=born_again["alpha"],
+                born_again_temperature=born_again["temperature"],
                 batch_size=batch_size,
             ),
             seeds=list(seeds[: len(errors[keys[0]])]),

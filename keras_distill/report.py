@@ -248,12 +248,14 @@ def plot_curves(metrics, path):
         left.legend()
     for name, history in (("distilled", student), ("scratch", scratch)):
         history = history or {}
-        keys = ["val_accuracy"] if "val_accuracy" in history else []
-        keys = keys or [  # mutual learning: one accuracy per model
-            k
-            for k in history
-            if k.startswith("val_") and k.endswith("_accuracy")
-        ]
+        if "val_accuracy" in history:
+            keys = ["val_accuracy"]
+        else:  # mutual learning: one accuracy per model
+            keys = [
+                k
+                for k in history
+                if k.startswith("val_") and k.endswith("_accuracy")
+            ]
         for key in keys:
             epochs = range(1, len(history[key]) + 1)
             label = name if key == "val_accuracy" else f"{name}: {key[4:]}"

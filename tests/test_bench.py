@@ -195,16 +195,17 @@ def test_bench_recipes_writes_json(tmp_path, capsys, monkeypatch):
     # Born-again generations train as `born_again` and the CLI's recipe
     # do by default.
     defaults = inspect.signature(recipes.born_again).parameters
-    assert bench_recipes.BA_ALPHA == defaults["alpha"].default
-    assert bench_recipes.BA_TEMPERATURE == defaults["temperature"].default
-    assert RECIPE_DEFAULTS["born-again"] == dict(
-        temperature=bench_recipes.BA_TEMPERATURE, alpha=bench_recipes.BA_ALPHA
+    born_again = RECIPE_DEFAULTS["born-again"]
+    assert born_again == dict(
+        temperature=defaults["temperature"].default,
+        alpha=defaults["alpha"].default,
     )
     for generation in read.models[4:6]:
-        assert generation.student_loss_weight == bench_recipes.BA_ALPHA
-        assert float(generation.temperature) == bench_recipes.BA_TEMPERATURE
+        assert generation.student_loss_weight == born_again["alpha"]
+        assert float(generation.temperature) == born_again["temperature"]
     assert kd.student_loss_weight == pytest.approx(bench_recipes.ALPHA)
-    assert config["born_again_temperature"] == bench_recipes.BA_TEMPERATURE
+    assert config["born_again_temperature"] == born_again["temperature"]
+    assert config["born_again_alpha"] == born_again["alpha"]
     # teacher, scratch, kd, function matching (3 epochs), born-again 1
     # and 2, large model from scratch, reverse KD, mutual learning
     steps = len(read[0])
