@@ -1,3 +1,4 @@
+import inspect
 import json
 import os
 import re
@@ -262,6 +263,16 @@ def test_run_config_temperature_and_alpha_follow_the_recipe(
     # Values given win over the recipe's.
     given = RunConfig(recipe=recipe, temperature=3.0, alpha=0.0).resolved()
     assert (given.temperature, given.alpha) == (3.0, 0.0)
+    # The library's recipe functions have the same defaults.
+    from keras_distill import recipes
+
+    function = {"reverse": "reverse_distill", "born-again": "born_again"}
+    if recipe in function:
+        params = inspect.signature(getattr(recipes, function[recipe]))
+        assert (temperature, alpha) == (
+            params.parameters["temperature"].default,
+            params.parameters["alpha"].default,
+        )
     # A config saved unset picks the recipe's defaults when read back with
     # another recipe.
     again = RunConfig.from_dict({**config.to_dict(), "recipe": "born-again"})
