@@ -27,15 +27,42 @@ def _describe(shape):
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
-def check_inputs(method, x, expected_shape):
-    """Checks one input array or dataset against the student's input.
+def expected_inputs(model):
+    """A model's input shapes: one tuple, a dict by input name, or None.
+
+    Args:
+        model: A `keras.Model`.
+
+    Returns:
+        The shape (batch axis first) of a single-input model; a dict of
+        shapes keyed by input name (dict keys, or the `keras.Input` names
+        of a list of inputs); None when unknown (a model not built).
+    """
+    from keras_distill.utils import input_shape
+
+    try:
+        inputs = model.input
+    except (AttributeError, ValueError):
+        return input_shape(model)
+    if isinstance(model, keras.Sequential):
+        return input_shape(model)
+    if isinstance(inputs, dict):
+        return {k: tuple(v.shape) for k, v in inputs.items()}
+    if isinstance(inputs, (list, tuple)):
+        return {t.name: tuple(t.shape) for t in inputs}
+    return tuple(inputs.shape)
+
+
+def check_inputs(method, x, expected_shape, key=None):
+    """Checks the input arrays or dataset against the student's inputs.
 
     Args:
         method: `"fit"`, `"evaluate"` or `"predict"`, for the message.
-        x: The inputs: a NumPy array or a `tf.data.Dataset` (anything else
-            is left to Keras).
-        expected_shape: The student's input shape, batch axis first, or
-            None when unknown.
+        x: The inputs: a NumPy array, a dict of arrays or a
+            `tf.data.Dataset` (anything else is left to Keras).
+        expected_shape: The student's input shape, batch axis first, a
+            dict of shapes by input name (`expected_inputs`), or None when
+            unknown.
 
     Raises:
         ValueError: If there is no example, a shape differs, or a value is
@@ -45,6 +72,14 @@ def check_inputs(method, x, expected_shape):
 
     if isinstance(x, tf.data.Dataset):
         _check_dataset(method, x, expected_shape)
+        return
+    if isinstance(expected_shape, dict):
+        if isinstance(x, dict):
+            for key, value in x.items():
+                if key in expected_shape:
+                    check_inputs(
+                        f"{method}", value, expected_shape[key], key=key
+                    )
         return
     if not isinstance(x, np.ndarray):
         return
@@ -56,10 +91,12 @@ def check_inputs(method, x, expected_shape):
     if expected_shape is not None and not _shape_matches(
         expected_shape[1:], x.shape[1:]
     ):
+        where = "x" if key is None else f"x[{key!r}]"
         raise ValueError(
             f"Invalid data for `{method}()`. Expected inputs of shape "
-            f"{_describe(expected_shape)}, the student's input. Received: x "
-            f"of shape {x.shape}"
+            f"{_describe(expected_shape)}, the student's input"
+            + ("" if key is None else f" {key!r}")
+            + f". Received: {where} of shape {x.shape}"
         )
     if np.issubdtype(x.dtype, np.floating):
         bad = ~np.isfinite(x)
@@ -86,15 +123,28 @@ def _check_dataset(method, dataset, expected_shape):
     if isinstance(spec, dict):
         from keras_distill.teachers import INPUT_KEY
 
-        spec = spec.get(INPUT_KEY)
-    if not isinstance(spec, tf.TensorSpec) or expected_shape is None:
+        spec = spec.get(INPUT_KEY, spec)
+    if isinstance(spec, dict) and isinstance(expected_shape, dict):
+        for key, value in spec.items():
+            if key in expected_shape and isinstance(value, tf.TensorSpec):
+                _check_spec(method, value, expected_shape[key], key)
         return
+    if not isinstance(spec, tf.TensorSpec) or not isinstance(
+        expected_shape, tuple
+    ):
+        return
+    _check_spec(method, spec, expected_shape, None)
+
+
+def _check_spec(method, spec, expected_shape, key):
     shape = tuple(spec.shape)
     if shape and not _shape_matches(expected_shape[1:], shape[1:]):
+        name = "" if key is None else f" {key!r}"
         raise ValueError(
             f"Invalid data for `{method}()`. Expected batches of shape "
-            f"{_describe(expected_shape)}, the student's input. Received: "
-            f"a dataset whose inputs have shape {_describe(shape)}"
+            f"{_describe(expected_shape)}, the student's input{name}. "
+            f"Received: a dataset whose inputs{name} have shape "
+            f"{_describe(shape)}"
         )
 
 

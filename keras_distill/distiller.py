@@ -13,18 +13,25 @@ from keras_distill.checks import check_finite
 from keras_distill.checks import check_inputs
 from keras_distill.checks import check_labels
 from keras_distill.checks import check_nan_policy
+from keras_distill.checks import expected_inputs
 from keras_distill.checks import non_finite_message
 from keras_distill.checks import term_from_error
 from keras_distill.distribute import MultiWorkerBuild
 from keras_distill.distribute import multi_worker_logs
+from keras_distill.losses.base import accepts_sample_weight
 from keras_distill.losses.base import as_float
 from keras_distill.losses.base import layer_names
+from keras_distill.losses.base import merge_mask
 from keras_distill.losses.compat import is_kl_divergence
 from keras_distill.losses.logits import LogitsDistillation
 from keras_distill.losses.logits import SoftTargetDistillation
 from keras_distill.utils import input_shape
-
-OUTPUT = "__output__"
+from keras_distill.views import LOGITS
+from keras_distill.views import MASK
+from keras_distill.views import OUTPUT
+from keras_distill.views import ModelView
+from keras_distill.views import check_output_type
+from keras_distill.views import keras_mask
 
 
 def _check_backend():
@@ -82,17 +89,50 @@ def _check_augment(augment):
 def _check_model(arg, model):
     if not isinstance(model, keras.Model):
         raise ValueError(
-            f"Invalid value for argument `{arg}`. Expected a built "
+            f"Invalid value for argument `{arg}`. Expected a "
             f"`keras.Model`. Received: {arg}={model!r} of type "
             f"{type(model).__name__}"
         )
-    if not model.built:
-        raise ValueError(
-            f"Invalid value for argument `{arg}`. Expected a built "
-            "`keras.Model`: call it on a batch or call "
-            f"`{arg}.build(input_shape)` first. Received: the unbuilt model "
-            f"{model.name!r}"
+
+
+def _check_preprocessing(value):
+    if value is None or callable(value):
+        return value
+    raise ValueError(
+        "Invalid value for argument `teacher_preprocessing`. Expected a "
+        "`keras.layers.Layer` (for example a `keras.Sequential` of "
+        "`Resizing` and `Rescaling`) or a callable applied to the teacher's "
+        f"inputs. Received: teacher_preprocessing={value!r}"
+    )
+
+
+def _first_inputs(x):
+    """A small batch of inputs from `fit`'s `x`, to build unbuilt models."""
+    import numpy as np
+    import tensorflow as tf
+
+    if isinstance(x, tf.data.Dataset):
+        for element in x.take(1):
+            x = element
+            break
+        else:
+            return None
+        x = (
+            keras.utils.unpack_x_y_sample_weight(x)[0]
+            if isinstance(x, tuple)
+            else x
         )
+    elif isinstance(x, keras.utils.PyDataset):
+        x = x[0]
+        x = (
+            keras.utils.unpack_x_y_sample_weight(x)[0]
+            if isinstance(x, tuple)
+            else x
+        )
+    x, _ = _split_cached(x)
+    return keras.tree.map_structure(
+        lambda a: a[:2] if isinstance(a, (np.ndarray, tf.Tensor)) else a, x
+    )
 
 
 def _check_fraction(arg, value):
@@ -139,19 +179,29 @@ def _check_weights(weights, count):
     return checked
 
 
-def _output_classes(model, shape):
-    """The last axis of the model's single output, or None if unknown."""
-    outputs = getattr(model, "outputs", None)
-    if outputs:
-        return outputs[0].shape[-1] if len(outputs) == 1 else None
-    if shape is None:
-        return None
-    try:
-        spec = model.compute_output_spec(keras.KerasTensor(shape))
-    except Exception:  # A model that cannot be traced symbolically.
-        return None
-    shape = getattr(spec, "shape", None)
+def _classes(view):
+    """The last axis of a view's chosen output, or None if unknown."""
+    shape = view.logits_shape() if view is not None else None
     return shape[-1] if shape else None
+
+
+def _output_classes(model):
+    """The last axis of a single-output model's output, or None."""
+    outputs = getattr(model, "outputs", None)
+    if outputs and len(outputs) == 1:
+        return outputs[0].shape[-1]
+    return None
+
+
+def _select(outputs, spec):
+    """The logits (spec None), feature or list of features a loss reads."""
+    if outputs is None:
+        return None
+    if spec is None:
+        return outputs[LOGITS]
+    if isinstance(spec, str):
+        return outputs[spec]
+    return [outputs[name] for name in spec]
 
 
 def _split_cached(x):
@@ -166,130 +216,6 @@ def _split_cached(x):
     if isinstance(x, dict) and TEACHER_KEY in x and INPUT_KEY in x:
         return x[INPUT_KEY], x[TEACHER_KEY]
     return x, None
-
-
-def _graph(model):
-    """The functional graph behind a Functional or Sequential model."""
-    if isinstance(model, keras.Sequential):
-        return getattr(model, "_functional", None)
-    if hasattr(model, "_run_through_graph") and hasattr(
-        model, "_nodes_by_depth"
-    ):
-        return model
-    return None
-
-
-def _layer_names(model):
-    """Every layer name in `model`, nested models included, in order."""
-    names = []
-    for layer in getattr(model, "layers", []):
-        names.append(layer.name)
-        if isinstance(layer, keras.Model):
-            names.extend(_layer_names(layer))
-    return names
-
-
-def _replay(model, inputs, wanted, found):
-    """Calls `model`'s layers on `inputs` symbolically, recording features.
-
-    Nested models that hold a wanted layer are opened up and replayed the
-    same way, so every layer still runs once; the outputs of wanted layers
-    are stored in `found` by name.
-    """
-    graph = _graph(model)
-    if graph is None:
-        raise ValueError(
-            "Invalid model for a feature loss. Expected Functional or "
-            "Sequential models (nested ones included) whose layers can be "
-            f"named. Received: the subclassed model {model.name!r}"
-        )
-
-    def call(operation, *args, **kwargs):
-        if isinstance(operation, keras.Model) and wanted & set(
-            _layer_names(operation)
-        ):
-            outputs = _replay(operation, args[0], wanted, found)
-        else:
-            outputs = operation(*args, **kwargs)
-        if operation.name in wanted:
-            found.setdefault(operation.name, outputs)
-        return outputs
-
-    return graph._run_through_graph(inputs, call_fn=call)
-
-
-def _feature_view(model, role, layer_names):
-    """A functional model returning the output and the named layers' outputs.
-
-    The view shares the model's layers, so calling it is one forward pass of
-    the model that also yields the intermediate features. Layers are found
-    by name in the model and in the models nested inside it.
-    """
-    if not layer_names:
-        return None
-    if _graph(model) is None:
-        raise ValueError(
-            f"Invalid {role} for a feature loss. Expected a Functional or "
-            f"Sequential `keras.Model` whose layers can be named. Received: "
-            f"the subclassed model {model.name!r}"
-        )
-    if len(model.outputs) != 1:
-        raise ValueError(
-            f"Invalid {role} for a feature loss. Expected a model with a "
-            f"single output. Received: {len(model.outputs)} outputs"
-        )
-    known = _layer_names(model)
-    for name in layer_names:
-        if name not in known:
-            raise ValueError(
-                f"Invalid layer name for the {role}. Expected one of {known}. "
-                f"Received: {name!r}"
-            )
-    inputs = [
-        keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name)
-        for x in model.inputs
-    ]
-    found = {}
-    output = _replay(
-        model,
-        inputs[0] if len(inputs) == 1 else inputs,
-        set(layer_names),
-        found,
-    )
-    outputs = {OUTPUT: keras.tree.flatten(output)[0]}
-    for name in layer_names:
-        outputs[name] = found[name]
-    return keras.Model(
-        inputs[0] if len(inputs) == 1 else inputs,
-        outputs,
-        name=f"{model.name}_features",
-    )
-
-
-def _select(outputs, spec):
-    """The output (or list of outputs) a loss' layer spec asks for."""
-    if outputs is None:
-        return None
-    if spec is None:
-        return outputs[OUTPUT]
-    if isinstance(spec, str):
-        return outputs[spec]
-    return [outputs[name] for name in spec]
-
-
-def _spec_shapes(view, model, spec):
-    """The shapes of the tensors `_select` returns for `spec`."""
-    if model is None:
-        return None
-    if spec is None:
-        return (
-            tuple(model.outputs[0].shape)
-            if getattr(model, "outputs", None)
-            else None
-        )
-    if isinstance(spec, str):
-        return tuple(view.output[spec].shape)
-    return [tuple(view.output[name].shape) for name in spec]
 
 
 class _LossEpochHooks(keras.callbacks.Callback):
@@ -407,6 +333,11 @@ class Distiller(MultiWorkerBuild, keras.Model):
         distillation_loss_weights=None,
         student_loss_weight=0.5,
         augment=None,
+        teacher_output=None,
+        student_output=None,
+        teacher_output_type="auto",
+        student_output_type="auto",
+        teacher_preprocessing=None,
         name="distiller",
         **kwargs,
     ):
@@ -424,6 +355,15 @@ class Distiller(MultiWorkerBuild, keras.Model):
         alpha = _check_fraction("student_loss_weight", student_loss_weight)
         self.teacher = teacher
         self.student = student
+        self.teacher_output = teacher_output
+        self.student_output = student_output
+        self.teacher_output_type = check_output_type(
+            "teacher", teacher_output_type
+        )
+        self.student_output_type = check_output_type(
+            "student", student_output_type
+        )
+        self.teacher_preprocessing = _check_preprocessing(teacher_preprocessing)
         self._alpha = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(alpha),
@@ -433,19 +373,20 @@ class Distiller(MultiWorkerBuild, keras.Model):
             name="student_loss_weight",
         )
         self._evaluate_distillation = False
+        self._nan_policy = "raise"
         self.augment = _check_augment(augment)
         self._loss_layers = []
+        object.__setattr__(self, "_teacher_view", None)
+        object.__setattr__(self, "_student_view", None)
         self._set_losses(distillation_losses, distillation_loss_weights)
         self._student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self._distillation_loss_tracker = keras.metrics.Mean(
             name="distillation_loss"
         )
-        if hasattr(student, "output_names"):
-            self.output_names = student.output_names
-        self.built = True
+        self.built = self._student_view is not None
 
     # ------------------------------------------------------------------
-    # Losses and their variables.
+    # Losses, their variables and the views they read.
 
     def _set_losses(self, distillation_losses, weights):
         if distillation_losses is None:
@@ -465,11 +406,10 @@ class Distiller(MultiWorkerBuild, keras.Model):
         needing = [type(x).__name__ for x in resolved if x.needs_teacher]
         if self.teacher is None and needing:
             raise ValueError(
-                "Invalid value for argument `teacher`. Expected a built "
+                "Invalid value for argument `teacher`. Expected a "
                 f"`keras.Model`: the losses {needing} need a teacher. "
                 "Received: teacher=None"
             )
-        self._validate_losses(resolved)
 
         # Drop the variables of the losses this call replaces.
         for variable in self.__dict__.get("_loss_variables", []):
@@ -499,50 +439,80 @@ class Distiller(MultiWorkerBuild, keras.Model):
             weight_variables
             + [v for loss in resolved for v in loss._bound.values()],
         )
+        object.__setattr__(
+            self,
+            "_weighted",
+            [accepts_sample_weight(loss) for loss in resolved],
+        )
+        self.train_function = None
+        self.test_function = None
+        if self.student.built and (self.teacher is None or self.teacher.built):
+            self._set_views()
+
+    def _set_views(self):
+        """Builds the teacher's and the student's views, checks them
+        against the losses and builds the losses' own layers.
+
+        Needs built models: at construction, or for models built on their
+        first batch, at the start of `fit` / `evaluate` / `predict`.
+        """
+        resolved = self._distill_losses
         teacher_view = None
         if self.teacher is not None:
-            teacher_view = _feature_view(
+            teacher_view = ModelView(
                 self.teacher,
                 "teacher",
-                sorted(
-                    {
-                        n
-                        for x in resolved
-                        for n in layer_names(x.teacher_layer)
-                        if x.needs_teacher
-                    }
-                ),
+                {
+                    n
+                    for x in resolved
+                    if x.needs_teacher
+                    for n in layer_names(x.teacher_layer)
+                },
+                self.teacher_output,
+                self.teacher_output_type,
             )
-        student_view = _feature_view(
+        student_view = ModelView(
             self.student,
             "student",
-            sorted({n for x in resolved for n in layer_names(x.student_layer)}),
+            {n for x in resolved for n in layer_names(x.student_layer)},
+            self.student_output,
+            self.student_output_type,
         )
+        self._validate_losses(resolved, teacher_view, student_view)
         object.__setattr__(self, "_teacher_view", teacher_view)
         object.__setattr__(self, "_student_view", student_view)
         self._build_loss_layers(resolved)
-        self.train_function = None
-        self.test_function = None
+        if self.student_output is None and hasattr(
+            self.student, "output_names"
+        ):
+            self.output_names = self.student.output_names
 
     def _build_loss_layers(self, resolved):
         """Builds each loss' own layers and tracks them for saving."""
+
+        def shapes(view, spec):
+            if view is None:
+                return None
+            if spec is None:
+                return view.logits_shape()
+            if isinstance(spec, str):
+                return view.feature_shape(spec)
+            return [view.feature_shape(name) for name in spec]
+
         while self._loss_layers:
             self._loss_layers.pop()
         for loss in resolved:
             loss.build(
-                _spec_shapes(
-                    self._teacher_view,
-                    self.teacher if loss.needs_teacher else None,
+                shapes(
+                    self._teacher_view if loss.needs_teacher else None,
                     loss.teacher_layer,
                 ),
-                _spec_shapes(
-                    self._student_view, self.student, loss.student_layer
-                ),
+                shapes(self._student_view, loss.student_layer),
             )
             for layer in loss.layers:
                 self._loss_layers.append(layer)
 
-    def _validate_losses(self, resolved):
+    def _validate_losses(self, resolved, teacher_view, student_view):
         if self.teacher is None:
             for loss in resolved:
                 loss.validate_models(None, self.student)
@@ -550,7 +520,8 @@ class Distiller(MultiWorkerBuild, keras.Model):
         t_shape = input_shape(self.teacher)
         s_shape = input_shape(self.student) or t_shape
         if (
-            t_shape is not None
+            self.teacher_preprocessing is None
+            and t_shape is not None
             and s_shape is not None
             and (
                 len(t_shape) != len(s_shape)
@@ -563,12 +534,16 @@ class Distiller(MultiWorkerBuild, keras.Model):
             raise ValueError(
                 "Invalid teacher and student. Expected both to take the same "
                 f"inputs. Received: teacher input shape {t_shape}, student "
-                f"input shape {s_shape}"
+                f"input shape {s_shape}. If the teacher needs its own input "
+                "size or scale, pass `teacher_preprocessing=` (for example "
+                "`keras.Sequential([keras.layers.Resizing(h, w), "
+                "keras.layers.Rescaling(scale, offset)])`): it is applied to "
+                "the teacher's inputs only."
             )
         t_classes = s_classes = None
         if any(x.needs_logits for x in resolved):
-            t_classes = _output_classes(self.teacher, t_shape or s_shape)
-            s_classes = _output_classes(self.student, s_shape)
+            t_classes = _classes(teacher_view)
+            s_classes = _classes(student_view)
         for loss in resolved:
             loss.validate_models(self.teacher, self.student)
             if (
@@ -583,6 +558,34 @@ class Distiller(MultiWorkerBuild, keras.Model):
                     f"Received: teacher classes={t_classes}, student "
                     f"classes={s_classes}"
                 )
+
+    def _build_models(self, x):
+        """Builds unbuilt teacher / student on a batch, then the views."""
+        if self._student_view is not None:
+            return
+        sample = _first_inputs(x)
+        if sample is None:
+            raise ValueError(
+                "Invalid data. Expected at least one batch to build the "
+                f"unbuilt model(s) {self._unbuilt()} on. Received: no batch"
+            )
+        with self.distribute_strategy.scope():
+            if not self.student.built:
+                self.student(sample, training=False)
+            if self.teacher is not None and not self.teacher.built:
+                teacher_x = sample
+                if self.teacher_preprocessing is not None:
+                    teacher_x = self.teacher_preprocessing(sample)
+                self.teacher(teacher_x, training=False)
+            self._set_views()
+        self.built = True
+
+    def _unbuilt(self):
+        return [
+            m.name
+            for m in (self.teacher, self.student)
+            if m is not None and not m.built
+        ]
 
     @property
     def distillation_losses(self):
@@ -821,45 +824,53 @@ class Distiller(MultiWorkerBuild, keras.Model):
             loss.needs_teacher for loss in self._distill_losses
         ):
             return None
+        view = self._teacher_view
         if cached is not None:
-            if self._teacher_view is not None:
+            if view.features:
                 raise ValueError(
                     "A teacher cache holds the teacher's outputs only. "
                     "Expected no loss on intermediate teacher features with "
                     "cached data. Received: losses on teacher layers "
                     f"{[x.teacher_layer for x in self._distill_losses]}"
                 )
-            return {OUTPUT: cached}
-        if self._teacher_view is not None:
-            return self._teacher_view(x, training=False)
-        return {OUTPUT: self.teacher(x, training=False)}
+            return {LOGITS: view.logits(cached), MASK: None}
+        if self.teacher_preprocessing is not None:
+            x = self.teacher_preprocessing(x)
+        return view(x, training=False)
 
-    def _student_outputs(self, x, training):
-        if self._student_view is not None:
-            return self._student_view(x, training=training)
-        return {OUTPUT: self.student(x, training=training)}
-
-    def _distillation_loss(self, teacher_outputs, student_outputs, y):
+    def _distillation_loss(self, teacher_outputs, student_outputs, y, weight):
         total = ops.zeros((), dtype="float32")
-        for loss, weight in zip(self._distill_losses, self._weight_variables):
+        for loss, loss_weight, weighted in zip(
+            self._distill_losses, self._weight_variables, self._weighted
+        ):
             if loss.needs_labels and y is None:
                 raise ValueError(
                     f"`{type(loss).__name__}` needs labels. Expected data "
                     "as (x, y). Received: x only"
                 )
+            student = _select(student_outputs, loss.student_layer)
+            kwargs = {}
+            if weighted:
+                mask = (
+                    student_outputs[MASK]
+                    if loss.student_layer is None
+                    else keras_mask(student)
+                )
+                kwargs["sample_weight"] = merge_mask(weight, mask)
             value = loss.compute(
                 _select(teacher_outputs, loss.teacher_layer)
                 if loss.needs_teacher
                 else None,
-                _select(student_outputs, loss.student_layer),
+                student,
                 y_true=y,
+                **kwargs,
             )
             if len(value.shape) != 0:
                 raise ValueError(
                     f"`{type(loss).__name__}.compute` must return a scalar. "
                     f"Received: a tensor of shape {tuple(value.shape)}"
                 )
-            total = total + weight * ops.cast(value, "float32")
+            total = total + loss_weight * ops.cast(value, "float32")
         return total
 
     def compute_loss(
@@ -919,7 +930,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
         self, x, y, sample_weight, teacher_outputs, training, mix=(None, None)
     ):
         """Student forward pass and every loss term, inside the tape."""
-        student_outputs = self._student_outputs(x, training=training)
+        student_outputs = self._student_view(x, training=training)
         y_pred = student_outputs[OUTPUT]
         perm, lam = mix
         supervised = self._supervised_loss(y, y_pred, sample_weight)
@@ -933,7 +944,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
             )
             supervised = lam * supervised + (1.0 - lam) * mixed
         distillation = self._distillation_loss(
-            teacher_outputs, student_outputs, y
+            teacher_outputs, student_outputs, y, sample_weight
         )
         alpha = self._alpha
         total = (
@@ -1023,14 +1034,28 @@ class Distiller(MultiWorkerBuild, keras.Model):
                 spec = spec[0]
             if isinstance(spec, dict) and TEACHER_KEY in spec:
                 raise ValueError(_AUGMENT_WITH_CACHE)
-        x, _ = _split_cached(x)
-        check_inputs(method, x, input_shape(self.student))
-        check_labels(
-            method,
-            x,
-            y,
-            _output_classes(self.student, input_shape(self.student)),
-        )
+        inputs, _ = _split_cached(x)
+        check_inputs(method, inputs, expected_inputs(self.student))
+        check_labels(method, inputs, y, _output_classes(self.student))
+        if x is None:
+            return
+        if self._student_view is None:
+            self._build_models(x)
+        if method == "predict":
+            return
+        sample = None
+        for view, preprocessing in (
+            (self._teacher_view, self.teacher_preprocessing),
+            (self._student_view, None),
+        ):
+            if view is None or not view.probes:
+                continue
+            sample = _first_inputs(x) if sample is None else sample
+            if sample is None:
+                continue
+            view.check_probabilities(
+                sample if preprocessing is None else preprocessing(sample)
+            )
 
     def fit(self, *args, **kwargs):
         """Trains the student; the same arguments as `keras.Model.fit`.
@@ -1128,6 +1153,15 @@ class Distiller(MultiWorkerBuild, keras.Model):
             "augment": None
             if self.augment is None
             else keras.saving.serialize_keras_object(self.augment),
+            "teacher_output": self.teacher_output,
+            "student_output": self.student_output,
+            "teacher_output_type": self.teacher_output_type,
+            "student_output_type": self.student_output_type,
+            "teacher_preprocessing": None
+            if self.teacher_preprocessing is None
+            else keras.saving.serialize_keras_object(
+                self.teacher_preprocessing
+            ),
         }
 
     @classmethod
@@ -1141,10 +1175,11 @@ class Distiller(MultiWorkerBuild, keras.Model):
             config[key] = keras.saving.deserialize_keras_object(
                 config[key], custom_objects=custom_objects
             )
-        if config.get("augment") is not None:
-            config["augment"] = keras.saving.deserialize_keras_object(
-                config["augment"], custom_objects=custom_objects
-            )
+        for key in ("augment", "teacher_preprocessing"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(
+                    config[key], custom_objects=custom_objects
+                )
         config["distillation_losses"] = [
             keras.saving.deserialize_keras_object(
                 x, custom_objects=custom_objects

@@ -484,15 +484,23 @@ def test_error_not_a_keras_model(role):
     teacher, student = _models()
     kwargs = {"teacher": teacher, "student": student, role: "model.keras"}
     with pytest.raises(
-        ValueError, match=f"`{role}`. Expected a built `keras.Model`"
+        ValueError, match=f"`{role}`. Expected a `keras.Model`"
     ):
         Distiller(**kwargs)
 
 
-def test_error_unbuilt_model():
+def test_unbuilt_subclassed_student_is_built_on_the_first_batch():
     teacher, _ = _models()
-    with pytest.raises(ValueError, match="call it on a batch"):
-        Distiller(teacher, SubclassedStudent(name="lazy"))
+    student = SubclassedStudent(name="lazy")
+    distiller = Distiller(teacher, student)
+    assert not distiller.built and not student.built
+    distiller.compile("adam", sparse_ce())
+    x, y = data(16)
+    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert student.built and distiller.built
+    np.testing.assert_allclose(
+        distiller.predict(x, verbose=0), student.predict(x, verbose=0)
+    )
 
 
 def test_error_same_teacher_and_student():
@@ -602,9 +610,11 @@ def test_mixed_bfloat16_keeps_the_losses_in_float32():
         distiller.compile("adam", sparse_ce())
         history = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
         teacher_out = distiller._teacher_outputs(x)
-        student_out = distiller._student_outputs(x, training=False)
+        student_out = distiller._student_view(x, training=False)
         assert student_out["__output__"].dtype == "bfloat16"
-        value = distiller._distillation_loss(teacher_out, student_out, None)
+        value = distiller._distillation_loss(
+            teacher_out, student_out, None, None
+        )
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert value.dtype == "float32"

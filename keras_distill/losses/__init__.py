@@ -7,7 +7,9 @@ to `keras_distill.losses.get` (see `known_names()`).
 from keras_distill.losses.base import DistillationLoss
 from keras_distill.losses.base import get
 from keras_distill.losses.base import known_names
+from keras_distill.losses.base import merge_mask
 from keras_distill.losses.base import register
+from keras_distill.losses.base import weighted_mean
 from keras_distill.losses.compat import KerasDistillationLoss
 from keras_distill.losses.compat import from_keras
 from keras_distill.losses.features import AttentionTransfer
@@ -37,7 +39,9 @@ __all__ = [
     "from_keras",
     "get",
     "known_names",
+    "merge_mask",
     "register",
     "rkd",
     "soft_kl",
+    "weighted_mean",
 ]

@@ -94,9 +94,19 @@ class DistillationLoss:
 
     Subclasses implement `compute`. They name the layers whose outputs they
     need in `teacher_layer` and `student_layer` (`None`, the default, means
-    the model's final output; a list of names passes a list of outputs);
-    the `Distiller` extracts them in a single forward pass of each model,
-    also from layers inside nested models.
+    the model's final output as logits: a final softmax is undone, and for
+    several outputs the one chosen by `Distiller(teacher_output=...,
+    student_output=...)` is passed; a list of names passes a list of
+    outputs); the `Distiller` extracts them in a single forward pass of
+    each model, also from layers inside nested models.
+
+    A loss whose `compute` accepts a `sample_weight` argument receives the
+    batch's per-position weights: the sample weights given to `fit` (class
+    weights included) with any Keras mask of the student's compared output
+    folded in, as Keras folds them into the student's loss. Reduce with
+    `keras_distill.losses.weighted_mean` to stay on the supervised loss'
+    footing (per valid position for masked sequences). A loss without the
+    argument weighs every position alike.
 
     A loss that needs no teacher (`needs_teacher = False`, for example
     `TeacherFreeKD`) receives `None` as `teacher_outputs`. A loss may own
@@ -273,6 +283,20 @@ class DistillationLoss:
         return f"{type(self).__name__}({args})"
 
 
+def accepts_sample_weight(loss):
+    """Whether a loss' `compute` takes a `sample_weight` argument.
+
+    Losses that do are given the batch's per-position weights (sample
+    weights with any Keras mask folded in, see `merge_mask`); the others
+    are called without them and weigh every position alike.
+    """
+    try:
+        parameters = inspect.signature(loss.compute).parameters
+    except (TypeError, ValueError):
+        return False
+    return "sample_weight" in parameters
+
+
 def layer_names(spec):
     """The layer names a `teacher_layer` / `student_layer` value asks for.
 
@@ -313,7 +337,79 @@ def resolve_keras_loss(loss):
     return loss_fn
 
 
-def keras_loss_mean(loss_fn, y_true, y_pred):
+def _same_rank(values, weight):
+    """`weight` expanded (trailing axes) or squeezed to `values`' rank."""
+    while len(weight.shape) < len(values.shape):
+        weight = keras.ops.expand_dims(weight, -1)
+    while len(weight.shape) > len(values.shape) and weight.shape[-1] == 1:
+        weight = keras.ops.squeeze(weight, -1)
+    if len(weight.shape) > len(values.shape):
+        raise ValueError(
+            "Invalid `sample_weight` for a distillation loss. Expected "
+            f"weights of shape {tuple(values.shape)} (one per position the "
+            "loss compares) or a prefix of it. Received: sample_weight of "
+            f"shape {tuple(weight.shape)}"
+        )
+    return weight
+
+
+def weighted_mean(values, sample_weight=None):
+    """Keras' `"sum_over_batch_size"` reduction of per-position values.
+
+    Formula:
+
+    ```
+    loss = Σ w · values / size(values)
+    ```
+
+    the reduction a `keras.losses.Loss` applies to the student's
+    supervised loss (without its division by the number of replicas,
+    which the `Distiller` applies once to every term). Weights of a lower
+    rank (one per example) apply to every position of their example.
+
+    Args:
+        values: Per-position loss values, e.g. `(batch,)` or
+            `(batch, time)`.
+        sample_weight: None, or weights of `values`' shape or a prefix
+            of it (trailing axes of size 1 allowed).
+
+    Returns:
+        A float32 scalar.
+    """
+    values = keras.ops.cast(values, "float32")
+    if sample_weight is not None:
+        weight = _same_rank(values, keras.ops.cast(sample_weight, "float32"))
+        values = values * weight
+    return keras.ops.mean(values)
+
+
+def merge_mask(sample_weight, mask):
+    """Folds a Keras mask into the sample weights, as Keras' losses do.
+
+    Valid positions get the weight `total / valid` (times their sample
+    weight), masked ones 0, so that `weighted_mean` gives
+    `Σ w · values / valid`: the mean over the valid positions, the
+    normalisation Keras applies to a masked student loss.
+
+    Args:
+        sample_weight: None or a weight tensor.
+        mask: None or a boolean tensor of the positions' shape.
+
+    Returns:
+        The merged weights (None when both are None).
+    """
+    if mask is None:
+        return sample_weight
+    mask = keras.ops.cast(mask, "float32")
+    total = keras.ops.cast(keras.ops.size(mask), "float32")
+    valid = keras.ops.sum(mask)
+    weight = mask * keras.ops.divide_no_nan(total, valid)
+    if sample_weight is None:
+        return weight
+    return weight * _same_rank(weight, keras.ops.cast(sample_weight, "float32"))
+
+
+def keras_loss_mean(loss_fn, y_true, y_pred, sample_weight=None):
     """The mean of a Keras loss over every example, in float32.
 
     A `keras.losses.Loss` instance divides its reduced value by the number
@@ -325,6 +421,8 @@ def keras_loss_mean(loss_fn, y_true, y_pred):
         loss_fn: A Keras loss function or `keras.losses.Loss` instance.
         y_true: The target tensor.
         y_pred: The prediction tensor.
+        sample_weight: Optional per-position weights (see
+            `weighted_mean`).
 
     Returns:
         A float32 scalar.
@@ -333,7 +431,7 @@ def keras_loss_mean(loss_fn, y_true, y_pred):
         value = loss_fn.call(y_true, y_pred)
     else:
         value = loss_fn(y_true, y_pred)
-    return keras.ops.mean(keras.ops.cast(value, "float32"))
+    return weighted_mean(value, sample_weight)
 
 
 def variable_property(attr, check):

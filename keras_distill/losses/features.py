@@ -178,12 +178,17 @@ class FeatureDistillation(DistillationLoss):
                 f"{self.name}_adapter", teacher_shape, student_shape
             )
 
-    def compute(self, teacher_outputs, student_outputs, y_true=None):
+    def compute(
+        self, teacher_outputs, student_outputs, y_true=None, sample_weight=None
+    ):
         student = student_outputs
         if self._adapter is not None:
             student = self._adapter(student)
         return keras_loss_mean(
-            self._loss_fn, _float32(teacher_outputs), _float32(student)
+            self._loss_fn,
+            _float32(teacher_outputs),
+            _float32(student),
+            sample_weight,
         )
 
     def get_config(self):

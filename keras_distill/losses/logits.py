@@ -12,14 +12,10 @@ from keras_distill.losses.base import keras_loss_mean
 from keras_distill.losses.base import register
 from keras_distill.losses.base import resolve_keras_loss
 from keras_distill.losses.base import variable_property
+from keras_distill.losses.base import weighted_mean
 
 
-def _batch_mean(per_example):
-    """Mean over every axis: the "sum_over_batch_size" reduction."""
-    return ops.mean(per_example)
-
-
-def soft_kl(teacher_logits, student_logits, temperature):
+def soft_kl(teacher_logits, student_logits, temperature, sample_weight=None):
     """Temperature-scaled KL divergence from logits, times T².
 
     Formula:
@@ -30,8 +26,9 @@ def soft_kl(teacher_logits, student_logits, temperature):
                          - log_softmax(student_logits / T))
     ```
 
-    summed over the last (class) axis and averaged over every other axis,
-    in float32 whatever the inputs' dtype.
+    summed over the last (class) axis and averaged over every other axis
+    (`keras_distill.losses.weighted_mean`: `Σ w · KL / positions` with
+    sample weights), in float32 whatever the inputs' dtype.
 
     At high temperatures the two log-softmax terms nearly cancel, and the
     T² factor then multiplies their float32 rounding error (about 1e-4
@@ -53,6 +50,8 @@ def soft_kl(teacher_logits, student_logits, temperature):
         teacher_logits: Tensor `(batch, ..., classes)`.
         student_logits: Tensor of the same shape.
         temperature: Positive scalar (float or float32 variable).
+        sample_weight: Optional weights of the positions `(batch, ...)`
+            (padding and Keras masks folded in by the `Distiller`).
 
     Returns:
         A float32 scalar.
@@ -62,17 +61,19 @@ def soft_kl(teacher_logits, student_logits, temperature):
     student = ops.cast(student_logits, "float32")
     log_p_t = ops.log_softmax(teacher / t, axis=-1)
     log_p_s = ops.log_softmax(student / t, axis=-1)
-    textbook = _batch_mean(
-        ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
+    textbook = weighted_mean(
+        ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1),
+        sample_weight,
     )
-    precise = _precise_kl(
-        ops.stop_gradient(teacher), ops.stop_gradient(student), t
+    precise = weighted_mean(
+        _precise_kl(ops.stop_gradient(teacher), ops.stop_gradient(student), t),
+        ops.stop_gradient(sample_weight) if sample_weight is not None else None,
     )
     return (textbook + ops.stop_gradient(precise - textbook)) * t * t
 
 
 def _precise_kl(teacher, student, t):
-    """The batch mean of KL(p_t || p_s) without cancellation (no T²)."""
+    """KL(p_t || p_s) per position, without cancellation (no T²)."""
     log_p_t = ops.log_softmax(teacher / t, axis=-1)
     p_t = ops.exp(log_p_t)
     d = (teacher - student) / t
@@ -96,8 +97,7 @@ def _precise_kl(teacher, student, t):
     kl_small = ops.log1p(
         ops.maximum(ops.sum(p_phi, axis=-1) - ops.sum(p_t * e, axis=-1), 0.0)
     )
-    per_example = ops.where(kl_large > 0.1, kl_large, kl_small)
-    return _batch_mean(per_example)
+    return ops.where(kl_large > 0.1, kl_large, kl_small)
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -152,9 +152,14 @@ class LogitsDistillation(DistillationLoss):
         super().__init__(name=name)
         self.temperature = temperature
 
-    def compute(self, teacher_outputs, student_outputs, y_true=None):
+    def compute(
+        self, teacher_outputs, student_outputs, y_true=None, sample_weight=None
+    ):
         return soft_kl(
-            teacher_outputs, student_outputs, self.variable("temperature")
+            teacher_outputs,
+            student_outputs,
+            self.variable("temperature"),
+            sample_weight,
         )
 
 
@@ -203,11 +208,13 @@ class SoftTargetDistillation(DistillationLoss):
         self._loss_fn = resolve_keras_loss(loss)
         self.temperature = temperature
 
-    def compute(self, teacher_outputs, student_outputs, y_true=None):
+    def compute(
+        self, teacher_outputs, student_outputs, y_true=None, sample_weight=None
+    ):
         t = ops.cast(self.variable("temperature"), "float32")
         p_t = ops.softmax(ops.cast(teacher_outputs, "float32") / t, axis=-1)
         p_s = ops.softmax(ops.cast(student_outputs, "float32") / t, axis=-1)
-        return keras_loss_mean(self._loss_fn, p_t, p_s) * t * t
+        return keras_loss_mean(self._loss_fn, p_t, p_s, sample_weight) * t * t
 
     def get_config(self):
         config = super().get_config()
@@ -272,7 +279,15 @@ def _masked_log_softmax(z, keep):
     return ops.where(keep > 0, log_q, ops.zeros_like(z))
 
 
-def dkd(teacher_logits, student_logits, y_true, alpha, beta, temperature):
+def dkd(
+    teacher_logits,
+    student_logits,
+    y_true,
+    alpha,
+    beta,
+    temperature,
+    sample_weight=None,
+):
     """Decoupled knowledge distillation (Zhao et al., CVPR 2022).
 
     Formula:
@@ -296,6 +311,8 @@ def dkd(teacher_logits, student_logits, y_true, alpha, beta, temperature):
         alpha: Weight of the target-class term (TCKD).
         beta: Weight of the non-target-class term (NCKD).
         temperature: Positive scalar T.
+        sample_weight: Optional weights of the positions (see
+            `keras_distill.losses.weighted_mean`).
 
     Returns:
         A float32 scalar.
@@ -321,7 +338,7 @@ def dkd(teacher_logits, student_logits, y_true, alpha, beta, temperature):
     q_t = ops.exp(log_q_t) * other
     nckd = ops.sum(q_t * (log_q_t - log_q_s), axis=-1)
     per_example = alpha * tckd + beta * nckd
-    return _batch_mean(per_example) * t * t
+    return weighted_mean(per_example, sample_weight) * t * t
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -402,7 +419,9 @@ class DKD(DistillationLoss):
     def on_epoch_begin(self, epoch):
         self.warmup_factor = self._factor(epoch)
 
-    def compute(self, teacher_outputs, student_outputs, y_true=None):
+    def compute(
+        self, teacher_outputs, student_outputs, y_true=None, sample_weight=None
+    ):
         value = dkd(
             teacher_outputs,
             student_outputs,
@@ -410,6 +429,7 @@ class DKD(DistillationLoss):
             self.variable("alpha"),
             self.variable("beta"),
             self.variable("temperature"),
+            sample_weight,
         )
         return ops.cast(self.variable("warmup_factor"), "float32") * value
 
@@ -491,11 +511,18 @@ class TeacherFreeKD(DistillationLoss):
         if "correct_prob" in self.__dict__.get("_bound", {}):
             self._bound["correct_prob"].assign(float(value))
 
-    def compute(self, teacher_outputs, student_outputs, y_true=None):
+    def compute(
+        self, teacher_outputs, student_outputs, y_true=None, sample_weight=None
+    ):
         target = target_mask(y_true, student_outputs)
         classes = student_outputs.shape[-1]
         p = ops.cast(self.variable("correct_prob"), "float32")
         log_right = ops.log(p)
         log_wrong = ops.log((1.0 - p) / (classes - 1))
         virtual = target * log_right + (1.0 - target) * log_wrong
-        return soft_kl(virtual, student_outputs, self.variable("temperature"))
+        return soft_kl(
+            virtual,
+            student_outputs,
+            self.variable("temperature"),
+            sample_weight,
+        )

@@ -1,0 +1,536 @@
+"""What the losses compare: logits and features from one forward pass.
+
+A `ModelView` calls a teacher or a student once and returns, in one dict,
+
+- `OUTPUT`: the model's whole output, as `model(x)` returns it (the
+  student's supervised loss and metrics use it);
+- `LOGITS`: the output the logits losses compare, as logits: the output
+  chosen by name or index when the model has several, with a final softmax
+  undone (the pre-softmax tensor of the same forward pass, never
+  `log(softmax(z))`) or, for a model whose head cannot be inspected, the
+  conversion its declared output type asks for;
+- one entry per named intermediate layer a feature loss asks for.
+
+Models whose last operation is a softmax are detected through their
+functional graph: a `keras.layers.Softmax` layer, an `Activation("softmax")`
+layer, any layer built with `activation="softmax"` (the `Dense` head of
+every `keras.applications` classifier), also inside nested models.
+"""
+
+import threading
+import warnings
+
+import keras
+from keras import ops
+
+OUTPUT = "__output__"
+LOGITS = "__logits__"
+MASK = "__mask__"
+OUTPUT_TYPES = ("auto", "logits", "probabilities", "log_probabilities")
+_TINY = 1e-30
+_SWAP = threading.RLock()
+
+
+def check_output_type(role, value):
+    """Validates `teacher_output_type` / `student_output_type`."""
+    if value not in OUTPUT_TYPES:
+        raise ValueError(
+            f"Invalid value for argument `{role}_output_type`. Expected one "
+            f"of {list(OUTPUT_TYPES)}. Received: {role}_output_type={value!r}"
+        )
+    return value
+
+
+def to_logits(outputs, output_type):
+    """Outputs of a declared type as float32 logits, exactly and stably.
+
+    Probabilities are clipped at 1e-30 and logged: `softmax(log p / T)` is
+    the distribution `p^(1/T)` renormalised, as from the logits. Log
+    probabilities are logits already (softmax ignores a constant per row).
+
+    Args:
+        outputs: A tensor, classes on the last axis.
+        output_type: `"logits"`, `"log_probabilities"`, `"probabilities"`
+            or `"auto"` (treated as logits).
+
+    Returns:
+        A float32 tensor of the same shape.
+    """
+    outputs = ops.cast(outputs, "float32")
+    if output_type == "probabilities":
+        return ops.log(ops.maximum(outputs, _TINY))
+    return outputs
+
+
+def looks_like_probabilities(values):
+    """Whether a NumPy batch is non-negative with rows summing to 1."""
+    import numpy as np
+
+    values = np.asarray(values, np.float64)
+    if values.ndim < 2 or values.shape[-1] < 2 or not values.size:
+        return False
+    if values.min() < 0:
+        return False
+    return bool(np.allclose(values.sum(axis=-1), 1.0, atol=1e-3))
+
+
+def probability_warning(role):
+    """The one-time warning for outputs that look like probabilities."""
+    return (
+        f"The {role}'s outputs look like probabilities (non-negative, every "
+        "row sums to 1) but its head could not be inspected and nothing was "
+        "declared, so they are used as logits, which gives a wrong "
+        f"distillation loss. Pass `{role}_output_type='probabilities'` to "
+        f"`keras_distill.Distiller` (or `'logits'` to silence this warning)."
+    )
+
+
+def keras_mask(tensor):
+    """The Keras mask a layer attached to `tensor`, or None."""
+    return getattr(tensor, "_keras_mask", None)
+
+
+def warn_probabilities(role):
+    warnings.warn(probability_warning(role), UserWarning, stacklevel=3)
+
+
+def symbolic_output(model):
+    """A model's symbolic output structure, or None if not known yet."""
+    functional = graph(model)
+    try:
+        return (functional or model).output
+    except (AttributeError, ValueError):
+        return None
+
+
+def output_names(model):
+    """The names of a model's outputs, or None if not known before a call.
+
+    Args:
+        model: A `keras.Model`.
+
+    Returns:
+        `[]` for a single output; the dict keys of a dict output; the output
+        layer names of a list output; None for a model whose outputs are
+        only known once it runs (a subclassed model, one not built).
+    """
+    output = symbolic_output(model)
+    if output is None:
+        return None
+    if isinstance(output, dict):
+        return sorted(output)
+    if isinstance(output, (list, tuple)):
+        return list(model.output_names)
+    return []
+
+
+def _describe_outputs(names):
+    return ", ".join(f"{i}: {n!r}" for i, n in enumerate(names))
+
+
+def check_output_choice(model, role, choice):
+    """Checks `teacher_output` / `student_output` against the model.
+
+    Args:
+        model: The `keras.Model`.
+        role: `"teacher"` or `"student"`.
+        choice: None, an output name or an index.
+
+    Returns:
+        `choice`, unchanged.
+
+    Raises:
+        ValueError: If the model has several outputs and `choice` is None,
+            or `choice` names no output; the message lists the outputs.
+    """
+    if choice is not None and (
+        isinstance(choice, bool) or not isinstance(choice, (str, int))
+    ):
+        raise ValueError(
+            f"Invalid value for argument `{role}_output`. Expected an output "
+            f"name or index. Received: {role}_output={choice!r}"
+        )
+    names = output_names(model)
+    if names is None or (not names and choice is None):
+        return choice
+    if not names:
+        raise ValueError(
+            f"Invalid value for argument `{role}_output`. The {role} "
+            f"{model.name!r} has a single output: pass {role}_output=None. "
+            f"Received: {role}_output={choice!r}"
+        )
+    if choice is None:
+        raise ValueError(
+            f"Ambiguous {role} outputs. Expected `{role}_output=` naming the "
+            f"output the distillation losses compare: the {role} "
+            f"{model.name!r} has {len(names)} outputs "
+            f"({_describe_outputs(names)}). Received: {role}_output=None"
+        )
+    if isinstance(choice, int) and not -len(names) <= choice < len(names):
+        raise ValueError(
+            f"Invalid value for argument `{role}_output`. Expected an index "
+            f"below {len(names)} or a name among ({_describe_outputs(names)})."
+            f" Received: {role}_output={choice!r}"
+        )
+    if isinstance(choice, str) and choice not in names:
+        raise ValueError(
+            f"Invalid value for argument `{role}_output`. Expected one of the "
+            f"{role}'s outputs ({_describe_outputs(names)}). Received: "
+            f"{role}_output={choice!r}"
+        )
+    return choice
+
+
+def select_output(outputs, choice, names=None, role="model"):
+    """The output `choice` names in a model's (possibly nested) output.
+
+    Args:
+        outputs: What the model returned: a tensor, a list or a dict.
+        choice: None, a name or an index.
+        names: The output names of a list output (`output_names`).
+        role: For the message.
+
+    Returns:
+        One tensor.
+
+    Raises:
+        ValueError: If the choice does not fit the outputs.
+    """
+    if isinstance(outputs, dict):
+        keys = sorted(outputs)
+        if choice is None and len(keys) == 1:
+            return outputs[keys[0]]
+        if isinstance(choice, int) and -len(keys) <= choice < len(keys):
+            return outputs[keys[choice]]
+        if choice in outputs:
+            return outputs[choice]
+        raise ValueError(
+            f"Ambiguous {role} outputs. Expected `{role}_output=` naming one "
+            f"of the keys {keys}. Received: {role}_output={choice!r}"
+        )
+    if isinstance(outputs, (list, tuple)):
+        if choice is None and len(outputs) == 1:
+            return outputs[0]
+        if isinstance(choice, int) and -len(outputs) <= choice < len(outputs):
+            return outputs[choice]
+        if isinstance(choice, str) and names and choice in names:
+            return outputs[list(names).index(choice)]
+        raise ValueError(
+            f"Ambiguous {role} outputs. Expected `{role}_output=` naming one "
+            f"of its {len(outputs)} outputs by index"
+            + (f" or name ({_describe_outputs(names)})" if names else "")
+            + f". Received: {role}_output={choice!r}"
+        )
+    return outputs
+
+
+def graph(model):
+    """The functional graph behind a Functional or Sequential model."""
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None)
+    if hasattr(model, "_run_through_graph") and hasattr(
+        model, "_nodes_by_depth"
+    ):
+        return model
+    return None
+
+
+def layer_names(model):
+    """Every layer name in `model`, nested models included, in order."""
+    names = []
+    for layer in getattr(model, "layers", []):
+        names.append(layer.name)
+        if isinstance(layer, keras.Model):
+            names.extend(layer_names(layer))
+    return names
+
+
+def _is_softmax(operation):
+    if isinstance(operation, keras.layers.Softmax):
+        return operation.axis in (-1, [-1], (-1,))
+    if _is_softmax_op(operation):
+        return True
+    return getattr(operation, "activation", None) is keras.activations.softmax
+
+
+def _is_softmax_op(operation):
+    """`keras.ops.softmax` called in a functional graph, on the last axis."""
+    return (
+        type(operation).__name__ == "Softmax"
+        and not isinstance(operation, keras.layers.Layer)
+        and getattr(operation, "axis", -1) in (-1, None)
+    )
+
+
+def softmax_head(model, choice=None):
+    """The path to the softmax that ends a model's chosen output, or None.
+
+    Args:
+        model: A `keras.Model`.
+        choice: The output (name or index) for a model with several.
+
+    Returns:
+        A list of operations from the outermost nested model to the layer
+        that applies the softmax, or None when the output does not end in
+        one (or the model has no inspectable graph).
+    """
+    output = symbolic_output(model) if graph(model) is not None else None
+    if output is None:
+        return None
+    if isinstance(output, (dict, list, tuple)):
+        try:
+            output = select_output(
+                output, choice, getattr(model, "output_names", None)
+            )
+        except ValueError:
+            return None
+    history = getattr(output, "_keras_history", None)
+    operation = getattr(history, "operation", None)
+    if operation is None:
+        return None
+    if _is_softmax(operation):
+        return [operation]
+    if isinstance(operation, keras.Model):
+        inner = softmax_head(operation)
+        if inner is not None and len(keras.tree.flatten(operation.output)) == 1:
+            return [operation] + inner
+    return None
+
+
+class _PreActivation(keras.layers.Layer):
+    """Calls a layer with its activation off: its logits, not softmax.
+
+    The layer's own weights are used; the swap is held under a lock so
+    that replicas traced in parallel threads never see each other's.
+    """
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(name=f"{layer.name}_logits", **kwargs)
+        self.head = layer
+        self.supports_masking = True
+
+    def call(self, *args, **kwargs):
+        with _SWAP:
+            activation = self.head.activation
+            self.head.activation = keras.activations.linear
+            try:
+                return self.head(*args, **kwargs)
+            finally:
+                self.head.activation = activation
+
+    def compute_output_spec(self, *args, **kwargs):
+        return self.head.compute_output_spec(*args, **kwargs)
+
+
+def _call_head(operation, args, kwargs, found):
+    if isinstance(
+        operation, (keras.layers.Softmax, keras.layers.Activation)
+    ) or _is_softmax_op(operation):
+        found[LOGITS] = args[0]
+        return operation(*args, **kwargs)
+    logits = _PreActivation(operation)(*args, **kwargs)
+    found[LOGITS] = logits
+    return keras.layers.Activation("softmax", name=f"{operation.name}_sm")(
+        logits
+    )
+
+
+def _replay(model, inputs, wanted, found, head):
+    """Calls `model`'s layers on `inputs` symbolically, recording features.
+
+    Nested models that hold a wanted layer (or the softmax head) are opened
+    up and replayed the same way, so every layer still runs once; the
+    outputs of wanted layers are stored in `found` by name, the head's
+    logits under `LOGITS`.
+    """
+    if graph(model) is None:
+        raise ValueError(
+            "Invalid model for a feature loss. Expected Functional or "
+            "Sequential models (nested ones included) whose layers can be "
+            f"named. Received: the subclassed model {model.name!r}"
+        )
+    head = head or []
+
+    def call(operation, *args, **kwargs):
+        if head and operation is head[0] and len(head) == 1:
+            outputs = _call_head(operation, args, kwargs, found)
+        elif head and operation is head[0]:
+            outputs = _replay(operation, args[0], wanted, found, head[1:])
+        elif isinstance(operation, keras.Model) and wanted & set(
+            layer_names(operation)
+        ):
+            outputs = _replay(operation, args[0], wanted, found, None)
+        else:
+            outputs = operation(*args, **kwargs)
+        if operation.name in wanted:
+            found.setdefault(operation.name, outputs)
+        return outputs
+
+    return graph(model)._run_through_graph(inputs, call_fn=call)
+
+
+class ModelView:
+    """One forward pass of a model yielding its output, logits and features.
+
+    Args:
+        model: A built `keras.Model`.
+        role: `"teacher"` or `"student"`, for messages.
+        features: Names of intermediate layers to return.
+        output: The output the logits losses compare (name or index), for
+            models with several.
+        output_type: What the chosen output holds when its head cannot be
+            inspected: `"auto"` (logits, with a warning if they look like
+            probabilities), `"logits"`, `"probabilities"` or
+            `"log_probabilities"`.
+
+    Raises:
+        ValueError: If a layer name is unknown, a feature is asked of a
+            subclassed model, the output choice is ambiguous, or the model
+            ends in a softmax while `output_type="logits"` says otherwise.
+    """
+
+    def __init__(
+        self, model, role, features=(), output=None, output_type="auto"
+    ):
+        self.model = model
+        self.role = role
+        self.output = check_output_choice(model, role, output)
+        self.output_type = check_output_type(role, output_type)
+        self.features = sorted(set(features))
+        self.head = softmax_head(model, self.output)
+        if self.head is not None and output_type == "logits":
+            raise ValueError(
+                f"Invalid value for argument `{role}_output_type`. The "
+                f"{role} {model.name!r} ends in a softmax (layer "
+                f"{self.head[-1].name!r}), so its outputs are probabilities."
+                f" Expected 'auto' (its logits are then taken from before "
+                f"the softmax). Received: {role}_output_type='logits'"
+            )
+        self.warned = False
+        self._names = getattr(model, "output_names", None)
+        self._functional = self._build() if self.replays else None
+
+    @property
+    def replays(self):
+        """Whether the view replays the graph (features or a softmax)."""
+        return bool(self.features) or self.head is not None
+
+    @property
+    def probes(self):
+        """Whether `check_probabilities` would run the model: a model with
+        no graph to inspect and no declared output type."""
+        return (
+            not self.warned
+            and self.head is None
+            and self.output_type == "auto"
+            and graph(self.model) is None
+        )
+
+    @property
+    def converts(self):
+        """Whether the chosen output needs the declared conversion."""
+        return self.head is None
+
+    def _build(self):
+        if graph(self.model) is None:
+            raise ValueError(
+                f"Invalid {self.role} for a feature loss. Expected a "
+                "Functional or Sequential `keras.Model` whose layers can be "
+                f"named. Received: the subclassed model {self.model.name!r}"
+            )
+        known = layer_names(self.model)
+        for name in self.features:
+            if name not in known:
+                raise ValueError(
+                    f"Invalid layer name for the {self.role}. Expected one "
+                    f"of {known}. Received: {name!r}"
+                )
+        inputs = keras.tree.map_structure(
+            lambda x: keras.Input(batch_shape=x.shape, dtype=x.dtype),
+            graph(self.model).input,
+        )
+        found = {}
+        output = _replay(
+            self.model, inputs, set(self.features), found, self.head
+        )
+        outputs = {OUTPUT: output}
+        if LOGITS in found:
+            outputs[LOGITS] = found[LOGITS]
+        for name in self.features:
+            outputs[name] = found[name]
+        return keras.Model(
+            inputs, outputs, name=f"{self.model.name}_{self.role}_view"
+        )
+
+    def __call__(self, x, training=False, convert=True):
+        """The view's dict for a batch `x`.
+
+        Args:
+            x: The inputs.
+            training: Passed to the model's layers.
+            convert: Whether `LOGITS` gets the declared conversion
+                (`logits`); False leaves the chosen output as it is (with
+                a detected softmax undone), as a `TeacherCache` stores it.
+        """
+        if self._functional is not None:
+            result = dict(self._functional(x, training=training))
+        else:
+            result = {OUTPUT: self.model(x, training=training)}
+        if LOGITS in result:
+            chosen = result[LOGITS]
+        else:
+            chosen = select_output(
+                result[OUTPUT], self.output, self._names, self.role
+            )
+        result[MASK] = keras_mask(chosen)
+        result[LOGITS] = self.logits(chosen) if convert else chosen
+        return result
+
+    def logits(self, chosen):
+        """The chosen output as float32 logits (declared conversion)."""
+        if not self.converts:
+            return ops.cast(chosen, "float32")
+        return to_logits(chosen, self.output_type)
+
+    def check_probabilities(self, x):
+        """Warns once if the chosen output of a batch looks like
+        probabilities while nothing was declared (`output_type="auto"`)."""
+        if (
+            self.warned
+            or not self.converts
+            or self.output_type != "auto"
+            or graph(self.model) is not None
+        ):
+            return
+        self.warned = True
+        chosen = select_output(
+            self.model(x, training=False), self.output, self._names, self.role
+        )
+        if looks_like_probabilities(keras.ops.convert_to_numpy(chosen)):
+            warn_probabilities(self.role)
+
+    def logits_shape(self):
+        """The static shape of the chosen output, or None if unknown."""
+        output = symbolic_output(self.model)
+        if output is None:
+            output = self._traced_output()
+        if output is None:
+            return None
+        chosen = select_output(output, self.output, self._names, self.role)
+        return tuple(chosen.shape)
+
+    def _traced_output(self):
+        """A subclassed model's output spec, traced symbolically."""
+        from keras_distill.utils import input_shape
+
+        shape = input_shape(self.model)
+        if shape is None:
+            return None
+        try:
+            return self.model.compute_output_spec(keras.KerasTensor(shape))
+        except Exception:  # A model that cannot be traced symbolically.
+            return None
+
+    def feature_shape(self, name):
+        """The static shape of a named feature."""
+        return tuple(self._functional.output[name].shape)
