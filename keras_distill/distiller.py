@@ -482,9 +482,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
         object.__setattr__(self, "_teacher_view", teacher_view)
         object.__setattr__(self, "_student_view", student_view)
         self._build_loss_layers(resolved)
-        if self.student_output is None and hasattr(
-            self.student, "output_names"
-        ):
+        if hasattr(self.student, "output_names"):
             self.output_names = self.student.output_names
 
     def _build_loss_layers(self, resolved):

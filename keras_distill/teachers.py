@@ -165,19 +165,92 @@ def fingerprint_array(x):
     return digest.hexdigest()
 
 
+def _materialize(data):
+    """`(x, y, sample_weight)` as NumPy structures from arrays or a dataset.
+
+    A `tf.data.Dataset` (batched, of `x`, `(x,)`, `(x, y)` or
+    `(x, y, sample_weight)`, of known or unknown but finite cardinality)
+    is read to its end and its batches joined.
+    """
+    import tensorflow as tf
+
+    if not isinstance(data, tf.data.Dataset):
+        return keras.tree.map_structure(np.asarray, data), None, None
+    if data.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            "Invalid value for argument `x`. Expected a finite dataset: the "
+            "teacher's outputs are cached for every example once. Received: "
+            "an infinite `tf.data.Dataset` (drop `.repeat()`, or "
+            "`.take(n)` the batches to cache)"
+        )
+    parts = []
+    for element in data:
+        if not isinstance(element, tuple):
+            element = (element,)
+        parts.append(
+            keras.utils.unpack_x_y_sample_weight(
+                keras.tree.map_structure(np.asarray, element)
+            )
+        )
+    if not parts:
+        raise ValueError(
+            "Invalid value for argument `x`. Expected a dataset with at "
+            "least one batch. Received: an empty `tf.data.Dataset`"
+        )
+
+    def join(i):
+        if parts[0][i] is None:
+            return None
+        return keras.tree.map_structure(
+            lambda *a: np.concatenate(a), *[p[i] for p in parts]
+        )
+
+    return join(0), join(1), join(2)
+
+
+def _fingerprint_structure(x):
+    digest = hashlib.sha256()
+    if isinstance(x, dict):
+        for key in sorted(x):
+            digest.update(key.encode())
+            digest.update(fingerprint_array(x[key]).encode())
+    else:
+        for leaf in keras.tree.flatten(x):
+            digest.update(fingerprint_array(leaf).encode())
+    return digest.hexdigest()
+
+
+def _length(x):
+    leaves = keras.tree.flatten(x)
+    shape = np.shape(leaves[0]) if leaves else ()
+    return shape[0] if shape else 0
+
+
+def _slice(x, start, stop):
+    return keras.tree.map_structure(lambda a: a[start:stop], x)
+
+
 class TeacherCache:
     """The teacher's outputs on a fixed set of inputs, computed once.
 
-    Build it with the training inputs; `dataset(x, y, ...)` then yields
-    batches that carry the cached outputs beside the inputs, and a
-    `keras_distill.Distiller` fitted on them never calls the teacher.
-    Shuffling is safe: each example's outputs travel with it.
+    Build it with the training inputs (arrays, or a finite `tf.data.Dataset`
+    of `x`, `(x, y)` or `(x, y, sample_weight)` batches);
+    `dataset(...)` then yields batches that carry the cached outputs beside
+    the inputs, and a `keras_distill.Distiller` fitted on them never calls
+    the teacher. Shuffling is safe: each example's outputs travel with it.
+
+    What is stored is what the distiller's logits losses compare: the
+    teacher's chosen output (`output=`, for a teacher with several) with a
+    final softmax undone (the logits from before it), in float32. A
+    `preprocessing` layer is applied to the inputs before the teacher, as
+    `Distiller(teacher_preprocessing=...)` does online: pass the same one.
 
     The cache is keyed by example position and by fingerprints of the
-    teacher's weights and of the inputs. Given `path`, it is stored there
-    (`.npz`, written atomically) and reused when the fingerprints match;
-    when they do not (another teacher, other data), it is rebuilt, or with
-    `on_mismatch="error"` a `ValueError` says what changed.
+    teacher's weights (and the preprocessing's), the chosen output and the
+    inputs. Given `path`, it is stored there (`.npz`, written atomically)
+    and reused when the fingerprints match; when they do not (another
+    teacher, other data), it is rebuilt, or with `on_mismatch="error"` a
+    `ValueError` says what changed.
 
     A fixed cache cannot follow random augmentation: the teacher's output
     for a shifted image is not its output for the original. With
@@ -187,9 +260,12 @@ class TeacherCache:
     epoch, inputs and outputs matching.
 
     Args:
-        teacher: A built `keras.Model` (or an `Ensemble`).
-        x: The training inputs, a NumPy array (batch axis first).
-        batch_size: Batch size of the teacher's pass.
+        teacher: A `keras.Model` (or an `Ensemble`); an unbuilt one is
+            built on the first batch.
+        x: The training inputs: a NumPy array (batch axis first), a dict of
+            arrays, or a finite batched `tf.data.Dataset` whose labels and
+            sample weights, if any, are kept for `dataset()`.
+        batch_size: Batch size of the teacher's pass over arrays.
         path: Optional `.npz` file to store the cache in and reuse it from.
         views: 1 (the inputs as they are) or K > 1 shifted views per input.
         pixels: The largest shift of a view, for `views > 1`.
@@ -197,10 +273,15 @@ class TeacherCache:
         on_mismatch: `"rebuild"` or `"error"`, when a stored cache does not
             match the teacher or the inputs.
         verbose: Show a progress bar while the teacher runs.
+        preprocessing: Optional layer or callable applied to the inputs
+            before the teacher only.
+        output: The teacher's output to cache (name or index), for a
+            teacher with several.
 
     Raises:
-        ValueError: For invalid arguments, a stored cache that does not
-            match with `on_mismatch="error"`, or a corrupted cache file.
+        ValueError: For invalid arguments, an infinite or empty dataset, a
+            stored cache that does not match with `on_mismatch="error"`, or
+            a corrupted cache file.
 
     Example:
 
@@ -224,46 +305,70 @@ class TeacherCache:
         seed=0,
         on_mismatch="rebuild",
         verbose=1,
+        preprocessing=None,
+        output=None,
     ):
-        if not isinstance(teacher, keras.Model) or not teacher.built:
+        if not isinstance(teacher, keras.Model):
             raise ValueError(
-                "Invalid value for argument `teacher`. Expected a built "
+                "Invalid value for argument `teacher`. Expected a "
                 f"keras.Model. Received: teacher={teacher!r}"
             )
-        x = np.asarray(x)
-        if x.ndim < 2 or not len(x):
+        x, self.y, self.sample_weight = _materialize(x)
+        leaves = keras.tree.flatten(x)
+        if (
+            not leaves
+            or any(np.ndim(a) < 1 for a in leaves)
+            or not _length(x)
+            or (not isinstance(x, dict) and np.ndim(leaves[0]) < 2)
+        ):
+            shape = np.shape(leaves[0]) if leaves else ()
             raise ValueError(
                 "Invalid value for argument `x`. Expected a non-empty array "
-                f"with a batch axis. Received: an array of shape {x.shape}"
+                f"with a batch axis. Received: an array of shape {shape}"
             )
         if isinstance(views, bool) or not isinstance(views, int) or views < 1:
             raise ValueError(
                 "Invalid value for argument `views`. Expected a positive int."
                 f" Received: views={views!r}"
             )
-        if views > 1 and x.ndim != 4:
+        if views > 1 and (len(leaves) != 1 or np.ndim(leaves[0]) != 4):
             raise ValueError(
                 "Invalid value for argument `views`. Shifted views need "
                 "images shaped (n, height, width, channels). Received: "
-                f"inputs of shape {x.shape}"
+                f"inputs of shape {np.shape(leaves[0])}"
             )
         if on_mismatch not in ON_MISMATCH:
             raise ValueError(
                 "Invalid value for argument `on_mismatch`. Expected one of "
                 f"{list(ON_MISMATCH)}. Received: on_mismatch={on_mismatch!r}"
             )
+        if preprocessing is not None and not callable(preprocessing):
+            raise ValueError(
+                "Invalid value for argument `preprocessing`. Expected a "
+                "layer or callable applied to the teacher's inputs. "
+                f"Received: preprocessing={preprocessing!r}"
+            )
         self.teacher = teacher
+        self.preprocessing = preprocessing
+        self.output = output
+        self.x = x
         self.views = views
         self.pixels = int(pixels)
         self.seed = int(seed)
         self.batch_size = batch_size
         self.path = os.fspath(path) if path is not None else None
+        if not teacher.built:
+            teacher(self._teacher_inputs(_slice(x, 0, 2)), training=False)
         self.key = {
             "teacher": fingerprint_model(teacher),
-            "data": fingerprint_array(x),
+            "data": _fingerprint_structure(x),
             "views": views,
             "pixels": self.pixels if views > 1 else 0,
             "seed": self.seed if views > 1 else 0,
+            "output": output,
+            "preprocessing": fingerprint_model(preprocessing)
+            if isinstance(preprocessing, keras.layers.Layer)
+            else repr(preprocessing),
         }
         self.outputs = None
         self.rebuilt = False
@@ -287,45 +392,62 @@ class TeacherCache:
             if self.path:
                 _write(self.path, self.key, self.outputs)
 
+    def _teacher_inputs(self, batch):
+        if self.preprocessing is None:
+            return batch
+        return self.preprocessing(batch)
+
     def _compute(self, x, verbose):
         import tensorflow as tf
 
-        n = len(x)
+        from keras_distill.views import LOGITS
+        from keras_distill.views import ModelView
+        from keras_distill.views import looks_like_probabilities
+        from keras_distill.views import warn_probabilities
+
+        view = ModelView(self.teacher, "teacher", output=self.output)
+        n = _length(x)
         steps = self.views * int(np.ceil(n / self.batch_size))
         bar = keras.utils.Progbar(steps, unit_name="batch") if verbose else None
         outputs = []
         indices = tf.range(n)
-        for view in range(self.views):
+        for index in range(self.views):
             chunks = []
             for start in range(0, n, self.batch_size):
-                batch = x[start : start + self.batch_size]
+                batch = _slice(x, start, start + self.batch_size)
                 if self.views > 1:
                     batch = shift_view(
                         batch,
                         indices[start : start + self.batch_size],
-                        view,
+                        index,
                         self.pixels,
                         self.seed,
                     )
-                logits = self.teacher(batch, training=False)
+                logits = view(
+                    self._teacher_inputs(batch), training=False, convert=False
+                )[LOGITS]
                 chunks.append(np.asarray(keras.ops.cast(logits, "float32")))
                 if bar:
                     bar.add(1)
             outputs.append(np.concatenate(chunks))
+        if view.probes and looks_like_probabilities(outputs[0][:256]):
+            warn_probabilities("teacher")
         return np.stack(outputs)  # (views, n, ...)
 
     def dataset(
-        self, x, y=None, batch_size=32, shuffle=True, seed=0, augment=None
+        self, x=None, y=None, batch_size=32, shuffle=True, seed=0, augment=None
     ):
-        """Batches of `({"inputs": x, "teacher_outputs": t}, y)`.
+        """Batches of `({"inputs": x, "teacher_outputs": t}, y[, w])`.
 
         Do not add random augmentation to the returned dataset: the cached
         outputs belong to the inputs as served. For shifted inputs build the
         cache with `views=K` (then `augment="shift"` is what it serves).
 
         Args:
-            x: The same inputs the cache was built on (checked).
-            y: Labels, or None for unlabelled distillation.
+            x: The same inputs the cache was built on (checked), or None
+                for the inputs the cache holds (those read from a dataset).
+            y: Labels, or None: the labels read with the inputs from a
+                dataset, if any (else unlabelled distillation).
             batch_size: Batch size.
             shuffle: Reshuffle every epoch (seeded).
             seed: The shuffle seed (also picks the views each epoch).
@@ -333,7 +455,9 @@ class TeacherCache:
                 `views > 1`).
 
         Returns:
-            A `tf.data.Dataset` for `Distiller.fit`.
+            A `tf.data.Dataset` for `Distiller.fit`; its batches carry the
+            sample weights read from a dataset, if any, as their third
+            element.
 
         Raises:
             ValueError: If `x` is not the array the cache was built on, or
@@ -355,14 +479,20 @@ class TeacherCache:
                 "online without a cache. Received: augment="
                 f"{augment!r} with a cache of views=1"
             )
-        x = np.asarray(x)
-        if fingerprint_array(x) != self.key["data"]:
+        weights = None
+        if x is None:
+            x = self.x
+            if y is None:
+                y, weights = self.y, self.sample_weight
+        x = keras.tree.map_structure(np.asarray, x)
+        if _fingerprint_structure(x) != self.key["data"]:
             raise ValueError(
                 "Invalid value for argument `x`. Expected the inputs the "
                 "teacher cache was built on (same values, same order). "
-                f"Received: other inputs of shape {x.shape}"
+                "Received: other inputs of shape "
+                f"{np.shape(keras.tree.flatten(x)[0])}"
             )
-        n = len(x)
+        n = _length(x)
         # Batches of positions first, then one gather per batch: far cheaper
         # than a lookup per example. Shuffled, they come in the order of
         # `keras_distill.data.pipeline` with the same seed.
@@ -370,9 +500,10 @@ class TeacherCache:
             index = shuffled_positions(n, batch_size, seed)
         else:
             index = tf.data.Dataset.range(n).batch(batch_size)
-        inputs = tf.constant(x)
+        inputs = keras.tree.map_structure(tf.constant, x)
         outputs = tf.constant(self.outputs)
         labels = None if y is None else tf.constant(np.asarray(y))
+        weights = None if weights is None else tf.constant(weights)
         views, pixels, view_seed = self.views, self.pixels, self.seed
         data = tf.data.Dataset.zip((index, batch_keys(seed + 1)))
 
@@ -385,7 +516,9 @@ class TeacherCache:
                 view = tf.random.stateless_uniform(
                     tf.shape(positions), key, 0, views, tf.int32
                 )
-            batch = tf.gather(inputs, positions)
+            batch = keras.tree.map_structure(
+                lambda t: tf.gather(t, positions), inputs
+            )
             if views > 1:
                 batch = shift_view(batch, positions, view, pixels, view_seed)
             features = {
@@ -396,7 +529,13 @@ class TeacherCache:
             }
             if labels is None:
                 return (features,)
-            return features, tf.gather(labels, positions)
+            if weights is None:
+                return features, tf.gather(labels, positions)
+            return (
+                features,
+                tf.gather(labels, positions),
+                tf.gather(weights, positions),
+            )
 
         data = data.map(lookup, num_parallel_calls=tf.data.AUTOTUNE)
         steps = -(-n // batch_size)  # the zip with endless keys hides it
