@@ -115,6 +115,47 @@ SCRIPT = textwrap.dedent(
                             callbacks=[resumable])
         return model.get_weights(), history.history
 
+    def fit_masked_tokens(strategy):
+        # Padded tokens with a Keras mask and (batch, time) weights: every
+        # replica's half-batch holds as many valid tokens, so per-replica
+        # means over valid tokens equal the global one.
+        rng = np.random.default_rng(1)
+        tokens = rng.integers(1, 12, (64, 6)).astype("int32")
+        lengths = np.tile([2, 6, 3, 5], 16)
+        valid = np.arange(6)[None] < lengths[:, None]
+        tokens[~valid] = 0
+        labels = rng.integers(0, 4, (64, 6)).astype("int32")
+        weights = rng.uniform(0.5, 2.0, (64, 6)).astype("float32")
+
+        def tagger(dim, name, seed):
+            init = keras.initializers.GlorotUniform(seed=seed)
+            inputs = keras.Input((6,), dtype="int32")
+            h = keras.layers.Embedding(12, dim, mask_zero=True,
+                                       embeddings_initializer=init)(inputs)
+            out = keras.layers.Dense(4, kernel_initializer=init)(h)
+            return keras.Model(inputs, out, name=name)
+
+        with strategy.scope():
+            distiller = keras_distill.Distiller(
+                tagger(8, "teacher", 1), tagger(4, "student", 2),
+                student_loss_weight=0.3)
+            distiller.compile(
+                keras.optimizers.SGD(0.5),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
+        ds = tf.data.Dataset.from_tensor_slices(
+            (tokens, labels, weights)).batch(16)
+        history = distiller.fit(ds, epochs=2, verbose=0)
+        return distiller.student.get_weights(), history.history
+
+    one_w, one_h = fit_masked_tokens(tf.distribute.get_strategy())
+    two_w, two_h = fit_masked_tokens(mirrored)
+    report["masked_tokens"] = {
+        "max_weight_diff": max(
+            float(np.abs(a - b).max()) for a, b in zip(one_w, two_w)),
+        "one": one_h, "two": two_h,
+    }
+
     one_w, one_h = fit_seeded_pipeline(tf.distribute.get_strategy())
     two_w, two_h = fit_seeded_pipeline(mirrored)
     report["seeded_pipeline"] = {
@@ -145,6 +186,7 @@ def test_mirrored_strategy_matches_one_device():
         "ensemble",
         "cached",
         "seeded_pipeline",
+        "masked_tokens",
     }
     for name, report in reports.items():
         assert report["max_weight_diff"] < 1e-5, name

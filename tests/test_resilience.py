@@ -38,9 +38,17 @@ COMMON = textwrap.dedent(
         out = keras.layers.Dense(3, kernel_initializer=init)(h)
         return keras.Model(inputs, out, name=name)
 
-    def distiller(optimizer="adam"):
+    def unbuilt(hidden, name, seed):
+        init = keras.initializers.GlorotUniform(seed=seed)
+        return keras.Sequential([
+            keras.layers.Dense(hidden, "relu", kernel_initializer=init),
+            keras.layers.Dense(3, kernel_initializer=init),
+        ], name=name)
+
+    def distiller(optimizer="adam", built=True):
+        make = mlp if built else unbuilt
         d = keras_distill.Distiller(
-            mlp(16, "teacher", 1), mlp(8, "student", 2),
+            make(16, "teacher", 1), make(8, "student", 2),
             student_loss_weight=0.3,
         )
         d.compile(
@@ -113,7 +121,8 @@ RESUMABLE = COMMON + textwrap.dedent(
             if self.epoch == kill_epoch and batch == 2:
                 os.kill(os.getpid(), signal.SIGKILL)  # kill -9, mid-epoch
 
-    d = distiller("adam")
+    d = distiller("adam", built=False)  # built on the first batch
+    assert not d.student.built
     d.fit(
         x, y, batch_size=8, epochs=4, verbose=0, shuffle=False,
         callbacks=[keras.callbacks.BackupAndRestore(backup), Crash()],

@@ -241,3 +241,90 @@ def test_fingerprints_change_with_weights_and_data():
     model.get_layer("m_h").bias.assign(np.ones(4, "float32"))
     assert teachers.fingerprint_model(model) != before
     assert teachers.fingerprint_array(x) != teachers.fingerprint_array(x + 1)
+
+
+def test_cache_from_a_generator_dataset_with_weights_equals_online():
+    import tensorflow as tf
+
+    x, y = data(40)
+    w = np.random.default_rng(3).uniform(0.2, 2.0, 40).astype("float32")
+
+    def batches():
+        for start in range(0, 40, 8):
+            end = start + 8
+            yield x[start:end], y[start:end], w[start:end]
+
+    spec = (
+        tf.TensorSpec((None, NUM_FEATURES), "float32"),
+        tf.TensorSpec((None,), "int32"),
+        tf.TensorSpec((None,), "float32"),
+    )
+    generated = tf.data.Dataset.from_generator(batches, output_signature=spec)
+    assert generated.cardinality() == tf.data.UNKNOWN_CARDINALITY
+    teacher = mlp(16, "teacher", seed=1)
+    cache = TeacherCache(teacher, generated, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(cache.x, x)
+    np.testing.assert_array_equal(cache.y, y)
+    np.testing.assert_array_equal(cache.sample_weight, w)
+    np.testing.assert_allclose(cache.outputs[0], teacher(x), atol=1e-6)
+
+    students = []
+    for source in ("online", "cached"):
+        student = mlp(8, "student", seed=2)
+        distiller = Distiller(teacher, student, student_loss_weight=0.3)
+        distiller.compile(keras.optimizers.SGD(0.1), sparse_ce())
+        if source == "online":
+            distiller.fit(
+                x,
+                y,
+                sample_weight=w,
+                batch_size=8,
+                epochs=1,
+                shuffle=False,
+                verbose=0,
+            )
+        else:
+            ds = cache.dataset(batch_size=8, shuffle=False)
+            assert len(ds.element_spec) == 3
+            distiller.fit(ds, epochs=1, verbose=0, shuffle=False)
+        students.append(student.get_weights())
+    for a, b in zip(*students):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_cache_refuses_an_infinite_or_empty_dataset():
+    import tensorflow as tf
+
+    x, _ = data(8)
+    teacher = mlp(16, "teacher", seed=1)
+    endless = tf.data.Dataset.from_tensor_slices(x).batch(4).repeat()
+    with pytest.raises(ValueError, match="Expected a finite dataset"):
+        TeacherCache(teacher, endless, verbose=0)
+    empty = tf.data.Dataset.from_tensor_slices(x).batch(4).take(0)
+    with pytest.raises(ValueError, match="at least one batch"):
+        TeacherCache(teacher, empty, verbose=0)
+
+
+def test_cache_of_dict_inputs_and_an_unbuilt_teacher():
+    rng = np.random.default_rng(0)
+    x = {
+        "a": rng.normal(size=(12, 4)).astype("float32"),
+        "b": rng.normal(size=(12, 2)).astype("float32"),
+    }
+
+    class Concat(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, inputs):
+            return self.dense(
+                keras.ops.concatenate([inputs["a"], inputs["b"]], axis=-1)
+            )
+
+    teacher = Concat(name="concat")
+    cache = TeacherCache(teacher, x, batch_size=5, verbose=0)
+    assert teacher.built
+    np.testing.assert_allclose(cache.outputs[0], teacher(x), atol=1e-6)
+    batch = next(iter(cache.dataset(x, batch_size=12, shuffle=False)))[0]
+    np.testing.assert_array_equal(batch["inputs"]["b"], x["b"])
