@@ -483,9 +483,7 @@ def test_error_bad_distillation_loss_weights(bad):
 def test_error_not_a_keras_model(role):
     teacher, student = _models()
     kwargs = {"teacher": teacher, "student": student, role: "model.keras"}
-    with pytest.raises(
-        ValueError, match=f"`{role}`. Expected a `keras.Model`"
-    ):
+    with pytest.raises(ValueError, match=f"`{role}`. Expected a `keras.Model`"):
         Distiller(**kwargs)
 
 

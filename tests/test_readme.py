@@ -25,3 +25,8 @@ def test_test_command_is_the_ci_command():
     command = "python -m pytest -q"
     assert command in README.read_text()
     assert ci.strip().splitlines()[-1] == command
+
+
+def test_models_you_bring_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(_block_after("## Models you bring"), "README", "exec"), {})
