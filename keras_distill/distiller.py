@@ -204,6 +204,12 @@ def _select(outputs, spec):
     return [outputs[name] for name in spec]
 
 
+def _is_dataset(x):
+    import tensorflow as tf
+
+    return isinstance(x, tf.data.Dataset)
+
+
 def _split_cached(x):
     """`(inputs, cached teacher outputs or None)` from a batch's `x`.
 
@@ -1077,6 +1083,10 @@ class Distiller(MultiWorkerBuild, keras.Model):
         bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
         arguments = bound.arguments
         self._check_data("fit", arguments.get("x"), arguments.get("y"))
+        if "shuffle" not in arguments and _is_dataset(arguments.get("x")):
+            # Keras ignores `shuffle` for a dataset, and warns when it is
+            # left at its default: a dataset is shuffled by its own ops.
+            arguments["shuffle"] = False
         first, last = [], []
         hooked = [
             loss

@@ -262,17 +262,17 @@ def _is_softmax_op(operation):
     )
 
 
-def softmax_head(model, choice=None):
-    """The path to the softmax that ends a model's chosen output, or None.
+def final_operations(model, choice=None):
+    """The operations that produce a model's chosen output, outside in.
 
     Args:
         model: A `keras.Model`.
         choice: The output (name or index) for a model with several.
 
     Returns:
-        A list of operations from the outermost nested model to the layer
-        that applies the softmax, or None when the output does not end in
-        one (or the model has no inspectable graph).
+        A list from the outermost operation (a nested single-output model
+        is opened up) to the innermost one that produces the output, or
+        None when the model has no inspectable graph.
     """
     output = symbolic_output(model) if graph(model) is not None else None
     if output is None:
@@ -288,13 +288,45 @@ def softmax_head(model, choice=None):
     operation = getattr(history, "operation", None)
     if operation is None:
         return None
-    if _is_softmax(operation):
-        return [operation]
-    if isinstance(operation, keras.Model):
-        inner = softmax_head(operation)
-        if inner is not None and len(keras.tree.flatten(operation.output)) == 1:
+    if (
+        isinstance(operation, keras.Model)
+        and graph(operation) is not None
+        and len(keras.tree.flatten(operation.output)) == 1
+    ):
+        inner = final_operations(operation)
+        if inner is not None:
             return [operation] + inner
+    return [operation]
+
+
+def softmax_head(model, choice=None):
+    """The path to the softmax that ends a model's chosen output, or None.
+
+    Args:
+        model: A `keras.Model`.
+        choice: The output (name or index) for a model with several.
+
+    Returns:
+        A list of operations from the outermost nested model to the layer
+        that applies the softmax, or None when the output does not end in
+        one (or the model has no inspectable graph).
+    """
+    path = final_operations(model, choice)
+    if path and _is_softmax(path[-1]):
+        return path
     return None
+
+
+def ends_in_known_logits(model, choice=None):
+    """Whether the chosen output is made by a layer with a non-softmax
+    activation (a `Dense` or `Conv` head): logits, with no need to look
+    at values. Subclassed models and opaque layers (`TFSMLayer`, `Lambda`)
+    are not known."""
+    path = final_operations(model, choice)
+    if not path:
+        return False
+    activation = getattr(path[-1], "activation", None)
+    return activation is not None and not _is_softmax(path[-1])
 
 
 class _PreActivation(keras.layers.Layer):
@@ -407,6 +439,7 @@ class ModelView:
                 f"the softmax). Received: {role}_output_type='logits'"
             )
         self.warned = False
+        self.known_logits = ends_in_known_logits(model, self.output)
         self._names = getattr(model, "output_names", None)
         self._functional = self._build() if self.replays else None
 
@@ -417,13 +450,14 @@ class ModelView:
 
     @property
     def probes(self):
-        """Whether `check_probabilities` would run the model: a model with
-        no graph to inspect and no declared output type."""
+        """Whether `check_probabilities` would run the model: no softmax
+        found, no output type declared, and no layer with a non-softmax
+        activation making the output (a subclassed model, `TFSMLayer`)."""
         return (
             not self.warned
             and self.head is None
             and self.output_type == "auto"
-            and graph(self.model) is None
+            and not self.known_logits
         )
 
     @property
@@ -495,12 +529,7 @@ class ModelView:
     def check_probabilities(self, x):
         """Warns once if the chosen output of a batch looks like
         probabilities while nothing was declared (`output_type="auto"`)."""
-        if (
-            self.warned
-            or not self.converts
-            or self.output_type != "auto"
-            or graph(self.model) is not None
-        ):
+        if not self.probes:
             return
         self.warned = True
         chosen = select_output(

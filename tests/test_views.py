@@ -506,3 +506,31 @@ def test_saved_softmax_distiller_reloads_with_its_heads(tmp_path):
     np.testing.assert_allclose(
         after["distillation_loss"], before["distillation_loss"], rtol=1e-6
     )
+
+
+def test_tfsm_layer_teacher_warns_then_distils_when_declared(tmp_path):
+    x, y = data(32)
+    exported = head_mlp("exported", "dense", seed=1)
+    exported.export(str(tmp_path / "saved"), verbose=False)
+    inputs = keras.Input((NUM_FEATURES,))
+    outputs = keras.layers.TFSMLayer(
+        str(tmp_path / "saved"), call_endpoint="serve"
+    )(inputs)
+    teacher = keras.Model(inputs, outputs, name="reloaded")
+    student = mlp(4, "student", seed=2)
+    distiller = keras_distill.Distiller(teacher, student)
+    distiller.compile("sgd", sparse_ce())
+    with pytest.warns(UserWarning, match="look like probabilities"):
+        distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    student = mlp(4, "student", seed=2)
+    distiller = keras_distill.Distiller(
+        teacher,
+        student,
+        keras_distill.losses.LogitsDistillation(T),
+        teacher_output_type="probabilities",
+    )
+    expected = np_kd(twin_logits(exported, "t")(x), student(x), T)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = reported_distillation(distiller, x, y)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
