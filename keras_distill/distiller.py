@@ -256,8 +256,11 @@ class Distiller(MultiWorkerBuild, keras.Model):
     where `student_loss` is the loss given to `compile()` (with
     `sample_weight` and `class_weight` applied exactly as in
     `student.fit`), `alpha` is `student_loss_weight` and `w_i` are
-    `distillation_loss_weights`. Only the student's weights (and those of
-    any adapter a loss owns) are trained.
+    `distillation_loss_weights`. The distillation losses compare logits
+    (a final softmax undone) and are reduced as the student loss is: per
+    position for sequences and dense predictions, weighted by the same
+    sample weights, over the valid positions of a Keras mask. Only the
+    student's weights (and those of any adapter a loss owns) are trained.
 
     The teacher is never modified: its weights, BatchNorm statistics and its
     `trainable` flag are left as they were. The distiller simply excludes
@@ -281,12 +284,15 @@ class Distiller(MultiWorkerBuild, keras.Model):
     run on the same global batch.
 
     Args:
-        teacher: A built, trained `keras.Model` that outputs logits (or an
-            `Ensemble`), or None when no loss needs a teacher
-            (`TeacherFreeKD`).
-        student: A built `keras.Model` to train. Functional, Sequential and
-            subclassed models are accepted (feature losses need named
-            layers, so Functional or Sequential).
+        teacher: A trained `keras.Model` (or an `Ensemble`), or None when
+            no loss needs a teacher (`TeacherFreeKD`). Its outputs may be
+            logits or end in a softmax (detected; the logits before it are
+            used). An unbuilt model is built on the first batch.
+        student: The `keras.Model` to train, built or not. Functional,
+            Sequential and subclassed models are accepted (feature losses
+            need named layers, so Functional or Sequential). A final
+            softmax is detected as for the teacher; the supervised loss
+            and `predict` keep the student's own outputs.
         distillation_losses: A `keras_distill.losses.DistillationLoss`, a
             registered name (see `keras_distill.losses.known_names()`), a
             `keras.distillation` loss, or a list of these. Defaults to
@@ -301,13 +307,32 @@ class Distiller(MultiWorkerBuild, keras.Model):
             input (function matching). With a `Mixup` layer the supervised
             loss mixes the labels with the same coefficient. Needs the
             teacher online (not a `TeacherCache`).
+        teacher_output: For a teacher with several outputs (a list or a
+            dict), the name or index of the one the distillation losses
+            compare. Defaults to None (a single output).
+        student_output: The same for the student; its supervised loss
+            still sees every output (Keras' multi-output `compile`).
+        teacher_output_type: What the teacher's compared output holds when
+            no softmax head can be found in its graph (a subclassed model,
+            a `keras.layers.TFSMLayer`): `"auto"` (the default: used as
+            logits, with a one-time warning if a batch looks like
+            probabilities), `"logits"`, `"probabilities"` (clipped at 1e-30
+            and logged) or `"log_probabilities"`.
+        student_output_type: The same for the student.
+        teacher_preprocessing: Optional layer or callable applied to each
+            batch before the teacher only (for example a `keras.Sequential`
+            of `Resizing` and `Rescaling` for a teacher trained on another
+            input size or scale). Saved with the distiller when it is a
+            serializable layer.
         name: The model's name. Defaults to `"distiller"`.
         **kwargs: Passed on to `keras.Model`.
 
     Raises:
-        ValueError: If an argument is invalid (not a built model, the same
-            model as teacher and student, class counts that differ for a
-            logits loss, weights out of range, an unknown loss name).
+        ValueError: If an argument is invalid (not a `keras.Model`, the
+            same model as teacher and student, class counts that differ
+            for a logits loss, several outputs and no choice, weights out
+            of range, an unknown loss name, input shapes that differ with
+            no `teacher_preprocessing`).
         RuntimeError: If Keras does not run on the TensorFlow backend.
 
     Example:

@@ -459,6 +459,11 @@ def test_dict_inputs_are_checked_per_key():
     x = {"a": np.zeros((8, 4), "float32"), "b": np.zeros((8, 3), "float32")}
     with pytest.raises(ValueError, match="input 'b'. Received: x\\['b'\\]"):
         distiller.fit(x, np.zeros(8, "int32"), verbose=0)
+    import tensorflow as tf
+
+    bad = tf.data.Dataset.from_tensor_slices((x, np.zeros(8, "int32")))
+    with pytest.raises(ValueError, match="inputs 'b' have shape"):
+        distiller.fit(bad.batch(4), verbose=0)
     x["b"] = np.zeros((8, 2), "float32")
     distiller.fit(x, np.zeros(8, "int32"), verbose=0)
 
