@@ -24,11 +24,32 @@ The public names are listed in `__all__`:
   run directory, its report and the benchmarks behind the `keras-distill`
   command.
 
-Submodules load on first use, so `import keras_distill` is cheap and the
-command line can quiet TensorFlow's logging before TensorFlow loads.
+Importing the package registers every serializable class (the
+`Distiller`, the losses, augmentation, teachers, callbacks, recipes) with
+Keras, so `keras.models.load_model` finds them in a new Python process
+after a plain `import keras_distill`. The application modules (`data`,
+`zoo`, `run`, `report`, `bench`, `export`, `robustness`) load on first
+use.
 """
 
 import importlib
+import os
+import sys
+
+
+def _quiet_the_command_line():
+    """Quiets TensorFlow's C++ start-up logs under `keras-distill`.
+
+    The command's module runs after this package is imported, and the
+    package imports TensorFlow (through Keras) to register its classes, so
+    the command's quieting has to happen here. Only the command is
+    affected: a script or notebook keeps its own logging settings.
+    """
+    if sys.argv and os.path.basename(sys.argv[0]) == "keras-distill":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+_quiet_the_command_line()
 
 __version__ = "0.1.0"
 
@@ -52,12 +73,17 @@ _SUBMODULES = (
 
 __all__ = ["Distiller", *_SUBMODULES, "__version__"]
 
+# Registration with Keras' serialization happens at import.
+from keras_distill import augment  # noqa: E402, F401
+from keras_distill import callbacks  # noqa: E402, F401
+from keras_distill import distribute  # noqa: E402, F401
+from keras_distill import losses  # noqa: E402, F401
+from keras_distill import recipes  # noqa: E402, F401
+from keras_distill import teachers  # noqa: E402, F401
+from keras_distill.distiller import Distiller  # noqa: E402
+
 
 def __getattr__(name):
-    if name == "Distiller":
-        from keras_distill.distiller import Distiller
-
-        return Distiller
     if name in _SUBMODULES:
         return importlib.import_module(f"keras_distill.{name}")
     raise AttributeError(f"module 'keras_distill' has no attribute {name!r}")
