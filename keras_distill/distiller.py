@@ -617,6 +617,19 @@ class Distiller(MultiWorkerBuild, keras.Model):
         ]
 
     @property
+    def _teacher_feature_extractor(self):
+        """The teacher's functional view (`keras.distillation`'s name):
+        its outputs are the final output and each feature a loss reads."""
+        view = self._teacher_view
+        return None if view is None else view._functional
+
+    @property
+    def _student_feature_extractor(self):
+        """The student's functional view (`keras.distillation`'s name)."""
+        view = self._student_view
+        return None if view is None else view._functional
+
+    @property
     def distillation_losses(self):
         """The list of `keras_distill.losses.DistillationLoss` in use."""
         return list(self._distill_losses)
@@ -999,8 +1012,12 @@ class Distiller(MultiWorkerBuild, keras.Model):
 
     def _metrics_result(self, x, y, y_pred, sample_weight):
         if y is not None:
-            return self.compute_metrics(x, y, y_pred, sample_weight)
-        return self.get_metrics_result()
+            logs = self.compute_metrics(x, y, y_pred, sample_weight)
+        else:
+            logs = self.get_metrics_result()
+        # `keras.distillation`'s name for the training objective.
+        logs["total_loss"] = logs["loss"]
+        return logs
 
     def train_step(self, data):
         import tensorflow as tf

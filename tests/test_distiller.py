@@ -299,7 +299,12 @@ def test_keras_io_style_compile():
     history = distiller.fit(x, y, epochs=2, verbose=0)
     assert history.history["loss"][1] < history.history["loss"][0]
     logs = distiller.evaluate(x, y, verbose=0, return_dict=True)
-    assert set(logs) == {"loss", "student_loss", "sparse_categorical_accuracy"}
+    assert set(logs) == {
+        "loss",
+        "total_loss",
+        "student_loss",
+        "sparse_categorical_accuracy",
+    }
 
 
 def test_keras_io_style_other_probability_loss():
@@ -373,10 +378,12 @@ def test_numpy_and_tf_data_inputs():
     for history in (h1, h2):
         assert set(history.history) == {
             "loss",
+            "total_loss",
             "student_loss",
             "distillation_loss",
             "accuracy",
             "val_loss",
+            "val_total_loss",
             "val_student_loss",
             "val_accuracy",
         }
@@ -626,3 +633,14 @@ def test_mixed_bfloat16_keeps_the_losses_in_float32():
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(value), np_kd(t, s, 4.0), rtol=1e-5
     )
+
+
+def test_total_loss_is_logged_beside_loss():
+    x, y = data(16)
+    distiller = make()
+    distiller.compile("adam", sparse_ce())
+    history = distiller.fit(
+        x, y, batch_size=8, epochs=2, verbose=0, validation_data=(x, y)
+    ).history
+    assert history["total_loss"] == history["loss"]
+    assert history["val_total_loss"] == history["val_loss"]

@@ -203,3 +203,68 @@ def test_public_names_are_exported():
     assert set(keras_distill.__all__) >= {"Distiller", "losses"}
     for name in losses.__all__:
         assert getattr(losses, name).__doc__, name
+
+
+def _np_soft_crossentropy(t, s, temperature):
+    log_pt = t.astype("float64") / temperature
+    log_pt = log_pt - np.log(np.exp(log_pt).sum(-1, keepdims=True))
+    log_ps = s.astype("float64") / temperature
+    log_ps = log_ps - np.log(np.exp(log_ps).sum(-1, keepdims=True))
+    return temperature**2 * (-(np.exp(log_pt) * log_ps).sum(-1)).mean()
+
+
+def test_logits_distillation_takes_keras_loss_keyword():
+    value = keras.ops.convert_to_numpy
+    for kl in ("kl_divergence", keras.losses.KLDivergence(), None):
+        loss = losses.LogitsDistillation(temperature=3.0, loss=kl)
+        np.testing.assert_allclose(
+            value(loss(TEACHER, STUDENT)),
+            np_kd(TEACHER, STUDENT, 3.0),
+            rtol=1e-5,
+        )
+    crossentropy = losses.LogitsDistillation(
+        2.0, loss="categorical_crossentropy"
+    )
+    np.testing.assert_allclose(
+        value(crossentropy(TEACHER, STUDENT)),
+        _np_soft_crossentropy(TEACHER, STUDENT, 2.0),
+        rtol=1e-5,
+    )
+    again = losses.LogitsDistillation.from_config(crossentropy.get_config())
+    np.testing.assert_allclose(
+        value(again(TEACHER, STUDENT)),
+        value(crossentropy(TEACHER, STUDENT)),
+        rtol=1e-6,
+    )
+    with pytest.raises(ValueError, match="Expected one loss"):
+        losses.LogitsDistillation(loss=["kl_divergence", None])
+
+
+def test_feature_distillation_takes_keras_layer_name_keywords():
+    keras_style = losses.FeatureDistillation(
+        loss="mse", teacher_layer_name="t_h", student_layer_name="s_h"
+    )
+    assert (keras_style.teacher_layer, keras_style.student_layer) == (
+        "t_h",
+        "s_h",
+    )
+    assert keras_style.teacher_layer_name == "t_h"
+    config = keras_style.get_config()
+    assert "teacher_layer_name" not in config
+    assert config["teacher_layer"] == "t_h"
+    with pytest.raises(ValueError, match="not both"):
+        losses.FeatureDistillation("a", teacher_layer_name="b")
+    outputs = losses.FeatureDistillation(loss="mse")
+    assert outputs.teacher_layer is None and outputs.student_layer is None
+
+
+def test_validate_outputs_and_model_compatibility():
+    loss = losses.LogitsDistillation()
+    loss.validate_outputs(TEACHER, STUDENT)
+    with pytest.raises(ValueError, match="same structure"):
+        loss.validate_outputs(TEACHER, {"output": STUDENT})
+    with pytest.raises(ValueError, match="same structure"):
+        losses.FeatureDistillation().validate_outputs(
+            TEACHER, [TEACHER, TEACHER]
+        )
+    loss.validate_model_compatibility(None, None)

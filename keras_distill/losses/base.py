@@ -215,6 +215,31 @@ class DistillationLoss:
             teacher_outputs, student_outputs, y_true=kwargs.get("y_true")
         )
 
+    def validate_outputs(self, teacher_outputs, student_outputs):
+        """Checks that two outputs have the same structure (as
+        `keras.distillation` does).
+
+        Args:
+            teacher_outputs: A tensor or a structure of tensors.
+            student_outputs: The student's counterpart.
+
+        Raises:
+            ValueError: If the structures differ (a tensor against a dict
+                or a list, lists of other lengths).
+        """
+        try:
+            keras.tree.assert_same_structure(teacher_outputs, student_outputs)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"Invalid outputs for `{type(self).__name__}`. Expected the "
+                "teacher's and the student's to have the same structure. "
+                f"Received: {error}"
+            ) from None
+
+    def validate_model_compatibility(self, teacher, student):
+        """`keras.distillation`'s name for `validate_models`."""
+        self.validate_models(teacher, student)
+
     def validate_models(self, teacher, student):
         """Checks at construction time that the models suit this loss.
 

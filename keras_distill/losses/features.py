@@ -12,6 +12,18 @@ from keras_distill.losses.base import resolve_keras_loss
 from keras_distill.losses.base import variable_property
 
 
+def _alias(name, value, alias, alias_value):
+    """The value of an argument given under its name or Keras' alias."""
+    if alias_value is None:
+        return value
+    if value is not None:
+        raise ValueError(
+            f"Invalid arguments. Expected `{name}` or its alias `{alias}`, "
+            f"not both. Received: {name}={value!r}, {alias}={alias_value!r}"
+        )
+    return alias_value
+
+
 def _shape(shape):
     """A shape as a tuple without its batch axis."""
     return tuple(shape)[1:]
@@ -76,7 +88,8 @@ class FeatureDistillation(DistillationLoss):
     ```
 
     Args:
-        teacher_layer: Name of the teacher's layer.
+        teacher_layer: Name of the teacher's layer; None compares the
+            final outputs (as logits).
         student_layer: Name of the student's layer. Defaults to
             `teacher_layer`.
         loss: A Keras loss name, function or instance called as
@@ -88,10 +101,17 @@ class FeatureDistillation(DistillationLoss):
             `keras.Layer` that maps the student's feature to the teacher's
             shape.
         name: Optional name, used for the loss' variables and its adapter.
+        teacher_layer_name: `keras.distillation`'s name for
+            `teacher_layer`, accepted so that code written for it runs
+            unchanged (`teacher_layer` is the canonical name, and the one
+            `get_config` returns).
+        student_layer_name: `keras.distillation`'s name for
+            `student_layer`.
 
     Raises:
-        ValueError: If a layer name is missing, `loss` is unknown, or the
-            shapes cannot be matched.
+        ValueError: If a layer name is not a string, both spellings of
+            one argument are given, `loss` is unknown, or the shapes cannot
+            be matched.
 
     Example:
 
@@ -115,17 +135,36 @@ class FeatureDistillation(DistillationLoss):
         loss="mse",
         adapter="auto",
         name=None,
+        *,
+        teacher_layer_name=None,
+        student_layer_name=None,
     ):
         super().__init__(name=name)
-        if not isinstance(teacher_layer, str) or not teacher_layer:
+        teacher_layer = _alias(
+            "teacher_layer",
+            teacher_layer,
+            "teacher_layer_name",
+            teacher_layer_name,
+        )
+        student_layer = _alias(
+            "student_layer",
+            student_layer,
+            "student_layer_name",
+            student_layer_name,
+        )
+        if teacher_layer is not None and (
+            not isinstance(teacher_layer, str) or not teacher_layer
+        ):
             raise ValueError(
                 "Invalid value for argument `teacher_layer`. Expected the "
-                "name of a layer of the teacher. Received: "
-                f"teacher_layer={teacher_layer!r}"
+                "name of a layer of the teacher, or None for its output. "
+                f"Received: teacher_layer={teacher_layer!r}"
             )
         if student_layer is None:
             student_layer = teacher_layer
-        if not isinstance(student_layer, str) or not student_layer:
+        if student_layer is not None and (
+            not isinstance(student_layer, str) or not student_layer
+        ):
             raise ValueError(
                 "Invalid value for argument `student_layer`. Expected the "
                 "name of a layer of the student. Received: "
@@ -146,6 +185,16 @@ class FeatureDistillation(DistillationLoss):
         self._loss_fn = resolve_keras_loss(loss)
         self.adapter = adapter
         self._adapter = adapter if isinstance(adapter, keras.Layer) else None
+
+    @property
+    def teacher_layer_name(self):
+        """`keras.distillation`'s name for `teacher_layer`."""
+        return self.teacher_layer
+
+    @property
+    def student_layer_name(self):
+        """`keras.distillation`'s name for `student_layer`."""
+        return self.student_layer
 
     @property
     def layers(self):
@@ -193,6 +242,8 @@ class FeatureDistillation(DistillationLoss):
 
     def get_config(self):
         config = super().get_config()
+        config.pop("teacher_layer_name")
+        config.pop("student_layer_name")
         config["loss"] = keras.losses.serialize(self._loss_fn)
         if isinstance(self.adapter, keras.layers.Layer):
             config["adapter"] = keras.saving.serialize_keras_object(

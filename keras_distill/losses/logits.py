@@ -100,6 +100,14 @@ def _precise_kl(teacher, student, t):
     return ops.where(kl_large > 0.1, kl_large, kl_small)
 
 
+def soft_targets(loss_fn, teacher_logits, student_logits, temperature, weight):
+    """`loss_fn(softmax(t/T), softmax(s/T)) · T²`, per position, weighted."""
+    t = ops.cast(temperature, "float32")
+    p_t = ops.softmax(ops.cast(teacher_logits, "float32") / t, axis=-1)
+    p_s = ops.softmax(ops.cast(student_logits, "float32") / t, axis=-1)
+    return keras_loss_mean(loss_fn, p_t, p_s, weight) * t * t
+
+
 @keras.saving.register_keras_serializable(package="keras_distill")
 @register("kd", "logits", "hinton", "logits_distillation")
 class LogitsDistillation(DistillationLoss):
@@ -130,9 +138,18 @@ class LogitsDistillation(DistillationLoss):
         temperature: Positive float, the softmax temperature T. Defaults to
             4.0.
         name: Optional name, used for the loss' variables.
+        loss: `keras.distillation.LogitsDistillation`'s argument, accepted
+            so that code written for it runs unchanged. None (the
+            canonical form) or a KL divergence (`"kl_divergence"`, Keras'
+            default) give the formula above; another Keras loss is applied
+            to the softened distributions as `SoftTargetDistillation`
+            does, `loss(softmax(t/T), softmax(s/T)) · T²`. For several
+            outputs, choose one with `Distiller(teacher_output=...,
+            student_output=...)` instead of a list of losses.
 
     Raises:
-        ValueError: If `temperature` is not a positive number.
+        ValueError: If `temperature` is not a positive number or `loss` is
+            a structure or not a Keras loss.
 
     Example:
 
@@ -148,19 +165,55 @@ class LogitsDistillation(DistillationLoss):
         "temperature", check_positive("temperature")
     )
 
-    def __init__(self, temperature=4.0, name=None):
+    def __init__(self, temperature=4.0, name=None, *, loss=None):
         super().__init__(name=name)
         self.temperature = temperature
+        if isinstance(loss, (list, tuple, dict)):
+            raise ValueError(
+                "Invalid value for argument `loss`. Expected one loss: "
+                "keras_distill compares one output per loss; choose it with "
+                "`Distiller(teacher_output=..., student_output=...)`. "
+                f"Received: loss={loss!r}"
+            )
+        from keras_distill.losses.compat import is_kl_divergence
+
+        self.loss = loss
+        self._loss_fn = (
+            None
+            if loss is None or is_kl_divergence(loss)
+            else resolve_keras_loss(loss)
+        )
 
     def compute(
         self, teacher_outputs, student_outputs, y_true=None, sample_weight=None
     ):
+        if self._loss_fn is not None:
+            return soft_targets(
+                self._loss_fn,
+                teacher_outputs,
+                student_outputs,
+                self.variable("temperature"),
+                sample_weight,
+            )
         return soft_kl(
             teacher_outputs,
             student_outputs,
             self.variable("temperature"),
             sample_weight,
         )
+
+    def get_config(self):
+        config = super().get_config()
+        if not isinstance(self.loss, (str, type(None))):
+            config["loss"] = keras.losses.serialize(self.loss)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("loss"), dict):
+            config["loss"] = keras.losses.deserialize(config["loss"])
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -211,10 +264,13 @@ class SoftTargetDistillation(DistillationLoss):
     def compute(
         self, teacher_outputs, student_outputs, y_true=None, sample_weight=None
     ):
-        t = ops.cast(self.variable("temperature"), "float32")
-        p_t = ops.softmax(ops.cast(teacher_outputs, "float32") / t, axis=-1)
-        p_s = ops.softmax(ops.cast(student_outputs, "float32") / t, axis=-1)
-        return keras_loss_mean(self._loss_fn, p_t, p_s, sample_weight) * t * t
+        return soft_targets(
+            self._loss_fn,
+            teacher_outputs,
+            student_outputs,
+            self.variable("temperature"),
+            sample_weight,
+        )
 
     def get_config(self):
         config = super().get_config()
