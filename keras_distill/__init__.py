@@ -47,6 +47,9 @@ def _quiet_the_command_line():
     """
     if sys.argv and os.path.basename(sys.argv[0]) == "keras-distill":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from keras_distill.utils import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
 
 
 _quiet_the_command_line()

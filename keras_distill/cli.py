@@ -18,11 +18,37 @@ directory's saved `config.json`, which overrides the defaults.
 
 import argparse
 import os
+import shutil
 import sys
 
-# Quiet TensorFlow's C++ start-up logging; this module is imported before
-# TensorFlow is (the package loads its submodules lazily).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from keras_distill.utils import import_tensorflow_quietly
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without abbreviations, naming the option meant.
+
+    `--data digits` is refused (not read as `--dataset` or `--data-dir`),
+    with the closest real option names.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        import difflib
+        import re
+
+        options = _option_strings(self)
+        for unknown in re.findall(r"(--?[\w-]+)", message):
+            if unknown in options:
+                continue
+            close = [o for o in options if o.startswith(unknown)]
+            close = close or difflib.get_close_matches(unknown, options, n=2)
+            if close:
+                message += f" (did you mean {' or '.join(close)}?)"
+        super().error(message)
+
 
 DEFAULT_RUN = os.path.join("saved_models", "demo")
 
@@ -34,6 +60,17 @@ PHASES = {
     "export": "Export the distilled student (and teacher) to TFLite.",
     "report": "Write report.md and the plots, and print the table.",
 }
+
+
+def _option_strings(parser):
+    """Every option of a parser and of its subcommands."""
+    options = []
+    for action in parser._actions:
+        options.extend(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                options.extend(_option_strings(sub))
+    return list(dict.fromkeys(options))
 
 
 def _run_options(parser):
@@ -98,12 +135,16 @@ def _run_options(parser):
     group.add_argument("--seed", type=int)
     group.add_argument("--validation-split", type=float)
     group.add_argument(
-        "--augment", choices=AUGMENTS, help="students' augmentation"
+        "--augment",
+        choices=AUGMENTS,
+        help="students' augmentation (default: shift, random 2-pixel "
+        "shifts, for images of at least 16x16 pixels; none below, and for "
+        "inputs that are not images)",
     )
     group.add_argument(
         "--teacher-augment",
         choices=("none", "shift"),
-        help="teacher's augmentation",
+        help="teacher's augmentation (default: as for --augment)",
     )
     group.add_argument(
         "--recipe",
@@ -139,7 +180,7 @@ def build_parser():
     """Returns the `argparse` parser of the `keras-distill` command."""
     from keras_distill import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="keras-distill",
         description=(
             "Knowledge distillation for Keras 3 on TensorFlow: train a "
@@ -150,7 +191,9 @@ def build_parser():
     parser.add_argument(
         "--version", action="version", version=f"keras-distill {__version__}"
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_Parser
+    )
     demo = sub.add_parser(
         "demo",
         help="the whole job on MNIST-5k, with no network",
@@ -204,21 +247,6 @@ def resolve_config(args):
     return path, RunConfig.from_dict(values)
 
 
-def _import_tensorflow_quietly():
-    """Imports TensorFlow with its native start-up lines held back.
-
-    TensorFlow's C++ logging prints device probing lines before its log
-    level applies; they say nothing useful to a command-line user. On an
-    import error they are shown.
-    """
-    from keras_distill.utils import quiet_native_output
-
-    with quiet_native_output():
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()  # probes devices, quietly
-
-
 def _start_runtime_quietly(run):
     """Starts TensorFlow's runtime, after the run's multi-worker strategy.
 
@@ -247,10 +275,48 @@ def run_command(args, log=_log):
 
         return bench.main(args, log=log)
     from keras_distill.run import Run
+    from keras_distill.run import check_phase
 
     path, config = resolve_config(args)
-    run = Run(path, config, verbose=args.verbose, log=log)
-    _start_runtime_quietly(run)
+    created = _first_missing(path)
+    try:
+        # Everything is checked before the run directory is written: the
+        # data loads, the phase has what it needs.
+        data = Run.load_data(config)
+        check_phase(args.command, path, config)
+        run = Run(path, config, verbose=args.verbose, log=log, data=data)
+        _start_runtime_quietly(run)
+        return _run_phases(args, run, log)
+    except BaseException:
+        if created is not None and _only_config_in(created):
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _first_missing(path):
+    """The outermost folder of `path` that does not exist yet, or None."""
+    path = os.path.abspath(path)
+    missing = None
+    while not os.path.exists(path):
+        missing = path
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+def _only_config_in(folder):
+    """Whether a folder holds nothing but (folders of) run configs."""
+    from keras_distill.run import CONFIG_FILE
+
+    for _, _, files in os.walk(folder):
+        if any(name != CONFIG_FILE for name in files):
+            return False
+    return True
+
+
+def _run_phases(args, run, log):
     command = args.command
     if command == "demo":
         run.train_teacher()
@@ -288,7 +354,7 @@ def main(argv=None):
         0 on success, 1 when the job fails with a clear error (printed
         without a traceback), 2 on a usage error.
     """
-    _import_tensorflow_quietly()
+    import_tensorflow_quietly()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -462,8 +462,8 @@ def _npz(path):
         raise ValueError(
             f"Invalid file {path!r}: not a readable `.npz` file ({error})."
         ) from None
-    x_train = _features(arrays["x_train"])
-    x_test = _features(arrays["x_test"])
+    x_train = _features(arrays["x_train"], "x_train")
+    x_test = _features(arrays["x_test"], "x_test")
     y_train = _labels(arrays["y_train"], "y_train", len(x_train))
     y_test = _labels(arrays["y_test"], "y_test", len(x_test))
     if x_train.shape[1:] != x_test.shape[1:]:
@@ -481,9 +481,14 @@ def _npz(path):
     return x_train, y_train, x_test, y_test
 
 
-def _features(x):
+def _features(x, name="x"):
     x = np.asarray(x)
-    if x.ndim == 3 and x.dtype == np.uint8:  # (n, h, w) grey images
+    if x.dtype.kind not in "biuf":
+        raise ValueError(
+            f"Invalid {name}. Expected numbers (float or integer arrays). "
+            f"Received: dtype {x.dtype}"
+        )
+    if x.ndim == 3:  # (n, h, w) grey images, uint8 or float
         return _images(x)
     if x.dtype == np.uint8:
         return x.astype("float32") / 255.0
@@ -499,6 +504,13 @@ def _labels(y, name, count):
         raise ValueError(
             f"Invalid {name}. Expected {count} labels, one per example. "
             f"Received: {len(y)}"
+        )
+    if y.dtype.kind in "USO":
+        raise ValueError(
+            f"Invalid {name}. Expected non-negative integer class labels. "
+            f"Received: labels of dtype {y.dtype} (text). Map them to "
+            "integers first, e.g. `classes, y = np.unique(y, "
+            "return_inverse=True)`, and store `y`."
         )
     if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
         raise ValueError(

@@ -161,6 +161,9 @@ def write(run):
     if plot_size_accuracy(metrics, run.file("size_accuracy.png")):
         plots.append("size_accuracy.png")
     config = metrics.get("config", run.config.resolved().to_dict())
+    augmentation = {
+        role: run.augmentation(role) for role in ("teacher", "student")
+    }
     alpha = "" if config["alpha"] is None else f"alpha = {config['alpha']}, "
     recipe = config.get("recipe", "kd")
     md = [
@@ -169,6 +172,10 @@ def write(run):
         f"Dataset `{config['dataset']}`, teacher `{config['teacher']}`, "
         f"student `{config['student']}`, recipe `{recipe}`, "
         f"T = {config['temperature']}, {alpha}{config['epochs']} epochs.",
+        "",
+        f"Augmentation: teacher `{augmentation['teacher']}`, students "
+        f"`{augmentation['student']}` (unset: 2-pixel shifts for images of "
+        "at least 16×16 pixels, none for smaller inputs).",
         "",
         markdown_table(header, rows),
         "",
@@ -213,6 +220,12 @@ def _save(fig, path):
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
 
 
+def _integer_epochs(axis):
+    from matplotlib.ticker import MaxNLocator
+
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_curves(metrics, path):
     """Training curves: losses and validation accuracy per epoch.
 
@@ -236,12 +249,27 @@ def plot_curves(metrics, path):
             if k.endswith("_loss") and not k.startswith("val_")
         ]
         for key, style in zip(keys or ["loss"], ("-", "--", "-.", ":")):
-            left.plot(epochs, student[key], style, label=f"distilled: {key}")
+            left.plot(
+                epochs,
+                student[key],
+                style,
+                marker="o",
+                markersize=3,
+                label=f"distilled: {key}",
+            )
     if scratch:
         epochs = range(1, len(scratch["loss"]) + 1)
-        left.plot(epochs, scratch["loss"], ":", label="scratch: loss")
+        left.plot(
+            epochs,
+            scratch["loss"],
+            ":",
+            marker="s",
+            markersize=3,
+            label="scratch: loss",
+        )
     left.set_yscale("log")
     left.set_xlabel("epoch")
+    _integer_epochs(left)
     left.set_ylabel("training loss (log scale)")
     left.set_title("Training losses")
     if left.get_legend_handles_labels()[0]:
@@ -259,13 +287,16 @@ def plot_curves(metrics, path):
         for key in keys:
             epochs = range(1, len(history[key]) + 1)
             label = name if key == "val_accuracy" else f"{name}: {key[4:]}"
-            right.plot(epochs, history[key], label=label)
+            right.plot(
+                epochs, history[key], marker="o", markersize=3, label=label
+            )
     teacher = metrics.get("teacher", {})
     if "accuracy" in teacher:
         right.axhline(
             teacher["accuracy"], color="gray", ls="--", label="teacher (test)"
         )
     right.set_xlabel("epoch")
+    _integer_epochs(right)
     right.set_ylabel("validation accuracy")
     right.set_title("Validation accuracy")
     if right.get_legend_handles_labels()[0]:
@@ -276,8 +307,10 @@ def plot_curves(metrics, path):
 
 
 def plot_size_accuracy(metrics, path):
-    """Test accuracy against file size: every TFLite file, and the `.keras`
-    file of each model that has no TFLite export.
+    """Test accuracy against TFLite file size, every model in the same
+    format (the run exports each trained model in float32, and the
+    distilled student in every requested variant); each point is labelled
+    with its model and variant.
 
     Returns:
         True if a plot was written.
@@ -285,20 +318,14 @@ def plot_size_accuracy(metrics, path):
     points = []
     tflite = metrics.get("tflite", {})
     for key, label in ROWS:
-        exported = {
-            name: entry
-            for name, entry in tflite.items()
-            if name.startswith(f"{key}_") and entry.get("accuracy") is not None
-        }
-        for name, entry in exported.items():
+        for name, entry in tflite.items():
+            if not name.startswith(f"{key}_"):
+                continue
+            if entry.get("accuracy") is None:
+                continue
             mode = name[len(key) + 1 :]
             points.append(
                 (entry["bytes"], entry["accuracy"], f"{label}, {mode}")
-            )
-        entry = metrics.get(key, {})
-        if not exported and "accuracy" in entry and "keras_bytes" in entry:
-            points.append(
-                (entry["keras_bytes"], entry["accuracy"], f"{label}, .keras")
             )
     if not points:
         return False
@@ -317,9 +344,9 @@ def plot_size_accuracy(metrics, path):
         )
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax.set_xlabel("file size (KB, log scale)")
+    ax.set_xlabel("TFLite file size (KB, log scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy against size")
+    ax.set_title("Test accuracy against TFLite file size")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)

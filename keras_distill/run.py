@@ -41,6 +41,8 @@ RECIPE_DEFAULTS = {
     "mutual": dict(temperature=1.0, alpha=None),
 }
 CONFIG_FILE = "config.json"
+# Random 2-pixel shifts help 28×28 digits and wreck 8×8 ones.
+MIN_SHIFT_SIZE = 16
 
 
 @dataclasses.dataclass
@@ -78,9 +80,13 @@ class RunConfig:
         seed: Seed of the weights, the shuffling and the augmentation.
         validation_split: Share of the train part held out for validation.
         teacher_augment: `shift` (random shifts of up to 2 pixels while
-            the teacher trains, as in Hinton et al.) or `none`.
+            the teacher trains, as in Hinton et al.), `none`, or null (the
+            default): `shift` for images of at least 16×16 pixels (MNIST's
+            28×28), `none` for smaller ones (2 pixels wreck the 8×8
+            digits) and for inputs that are not images.
         augment: The same for the students (distilled and scratch alike);
             a distilled student's teacher sees the same shifted batch.
+            Null (the default) picks by image size as for the teacher.
             `consistent`: function matching, the distilled student and
             its teacher see the same shifted and mixed-up batch
             (`keras_distill.augment`), the student from scratch gets the
@@ -122,8 +128,8 @@ class RunConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     validation_split: float = 0.1
-    teacher_augment: str = "shift"
-    augment: str = "shift"
+    teacher_augment: object = None
+    augment: object = None
     quantize: list = dataclasses.field(
         default_factory=lambda: ["float32", "int8"]
     )
@@ -182,8 +188,9 @@ class RunConfig:
         ):
             fail("validation_split", "a float in [0, 1)")
         for field in ("augment", "teacher_augment"):
-            if getattr(self, field) not in AUGMENTS:
-                fail(field, f"one of {list(AUGMENTS)}")
+            value = getattr(self, field)
+            if value is not None and value not in AUGMENTS:
+                fail(field, f"one of {list(AUGMENTS)} or null")
         if self.recipe not in RECIPES:
             fail("recipe", f"one of {list(RECIPES)}")
         if not is_int(self.generations) or self.generations < 1:
@@ -438,6 +445,38 @@ def _in_scope(phase):
     return wrapper
 
 
+def _missing_model(name, path):
+    command = {
+        "teacher": "train-teacher",
+        "scratch": "scratch",
+        "student": "distill",
+    }[name]
+    return (
+        f"No {name} model in {path!r}: run `keras-distill {command} --run "
+        f"{path}` first."
+    )
+
+
+def check_phase(command, path, config):
+    """Checks that a phase has the models it starts from, before anything
+    is written.
+
+    Args:
+        command: The `keras-distill` command (`distill`, `export`, ...).
+        path: The run directory.
+        config: The `RunConfig`.
+
+    Raises:
+        FileNotFoundError: If the phase needs a model the run lacks,
+            naming the command that makes it.
+    """
+    name = {"distill": "teacher", "export": "student"}.get(command)
+    if command == "distill" and config.recipe == "mutual":
+        return
+    if name and not os.path.exists(os.path.join(path, f"{name}.keras")):
+        raise FileNotFoundError(_missing_model(name, path))
+
+
 class Run:
     """The phases of one distillation job, over one run directory.
 
@@ -448,6 +487,7 @@ class Run:
         verbose: Keras' `verbose` for training (0, 1 or 2); None picks 1
             on a terminal and 2 (a line per epoch) elsewhere.
         log: A function that prints a progress line.
+        data: The run's data if already loaded (`Run.load_data`).
 
     Example:
 
@@ -460,7 +500,7 @@ class Run:
     ```
     """
 
-    def __init__(self, path, config=None, verbose=None, log=print):
+    def __init__(self, path, config=None, verbose=None, log=print, data=None):
         self.path = os.fspath(path)
         _make_run_dir(self.path)
         if config is None:
@@ -475,7 +515,7 @@ class Run:
             verbose = 1 if sys.stdout.isatty() else 2
         self.verbose = verbose
         self.log = log
-        self._data = None
+        self._data = data
         self._strategy = None
         worker = _worker_index() if config.strategy == "multi-worker" else 0
         # Workers other than the chief write their own copies apart.
@@ -516,17 +556,26 @@ class Run:
     def data(self):
         """The run's `keras_distill.data.Data` (loaded once)."""
         if self._data is None:
-            from keras_distill import data
-
-            c = self.config
-            self._data = data.load(
-                c.dataset,
-                batch_size=c.batch_size,
-                validation_split=c.validation_split,
-                seed=c.seed,
-                data_dir=c.data_dir,
-            )
+            self._data = self.load_data(self.config)
         return self._data
+
+    @staticmethod
+    def load_data(config):
+        """The `keras_distill.data.Data` a `RunConfig` names.
+
+        Raises:
+            ValueError: For an unknown source or invalid content.
+            FileNotFoundError: When the data is not on disk.
+        """
+        from keras_distill import data
+
+        return data.load(
+            config.dataset,
+            batch_size=config.batch_size,
+            validation_split=config.validation_split,
+            seed=config.seed,
+            data_dir=config.data_dir,
+        )
 
     def train_dataset(self, role="student"):
         """A fresh training pipeline, with the role's augmentation applied.
@@ -547,15 +596,33 @@ class Run:
             shuffle=True,
             seed=c.seed,
         )
-        augment = (
-            self.config.teacher_augment
-            if role == "teacher"
-            else self.config.augment
-        )
+        augment = self.augmentation(role)
         if augment in ("shift", "consistent"):
             if not (augment == "consistent" and role == "student"):
                 train = shift_augment(train, seed=self.config.seed)
         return train
+
+    def augmentation(self, role="student"):
+        """The role's augmentation: the config's, or by image size.
+
+        Args:
+            role: `"teacher"` or `"student"`.
+
+        Returns:
+            `"shift"`, `"none"` or `"consistent"`. An unset (null) value
+            means `"shift"` for images of at least `MIN_SHIFT_SIZE` pixels
+            a side and `"none"` otherwise.
+        """
+        value = (
+            self.config.teacher_augment
+            if role == "teacher"
+            else self.config.augment
+        )
+        if value is not None:
+            return value
+        shape = self.data.arrays.x_train.shape[1:]
+        images = len(shape) == 3 and min(shape[:2]) >= MIN_SHIFT_SIZE
+        return "shift" if images else "none"
 
     def consistent_augment(self):
         """The distiller's in-step augmentation, or None.
@@ -620,15 +687,7 @@ class Run:
 
         path = self.file(f"{name}.keras")
         if not os.path.exists(path):
-            command = {
-                "teacher": "train-teacher",
-                "scratch": "scratch",
-                "student": "distill",
-            }[name]
-            raise FileNotFoundError(
-                f"No {name} model in {self.path!r}: run `keras-distill "
-                f"{command} --run {self.path}` first."
-            )
+            raise FileNotFoundError(_missing_model(name, self.path))
         return keras.models.load_model(path)
 
     # -- phases --------------------------------------------------------------
@@ -898,7 +957,8 @@ class Run:
         return metrics
 
     def export(self, modes=None):
-        """Exports the distilled student (and the teacher in float32).
+        """Exports the distilled student, and the teacher and the student
+        from scratch in float32.
 
         Args:
             modes: TFLite variants among `float32`, `float16`, `dynamic`,
@@ -915,8 +975,11 @@ class Run:
         metrics = self.metrics()
         reports = metrics.setdefault("tflite", {})
         targets = [("student", m) for m in modes]
-        if os.path.exists(self.file("teacher.keras")):
-            targets.insert(0, ("teacher", "float32"))
+        # Every other model in float32, so the size chart compares files
+        # of one format.
+        for other in ("scratch", "teacher"):
+            if os.path.exists(self.file(f"{other}.keras")):
+                targets.insert(0, (other, "float32"))
         for name, mode in targets:
             model = self.load(name)
             suffix = "" if mode == "float32" else f"_{mode}"

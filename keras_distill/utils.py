@@ -139,6 +139,19 @@ def quiet_native_output():
                 os.close(fd)
 
 
+def import_tensorflow_quietly():
+    """Imports TensorFlow with its native start-up lines held back.
+
+    TensorFlow's C++ logging prints device probing lines before its log
+    level applies; they say nothing useful to a command-line user. On an
+    import error they are shown.
+    """
+    with quiet_native_output():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # probes devices, quietly
+
+
 def write_bytes(path, content):
     """Writes `content` to `path` atomically (see `atomic_path`)."""
     with atomic_path(path) as tmp:
