@@ -81,6 +81,7 @@ def test_metrics_json_has_what_the_report_reads(demo_run):
     assert "distillation_loss" in metrics["student"]["history"]
     assert set(metrics["tflite"]) == {
         "teacher_float32",
+        "scratch_float32",
         "student_float32",
         "student_int8",
     }
@@ -213,6 +214,83 @@ def test_distill_before_teacher_says_what_to_run(tmp_path, capsys):
     )
     assert status == 1
     assert "run `keras-distill train-teacher" in err
+    assert not (tmp_path / "empty").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["demo", "--dataset", "no-such-data"], "source='no-such-data'"),
+        (["distill", "--dataset", "no-such-data"], "source='no-such-data'"),
+        (["distill", "--dataset", "digits"], "run `keras-distill train-t"),
+        (["export", "--dataset", "digits"], "run `keras-distill distill"),
+    ],
+)
+def test_a_refused_command_leaves_the_folder_as_it_was(
+    argv, match, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run(argv, capsys)
+    assert status == 1 and re.search(match, err), err
+    assert os.listdir(tmp_path) == []
+
+
+def test_abbreviated_options_are_refused_with_the_real_names(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["distill", "--data", "digits"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --data digits" in err
+    assert "did you mean --dataset or --data-dir?" in err
+
+
+def test_npz_with_text_labels_or_channel_less_images(tmp_path, capsys):
+    import numpy as np
+
+    from keras_distill import data
+
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 8, 8)).astype("float32")
+    text = tmp_path / "text.npz"
+    labels = np.array(["cat", "dog"] * 10)
+    np.savez(text, x_train=x, y_train=labels, x_test=x, y_test=labels)
+    status, _, err = run(
+        [
+            "train-teacher",
+            "--run",
+            str(tmp_path / "r"),
+            *TINY[2:],
+            "--dataset",
+            str(text),
+        ],
+        capsys,
+    )
+    assert status == 1
+    assert "labels of dtype <U3 (text)" in err and "np.unique" in err
+    assert not (tmp_path / "r").exists()
+    floats = tmp_path / "floats.npz"
+    y = rng.integers(0, 3, 20)
+    np.savez(floats, x_train=x, y_train=y, x_test=x, y_test=y)
+    arrays = data.load_arrays(str(floats))
+    assert arrays.x_train.shape == (20, 8, 8, 1)
+
+
+def test_augmentation_follows_the_image_size(tmp_path):
+    from keras_distill.run import Run
+
+    quiet = dict(log=lambda *_: None)
+    small = Run(tmp_path / "digits", RunConfig(dataset="digits"), **quiet)
+    assert small.augmentation("teacher") == "none"
+    assert small.augmentation("student") == "none"
+    big = Run(tmp_path / "mnist", RunConfig(dataset="mnist5k"), **quiet)
+    assert big.augmentation("teacher") == "shift"
+    chosen = Run(
+        tmp_path / "chosen",
+        RunConfig(dataset="digits", augment="shift"),
+        **quiet,
+    )
+    assert chosen.augmentation("student") == "shift"
+    assert chosen.augmentation("teacher") == "none"
 
 
 def test_missing_config_file(tmp_path, capsys):
@@ -519,3 +597,17 @@ def test_consistent_augmentation_in_the_run(tmp_path, capsys):
     assert status == 0, err
     layers = Run(path, log=lambda *_: None).consistent_augment().augment_layers
     assert [type(x) for x in layers] == [RandomShift, Mixup]
+
+
+def test_digits_defaults_train_a_good_teacher(tmp_path, capsys):
+    """No pixel shifts on 8x8 digits: the default teacher passes 90%."""
+    path = str(tmp_path / "digits")
+    flags = ["--run", path, "--dataset", "digits", "--verbose", "0"]
+    assert run(["train-teacher", *flags], capsys)[0] == 0
+    assert run(["evaluate", *flags], capsys)[0] == 0
+    metrics = json.loads((tmp_path / "digits" / "metrics.json").read_text())
+    assert metrics["teacher"]["accuracy"] > 0.90
+    report = run(["report", *flags], capsys)[1]
+    assert report.splitlines()[2].startswith("teacher")
+    text = (tmp_path / "digits" / "report.md").read_text()
+    assert "Augmentation: teacher `none`, students `none`" in text

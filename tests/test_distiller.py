@@ -644,3 +644,24 @@ def test_total_loss_is_logged_beside_loss():
     ).history
     assert history["total_loss"] == history["loss"]
     assert history["val_total_loss"] == history["val_loss"]
+
+
+def test_tensorboard_callback_logs_an_epoch(tmp_path):
+    x, y = data(16)
+    distiller = make()
+    distiller.compile("adam", sparse_ce())
+    distiller.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=1,
+        verbose=0,
+        callbacks=[keras.callbacks.TensorBoard(str(tmp_path / "logs"))],
+    )
+    events = [
+        name
+        for _, _, files in os.walk(tmp_path / "logs")
+        for name in files
+        if name.startswith("events.out.tfevents")
+    ]
+    assert events
