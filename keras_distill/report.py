@@ -220,10 +220,12 @@ def _save(fig, path):
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
 
 
-def _integer_epochs(axis):
+def _epoch_axis(axis, epochs):
+    """Whole epochs on the x axis, readable from a single epoch on."""
     from matplotlib.ticker import MaxNLocator
 
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_xlim(0.5, max(epochs, 1) + 0.5)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def plot_curves(metrics, path):
@@ -237,6 +239,11 @@ def plot_curves(metrics, path):
     if not student and not scratch:
         return False
     plt = _pyplot()
+    longest = max(
+        len(history.get("loss", []))
+        for history in (student, scratch)
+        if history
+    )
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     if student:
         epochs = range(1, len(student["loss"]) + 1)
@@ -268,8 +275,13 @@ def plot_curves(metrics, path):
             label="scratch: loss",
         )
     left.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+    left.yaxis.set_major_formatter(plain)
+    left.yaxis.set_minor_formatter(plain)
     left.set_xlabel("epoch")
-    _integer_epochs(left)
+    _epoch_axis(left, longest)
     left.set_ylabel("training loss (log scale)")
     left.set_title("Training losses")
     if left.get_legend_handles_labels()[0]:
@@ -296,7 +308,7 @@ def plot_curves(metrics, path):
             teacher["accuracy"], color="gray", ls="--", label="teacher (test)"
         )
     right.set_xlabel("epoch")
-    _integer_epochs(right)
+    _epoch_axis(right, longest)
     right.set_ylabel("validation accuracy")
     right.set_title("Validation accuracy")
     if right.get_legend_handles_labels()[0]:
@@ -343,7 +355,12 @@ def plot_size_accuracy(metrics, path):
             label=label,
         )
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    from matplotlib.ticker import LogLocator
+
+    kilobytes = FuncFormatter(lambda v, _: f"{v:,.0f}")
+    ax.xaxis.set_major_formatter(kilobytes)
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+    ax.xaxis.set_minor_formatter(kilobytes)
     ax.set_xlabel("TFLite file size (KB, log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Test accuracy against TFLite file size")
