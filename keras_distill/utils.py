@@ -108,11 +108,14 @@ def quiet_native_output():
     The TFLite converter and the SavedModel loader write progress lines
     from C++ straight to the process' file descriptors. They are held in a
     temporary file and dropped, unless the block raises: then they are
-    written to stderr, since they may explain the error.
+    written to stderr, since they may explain the error. TensorFlow's
+    Python `INFO` lines ("Assets written to ...", which a notebook shows
+    in the cell) are held back too.
 
     Yields:
         Nothing.
     """
+    import logging
     import sys
 
     for stream in (sys.stdout, sys.stderr):
@@ -120,6 +123,9 @@ def quiet_native_output():
             stream.flush()
         except (AttributeError, ValueError):
             pass
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
     saved = [os.dup(1), os.dup(2)]
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 1)
@@ -137,6 +143,7 @@ def quiet_native_output():
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
+            logger.setLevel(level)
 
 
 def import_tensorflow_quietly():
