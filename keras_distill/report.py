@@ -276,10 +276,14 @@ def plot_curves(metrics, path):
         )
     left.set_yscale("log")
     from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import LogFormatter
 
-    plain = FuncFormatter(lambda v, _: f"{v:.3g}")
-    left.yaxis.set_major_formatter(plain)
-    left.yaxis.set_minor_formatter(plain)
+    # Plain numbers; minor ticks labelled only over a short span (a few
+    # epochs), where the decades alone would leave the axis bare.
+    left.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    left.yaxis.set_minor_formatter(
+        LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5))
+    )
     left.set_xlabel("epoch")
     _epoch_axis(left, longest)
     left.set_ylabel("training loss (log scale)")
