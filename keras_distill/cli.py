@@ -275,16 +275,18 @@ def run_command(args, log=_log):
 
         return bench.main(args, log=log)
     from keras_distill.run import Run
+    from keras_distill.run import check_data
     from keras_distill.run import check_phase
 
     path, config = resolve_config(args)
     created = _first_missing(path)
     try:
         # Everything is checked before the run directory is written: the
-        # data loads, the phase has what it needs.
-        data = Run.load_data(config)
+        # data loads (as arrays: no TensorFlow op may run before a
+        # multi-worker strategy exists), the phase has what it needs.
+        check_data(config)
         check_phase(args.command, path, config)
-        run = Run(path, config, verbose=args.verbose, log=log, data=data)
+        run = Run(path, config, verbose=args.verbose, log=log)
         _start_runtime_quietly(run)
         return _run_phases(args, run, log)
     except BaseException:

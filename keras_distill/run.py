@@ -457,6 +457,27 @@ def _missing_model(name, path):
     )
 
 
+def check_data(config):
+    """Loads the run's data as arrays, to refuse a bad source early.
+
+    NumPy only: no TensorFlow op runs, so a multi-worker strategy can
+    still be created afterwards. The bundled datasets are cached, so the
+    run's own loading costs nothing more.
+
+    Raises:
+        ValueError: For an unknown source or invalid content.
+        FileNotFoundError: When the data is not on disk.
+    """
+    from keras_distill import data
+
+    data.load_arrays(
+        config.dataset,
+        validation_split=config.validation_split,
+        seed=config.seed,
+        data_dir=config.data_dir,
+    )
+
+
 def check_phase(command, path, config):
     """Checks that a phase has the models it starts from, before anything
     is written.
@@ -487,7 +508,6 @@ class Run:
         verbose: Keras' `verbose` for training (0, 1 or 2); None picks 1
             on a terminal and 2 (a line per epoch) elsewhere.
         log: A function that prints a progress line.
-        data: The run's data if already loaded (`Run.load_data`).
 
     Example:
 
@@ -500,7 +520,7 @@ class Run:
     ```
     """
 
-    def __init__(self, path, config=None, verbose=None, log=print, data=None):
+    def __init__(self, path, config=None, verbose=None, log=print):
         self.path = os.fspath(path)
         _make_run_dir(self.path)
         if config is None:
@@ -515,7 +535,7 @@ class Run:
             verbose = 1 if sys.stdout.isatty() else 2
         self.verbose = verbose
         self.log = log
-        self._data = data
+        self._data = None
         self._strategy = None
         worker = _worker_index() if config.strategy == "multi-worker" else 0
         # Workers other than the chief write their own copies apart.
@@ -556,26 +576,17 @@ class Run:
     def data(self):
         """The run's `keras_distill.data.Data` (loaded once)."""
         if self._data is None:
-            self._data = self.load_data(self.config)
+            from keras_distill import data
+
+            c = self.config
+            self._data = data.load(
+                c.dataset,
+                batch_size=c.batch_size,
+                validation_split=c.validation_split,
+                seed=c.seed,
+                data_dir=c.data_dir,
+            )
         return self._data
-
-    @staticmethod
-    def load_data(config):
-        """The `keras_distill.data.Data` a `RunConfig` names.
-
-        Raises:
-            ValueError: For an unknown source or invalid content.
-            FileNotFoundError: When the data is not on disk.
-        """
-        from keras_distill import data
-
-        return data.load(
-            config.dataset,
-            batch_size=config.batch_size,
-            validation_split=config.validation_split,
-            seed=config.seed,
-            data_dir=config.data_dir,
-        )
 
     def train_dataset(self, role="student"):
         """A fresh training pipeline, with the role's augmentation applied.
