@@ -6,6 +6,7 @@ import inspect
 import keras
 from keras import ops
 
+from keras_distill import _keras_internals as internals
 from keras_distill import losses as losses_module
 from keras_distill.checks import NonFiniteLossError
 from keras_distill.checks import NonFiniteLossGuard
@@ -444,7 +445,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
 
         # Drop the variables of the losses this call replaces.
         for variable in self.__dict__.get("_loss_variables", []):
-            self._untrack_variable(variable)
+            internals.untrack_variable(self, variable)
         names = set()
         for i, loss in enumerate(resolved):
             if loss.name in names:
@@ -811,10 +812,10 @@ class Distiller(MultiWorkerBuild, keras.Model):
         )
         self._evaluate_distillation = evaluate_distillation
         self._nan_policy = nan_policy
-        self._compile_config.config["evaluate_distillation"] = (
-            evaluate_distillation
+        internals.set_compile_option(
+            self, "evaluate_distillation", evaluate_distillation
         )
-        self._compile_config.config["nan_policy"] = nan_policy
+        internals.set_compile_option(self, "nan_policy", nan_policy)
 
     def _use_keras_io_loss(self, loss_fn, temperature):
         is_kl = is_kl_divergence(loss_fn)
@@ -939,9 +940,10 @@ class Distiller(MultiWorkerBuild, keras.Model):
         return supervised + self._regularization_loss()
 
     def _supervised_loss(self, y, y_pred, sample_weight):
-        if y is None or self._compile_loss is None:
+        compiled = internals.compile_loss(self)
+        if y is None or compiled is None:
             return ops.zeros((), dtype="float32")
-        value = self._compile_loss(y, y_pred, sample_weight)
+        value = compiled(y, y_pred, sample_weight)
         if value is None:
             return ops.zeros((), dtype="float32")
         return ops.cast(value, "float32")
@@ -960,7 +962,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
     # Steps.
 
     def _check_labels(self, y):
-        if y is None and self._compile_loss is not None:
+        if y is None and internals.compile_loss(self) is not None:
             raise ValueError(
                 "Invalid data for `fit()`. Expected (x, y) because the "
                 "student's supervised loss needs labels. Received: x "
@@ -1001,7 +1003,9 @@ class Distiller(MultiWorkerBuild, keras.Model):
 
         batch = tf.shape(next(i for i in keras.tree.flatten(x)))[0]
         replicas = _replica_count()
-        self._loss_tracker.update_state(total * replicas, sample_weight=batch)
+        internals.loss_tracker(self).update_state(
+            total * replicas, sample_weight=batch
+        )
         self._student_loss_tracker.update_state(
             supervised * replicas, sample_weight=batch
         )

@@ -10,6 +10,8 @@ it to any other model (a teacher, a student trained from scratch).
 import keras
 from keras import ops
 
+from keras_distill import _keras_internals as internals
+
 
 def in_multi_worker_mode(strategy=None):
     """Whether `strategy` (default: the current one) spans several workers.
@@ -65,7 +67,8 @@ def symbolic_build(model, build, iterator=None, data_batch=None):
     Returns:
         What `build` returns.
     """
-    if iterator is not None and model._distribute_strategy is not None:
+    strategy = internals.distribute_strategy_or_none(model)
+    if iterator is not None and strategy is not None:
         import tensorflow as tf
 
         batch = None
@@ -90,10 +93,11 @@ class MultiWorkerBuild:
     (one replica's batch). Put it before `keras.Model` in the bases.
     """
 
+    # Overrides Keras' private hook `internals.SYMBOLIC_BUILD` (tested in
+    # tests/test_keras_internals.py).
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        return symbolic_build(
-            self, super()._maybe_symbolic_build, iterator, data_batch
-        )
+        build = getattr(super(), internals.SYMBOLIC_BUILD)
+        return symbolic_build(self, build, iterator, data_batch)
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")

@@ -217,7 +217,7 @@ def _float32_compute(model):
 
     if all(
         getattr(layer, "compute_dtype", "float32") == "float32"
-        for layer in model._flatten_layers(include_self=False)
+        for layer in _all_layers(model)
     ):
         return model
 
@@ -238,6 +238,13 @@ def _float32_compute(model):
         ) from None
     twin.set_weights(model.get_weights())
     return twin
+
+
+def _all_layers(model):
+    """Every layer of a model, nested models' layers included."""
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from _all_layers(layer)
 
 
 def _export_saved_model(model, specs, folder):

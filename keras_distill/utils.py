@@ -19,7 +19,9 @@ def input_shape(model):
     inputs = getattr(model, "inputs", None)
     if inputs and len(inputs) == 1:
         return tuple(inputs[0].shape)
-    shapes = getattr(model, "_build_shapes_dict", None)
+    from keras_distill._keras_internals import build_shapes
+
+    shapes = build_shapes(model)
     if shapes and len(shapes) == 1:
         shape = next(iter(shapes.values()))
         if isinstance(shape, (list, tuple)):

@@ -23,6 +23,8 @@ import warnings
 import keras
 from keras import ops
 
+from keras_distill import _keras_internals as internals
+
 OUTPUT = "__output__"
 LOGITS = "__logits__"
 MASK = "__mask__"
@@ -87,7 +89,7 @@ def probability_warning(role):
 
 def keras_mask(tensor):
     """The Keras mask a layer attached to `tensor`, or None."""
-    return getattr(tensor, "_keras_mask", None)
+    return internals.keras_mask(tensor)
 
 
 def warn_probabilities(role):
@@ -227,10 +229,8 @@ def select_output(outputs, choice, names=None, role="model"):
 def graph(model):
     """The functional graph behind a Functional or Sequential model."""
     if isinstance(model, keras.Sequential):
-        return getattr(model, "_functional", None)
-    if hasattr(model, "_run_through_graph") and hasattr(
-        model, "_nodes_by_depth"
-    ):
+        return internals.functional_graph(model)
+    if internals.is_functional(model):
         return model
     return None
 
@@ -284,8 +284,7 @@ def final_operations(model, choice=None):
             )
         except ValueError:
             return None
-    history = getattr(output, "_keras_history", None)
-    operation = getattr(history, "operation", None)
+    operation = internals.producing_operation(output)
     if operation is None:
         return None
     if (
@@ -398,7 +397,7 @@ def _replay(model, inputs, wanted, found, head):
             found.setdefault(operation.name, outputs)
         return outputs
 
-    return graph(model)._run_through_graph(inputs, call_fn=call)
+    return internals.run_through_graph(graph(model), inputs, call)
 
 
 class ModelView:
