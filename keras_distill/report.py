@@ -207,8 +207,9 @@ def write(run):
 
 
 def _pyplot():
-    import matplotlib
+    from keras_distill.utils import optional_import
 
+    matplotlib = optional_import("matplotlib", "app", "The report's plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

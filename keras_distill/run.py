@@ -395,10 +395,13 @@ def read_config_file(path):
         raise FileNotFoundError(f"No such config file: {path!r}")
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    try:
-        if path.endswith((".yaml", ".yml")):
-            import yaml
+    is_yaml = path.endswith((".yaml", ".yml"))
+    if is_yaml:
+        from keras_distill.utils import optional_import
 
+        yaml = optional_import("yaml", "app", "A YAML config file")
+    try:
+        if is_yaml:
             values = yaml.safe_load(text)
         else:
             values = json.loads(text)

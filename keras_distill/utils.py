@@ -29,6 +29,35 @@ def input_shape(model):
     return None
 
 
+def optional_import(module, extra, purpose):
+    """Imports an optional dependency, or says which extra installs it.
+
+    The library needs TensorFlow, Keras and NumPy only; datasets, plots,
+    YAML configs and the LiteRT interpreter come with extras.
+
+    Args:
+        module: The module to import, e.g. `"ai_edge_litert.interpreter"`.
+        extra: The `keras-distill` extra that installs it (`"export"`,
+            `"app"`).
+        purpose: What needs it, for the message.
+
+    Returns:
+        The imported module.
+
+    Raises:
+        ImportError: One line naming the install command.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(
+            f"{purpose} needs `{module.split('.')[0]}`, an optional "
+            f"dependency: pip install 'keras-distill[{extra}]'"
+        ) from None
+
+
 def _check_folder(path):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
