@@ -19,6 +19,8 @@ from keras_distill.checks import non_finite_message
 from keras_distill.checks import term_from_error
 from keras_distill.distribute import MultiWorkerBuild
 from keras_distill.distribute import multi_worker_logs
+from keras_distill.distribute import replica_count
+from keras_distill.distribute import replica_share
 from keras_distill.losses.base import accepts_sample_weight
 from keras_distill.losses.base import as_float
 from keras_distill.losses.base import layer_names
@@ -43,26 +45,6 @@ def _check_backend():
             "Expected KERAS_BACKEND='tensorflow'. Received: "
             f"KERAS_BACKEND={backend!r}"
         )
-
-
-def _replica_count():
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def _scale_for_replicas(value):
-    """Divides a per-replica mean by the number of replicas.
-
-    Gradients are summed over replicas, so each replica's share of a
-    global-batch mean is its local mean divided by the replica count. Keras
-    applies this inside `keras.losses.Loss.__call__`; terms computed with
-    `keras.ops` directly need it here, so that every term is on one footing.
-    """
-    replicas = _replica_count()
-    if replicas > 1:
-        value = value * (1.0 / replicas)
-    return value
 
 
 _AUGMENT_WITH_CACHE = (
@@ -956,7 +938,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
             ]
         if not extra:
             return ops.zeros((), dtype="float32")
-        return _scale_for_replicas(ops.sum(ops.stack(extra)))
+        return replica_share(ops.sum(ops.stack(extra)))
 
     # ------------------------------------------------------------------
     # Steps.
@@ -993,7 +975,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
         alpha = self._alpha
         total = (
             alpha * supervised
-            + (1.0 - alpha) * _scale_for_replicas(distillation)
+            + (1.0 - alpha) * replica_share(distillation)
             + self._regularization_loss()
         )
         return y_pred, supervised, distillation, total
@@ -1002,7 +984,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
         import tensorflow as tf
 
         batch = tf.shape(next(i for i in keras.tree.flatten(x)))[0]
-        replicas = _replica_count()
+        replicas = replica_count()
         internals.loss_tracker(self).update_state(
             total * replicas, sample_weight=batch
         )

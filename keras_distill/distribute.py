@@ -13,6 +13,36 @@ from keras import ops
 from keras_distill import _keras_internals as internals
 
 
+def replica_count():
+    """The number of replicas in sync under the current strategy (1 outside
+    one)."""
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def replica_share(value):
+    """A per-replica mean as this replica's share of the global-batch mean.
+
+    Gradients are summed over replicas, so each replica contributes its
+    local mean divided by the replica count. Keras applies this inside
+    `keras.losses.Loss.__call__`; a term computed with `keras.ops` directly
+    needs it here, so that every term is on one footing. The one place
+    keras_distill scales for replicas (the `Distiller`, `MutualLearning`
+    and the `keras.distillation` wrapper all call it).
+
+    Args:
+        value: A scalar tensor, a mean over this replica's examples.
+
+    Returns:
+        `value / replicas` (`value` itself on one device).
+    """
+    replicas = replica_count()
+    if replicas > 1:
+        value = value * (1.0 / replicas)
+    return value
+
+
 def in_multi_worker_mode(strategy=None):
     """Whether `strategy` (default: the current one) spans several workers.
 

@@ -413,7 +413,7 @@ def tflite(
     int8_io=False,
     check_data=None,
     latency_runs=200,
-    measure_float32=True,
+    measure_float32=False,
 ):
     """Exports a model to a TFLite/LiteRT flatbuffer, checked against Keras.
 
@@ -446,7 +446,8 @@ def tflite(
             Defaults to `representative_data`.
         latency_runs: Timed single-example runs for the latency median.
         measure_float32: Whether a quantized export also converts the
-            float32 model, to report `float32_bytes` and `size_ratio`.
+            float32 model, to report `float32_bytes` and `size_ratio`
+            (one more conversion). Defaults to False: both stay None.
 
     Returns:
         An `ExportReport`.

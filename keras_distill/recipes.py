@@ -19,6 +19,7 @@ from keras import ops
 
 from keras_distill.distribute import MultiWorkerBuild
 from keras_distill.distribute import multi_worker_logs
+from keras_distill.distribute import replica_share
 from keras_distill.losses.base import check_int
 from keras_distill.losses.base import check_positive
 from keras_distill.losses.base import keras_loss_mean
@@ -519,8 +520,7 @@ class MutualLearning(MultiWorkerBuild, keras.Model):
             ]
             if regularization:
                 total = total + ops.sum(ops.stack(regularization))
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(total / replicas)
+            scaled = self.optimizer.scale_loss(replica_share(total))
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))

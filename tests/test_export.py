@@ -42,6 +42,7 @@ def reports(trained, mnist, tmp_path_factory):
             representative_data=mnist.x_train,
             check_data=(mnist.x_test, mnist.y_test),
             latency_runs=20,
+            measure_float32=True,
         )
     return out
 

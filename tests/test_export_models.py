@@ -76,7 +76,6 @@ def test_export_of_models_users_train(case, quantize, tmp_path):
         quantize=quantize,
         representative_data=x,
         latency_runs=2,
-        measure_float32=False,
     )
     assert path.exists() and report.compared == 48
     print(case, quantize, report.max_abs_diff, report.argmax_agreement)
@@ -116,7 +115,6 @@ def test_export_of_mixed_precision_students(policy, tmp_path):
             quantize=quantize,
             representative_data=x,
             latency_runs=2,
-            measure_float32=False,
         )
         print(policy, quantize, report.max_abs_diff, report.argmax_agreement)
         exported = export.Runner(path).predict(x)

@@ -106,11 +106,9 @@ class KerasDistillationLoss(DistillationLoss):
             if fn is not None
         ]
         if inner and all(isinstance(fn, keras.losses.Loss) for fn in inner):
-            import tensorflow as tf
+            from keras_distill.distribute import replica_count
 
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            if replicas > 1:
-                value = value * float(replicas)
+            value = value * float(replica_count())
         return value
 
     def validate_models(self, teacher, student):
