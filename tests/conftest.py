@@ -94,6 +94,11 @@ def np_log_softmax(z):
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
+def np_ce(logits, y):
+    """NumPy reference: sparse cross-entropy from logits, per example."""
+    return -np_log_softmax(np.asarray(logits, np.float64))[np.arange(len(y)), y]
+
+
 def np_kd(teacher_logits, student_logits, temperature):
     """NumPy reference: T² · mean_batch Σ p_t (log p_t − log p_s)."""
     t = np.asarray(teacher_logits, np.float64) / temperature
