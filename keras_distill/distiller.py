@@ -581,6 +581,14 @@ class Distiller(MultiWorkerBuild, keras.Model):
                 "Invalid data. Expected at least one batch to build the "
                 f"unbuilt model(s) {self._unbuilt()} on. Received: no batch"
             )
+        if not all(hasattr(a, "shape") for a in keras.tree.flatten(sample)):
+            raise ValueError(
+                "Invalid data to build the unbuilt model(s) "
+                f"{self._unbuilt()} on. Expected arrays, a `tf.data.Dataset` "
+                "or a `keras.utils.PyDataset`, or models built first (call "
+                "them on a batch). Received: x of type "
+                f"{type(sample).__name__}"
+            )
         with self.distribute_strategy.scope():
             if not self.student.built:
                 self.student(sample, training=False)

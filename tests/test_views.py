@@ -539,3 +539,16 @@ def test_tfsm_layer_teacher_warns_then_distils_when_declared(tmp_path):
         warnings.simplefilter("error")
         got = reported_distillation(distiller, x, y)
     np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_unbuilt_models_from_a_python_generator_say_how_to_build_them():
+    x, y = data(8)
+    student = keras.Sequential([keras.layers.Dense(NUM_CLASSES)])
+    distiller = keras_distill.Distiller(mlp(8, "teacher"), student)
+    distiller.compile("sgd", sparse_ce())
+
+    def batches():
+        yield x, y
+
+    with pytest.raises(ValueError, match="call them on a batch"):
+        distiller.fit(batches(), epochs=1, verbose=0)
