@@ -29,6 +29,12 @@ from keras_distill.losses.compat import is_kl_divergence
 from keras_distill.losses.logits import LogitsDistillation
 from keras_distill.losses.logits import SoftTargetDistillation
 from keras_distill.utils import input_shape
+from keras_distill.validation import check_augment
+from keras_distill.validation import check_backend
+from keras_distill.validation import check_fraction
+from keras_distill.validation import check_model
+from keras_distill.validation import check_preprocessing
+from keras_distill.validation import check_weights
 from keras_distill.views import LOGITS
 from keras_distill.views import MASK
 from keras_distill.views import OUTPUT
@@ -36,57 +42,11 @@ from keras_distill.views import ModelView
 from keras_distill.views import check_output_type
 from keras_distill.views import keras_mask
 
-
-def _check_backend():
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
-        raise RuntimeError(
-            "keras_distill.Distiller runs on the TensorFlow backend only. "
-            "Expected KERAS_BACKEND='tensorflow'. Received: "
-            f"KERAS_BACKEND={backend!r}"
-        )
-
-
 _AUGMENT_WITH_CACHE = (
     "Invalid data for a Distiller with `augment`. Expected the teacher "
     "online: a teacher cache holds outputs for unaugmented inputs. "
     "Received: batches from a `TeacherCache`"
 )
-
-
-def _check_augment(augment):
-    """`None`, or the augmentation as a `ConsistentAugment`."""
-    from keras_distill.augment import ConsistentAugment
-
-    if augment is None or isinstance(augment, ConsistentAugment):
-        return augment
-    if isinstance(augment, (keras.layers.Layer, list, tuple)):
-        return ConsistentAugment(augment)
-    raise ValueError(
-        "Invalid value for argument `augment`. Expected a "
-        "`keras_distill.augment.ConsistentAugment` or a list of augmentation "
-        f"layers. Received: augment={augment!r}"
-    )
-
-
-def _check_model(arg, model):
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"Invalid value for argument `{arg}`. Expected a "
-            f"`keras.Model`. Received: {arg}={model!r} of type "
-            f"{type(model).__name__}"
-        )
-
-
-def _check_preprocessing(value):
-    if value is None or callable(value):
-        return value
-    raise ValueError(
-        "Invalid value for argument `teacher_preprocessing`. Expected a "
-        "`keras.layers.Layer` (for example a `keras.Sequential` of "
-        "`Resizing` and `Rescaling`) or a callable applied to the teacher's "
-        f"inputs. Received: teacher_preprocessing={value!r}"
-    )
 
 
 def _first_inputs(x):
@@ -116,50 +76,6 @@ def _first_inputs(x):
     return keras.tree.map_structure(
         lambda a: a[:2] if isinstance(a, (np.ndarray, tf.Tensor)) else a, x
     )
-
-
-def _check_fraction(arg, value):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        and not hasattr(value, "__float__")
-    ):
-        raise ValueError(
-            f"Invalid value for argument `{arg}`. Expected a float in "
-            f"[0, 1]. Received: {arg}={value!r}"
-        )
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(
-            f"Invalid value for argument `{arg}`. Expected a float in "
-            f"[0, 1]. Received: {arg}={value!r}"
-        )
-    return float(value)
-
-
-def _check_weights(weights, count):
-    if isinstance(weights, (int, float)) and not isinstance(weights, bool):
-        weights = [weights]
-    if not isinstance(weights, (list, tuple)) or len(weights) != count:
-        raise ValueError(
-            "Invalid value for argument `distillation_loss_weights`. Expected "
-            f"a list of {count} non-negative floats, one per distillation "
-            f"loss. Received: distillation_loss_weights={weights!r}"
-        )
-    checked = []
-    for weight in weights:
-        if (
-            isinstance(weight, bool)
-            or not isinstance(weight, (int, float))
-            or not weight >= 0
-            or weight == float("inf")
-        ):
-            raise ValueError(
-                "Invalid value for argument `distillation_loss_weights`. "
-                "Expected non-negative finite floats. Received: "
-                f"distillation_loss_weights={list(weights)!r}"
-            )
-        checked.append(float(weight))
-    return checked
 
 
 def _classes(view):
@@ -355,18 +271,18 @@ class Distiller(MultiWorkerBuild, keras.Model):
         name="distiller",
         **kwargs,
     ):
-        _check_backend()
+        check_backend()
         super().__init__(name=name, **kwargs)
         if teacher is not None:
-            _check_model("teacher", teacher)
-        _check_model("student", student)
+            check_model("teacher", teacher)
+        check_model("student", student)
         if teacher is student:
             raise ValueError(
                 "Invalid value for argument `student`. Expected a model "
                 "other than the teacher. Received: the same object as "
                 f"teacher and student ({teacher.name!r})"
             )
-        alpha = _check_fraction("student_loss_weight", student_loss_weight)
+        alpha = check_fraction("student_loss_weight", student_loss_weight)
         self.teacher = teacher
         self.student = student
         self.teacher_output = teacher_output
@@ -377,7 +293,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
         self.student_output_type = check_output_type(
             "student", student_output_type
         )
-        self.teacher_preprocessing = _check_preprocessing(teacher_preprocessing)
+        self.teacher_preprocessing = check_preprocessing(teacher_preprocessing)
         self._alpha = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(alpha),
@@ -388,7 +304,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
         )
         self._evaluate_distillation = False
         self._nan_policy = "raise"
-        self.augment = _check_augment(augment)
+        self.augment = check_augment(augment)
         self._loss_layers = []
         object.__setattr__(self, "_teacher_view", None)
         object.__setattr__(self, "_student_view", None)
@@ -416,7 +332,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
         resolved = [losses_module.get(loss) for loss in distillation_losses]
         if weights is None:
             weights = [1.0] * len(resolved)
-        weights = _check_weights(weights, len(resolved))
+        weights = check_weights(weights, len(resolved))
         needing = [type(x).__name__ for x in resolved if x.needs_teacher]
         if self.teacher is None and needing:
             raise ValueError(
@@ -632,7 +548,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
 
     @student_loss_weight.setter
     def student_loss_weight(self, value):
-        self._alpha.assign(_check_fraction("student_loss_weight", value))
+        self._alpha.assign(check_fraction("student_loss_weight", value))
 
     @property
     def distillation_loss_weights(self):
@@ -641,7 +557,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
 
     @distillation_loss_weights.setter
     def distillation_loss_weights(self, weights):
-        weights = _check_weights(weights, len(self._weight_variables))
+        weights = check_weights(weights, len(self._weight_variables))
         for variable, weight in zip(self._weight_variables, weights):
             variable.assign(weight)
 
