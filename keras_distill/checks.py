@@ -77,9 +77,7 @@ def check_inputs(method, x, expected_shape, key=None):
         if isinstance(x, dict):
             for key, value in x.items():
                 if key in expected_shape:
-                    check_inputs(
-                        f"{method}", value, expected_shape[key], key=key
-                    )
+                    check_inputs(method, value, expected_shape[key], key=key)
         return
     if not isinstance(x, np.ndarray):
         return

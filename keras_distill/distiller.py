@@ -54,24 +54,15 @@ def _first_inputs(x):
     import numpy as np
     import tensorflow as tf
 
-    if isinstance(x, tf.data.Dataset):
-        for element in x.take(1):
-            x = element
-            break
+    if isinstance(x, (tf.data.Dataset, keras.utils.PyDataset)):
+        if isinstance(x, tf.data.Dataset):
+            x = next(iter(x.take(1)), None)
         else:
+            x = x[0]
+        if x is None:
             return None
-        x = (
-            keras.utils.unpack_x_y_sample_weight(x)[0]
-            if isinstance(x, tuple)
-            else x
-        )
-    elif isinstance(x, keras.utils.PyDataset):
-        x = x[0]
-        x = (
-            keras.utils.unpack_x_y_sample_weight(x)[0]
-            if isinstance(x, tuple)
-            else x
-        )
+        if isinstance(x, tuple):  # a batch of (x, y[, sample_weight])
+            x = keras.utils.unpack_x_y_sample_weight(x)[0]
     x, _ = _split_cached(x)
     return keras.tree.map_structure(
         lambda a: a[:2] if isinstance(a, (np.ndarray, tf.Tensor)) else a, x
