@@ -16,22 +16,24 @@ parser.add_argument("--epochs", type=int, default=10)
 args = parser.parse_args()
 
 # %% Data: tf.data pipelines, input shape and class count.
-data = keras_distill.data.load("mnist5k", batch_size=64, validation_split=0.1)
+data = keras_distill.app.datasets.load(
+    "mnist5k", batch_size=64, validation_split=0.1
+)
 ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 # Random shifts of up to 2 pixels. Applied in the pipeline, so during
 # distillation the teacher and the student see the same shifted batch.
-shifted = keras_distill.data.shift_augment(data.train, seed=0)
+shifted = keras_distill.pipelines.shift_augment(data.train, seed=0)
 
 # %% A teacher (trained here; normally you load yours).
-teacher = keras_distill.zoo.build(
+teacher = keras_distill.app.zoo.build(
     "cnn-medium", data.input_shape, data.num_classes, seed=0
 )
 teacher.compile("adam", ce, metrics=["accuracy"])
 teacher.fit(shifted, epochs=args.epochs, verbose=2, shuffle=False)
 
 # %% Distill a smaller student: an MLP with 78% of the teacher's weights.
-student = keras_distill.zoo.build(
+student = keras_distill.app.zoo.build(
     "mlp-compact", data.input_shape, data.num_classes, seed=1
 )
 distiller = keras_distill.Distiller(

@@ -27,9 +27,11 @@ print(f"{strategy.num_replicas_in_sync} replica(s) in sync")
 # first batch before training, which must not move the epochs' order.
 resumable = keras_distill.callbacks.ResumableData()
 with resumable:
-    data = keras_distill.data.load("digits", batch_size=args.batch_size, seed=0)
+    data = keras_distill.app.datasets.load(
+        "digits", batch_size=args.batch_size, seed=0
+    )
 with strategy.scope():
-    teacher = keras_distill.zoo.teacher(
+    teacher = keras_distill.app.zoo.teacher(
         "mlp-small", data.input_shape, data.num_classes
     )
     teacher.compile(
@@ -40,7 +42,7 @@ with strategy.scope():
 teacher.fit(data.train, epochs=args.epochs, verbose=2, callbacks=[resumable])
 
 with strategy.scope():
-    student = keras_distill.zoo.student(
+    student = keras_distill.app.zoo.student(
         "mlp-tiny", data.input_shape, data.num_classes
     )
     distiller = keras_distill.Distiller(

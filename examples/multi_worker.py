@@ -78,9 +78,9 @@ chief = task.get("index", 0) == 0
 # does not move the order).
 resumable = keras_distill.callbacks.ResumableData()
 with resumable:
-    data = keras_distill.data.load("digits", batch_size=64, seed=0)
+    data = keras_distill.app.datasets.load("digits", batch_size=64, seed=0)
 with strategy.scope():
-    teacher = keras_distill.zoo.teacher(
+    teacher = keras_distill.app.zoo.teacher(
         "mlp-small", data.input_shape, data.num_classes
     )
     # Keras' own fit fails on several workers (keras-team/keras#20585);
@@ -98,7 +98,7 @@ trainer.fit(
 with strategy.scope():
     distiller = keras_distill.Distiller(
         teacher,
-        keras_distill.zoo.student(
+        keras_distill.app.zoo.student(
             "mlp-tiny", data.input_shape, data.num_classes
         ),
         student_loss_weight=0.1,

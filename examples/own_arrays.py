@@ -53,5 +53,5 @@ subprocess.run(
 )
 
 # Or from Python, with the same data loader:
-data = keras_distill.data.load("my_digits.npz", batch_size=32)
+data = keras_distill.app.datasets.load("my_digits.npz", batch_size=32)
 print("input shape", data.input_shape, "classes", data.num_classes)

@@ -1,6 +1,6 @@
 """keras_distill: knowledge distillation for Keras 3 on TensorFlow.
 
-The public names are listed in `__all__`:
+The library (it needs keras, tensorflow and numpy only):
 
 - `keras_distill.Distiller`: a `keras.Model` that trains a student from a
   frozen teacher with `compile` / `fit` / `evaluate` / `predict`.
@@ -12,24 +12,21 @@ The public names are listed in `__all__`:
   learning.
 - `keras_distill.augment`: consistent augmentation and mixup (function
   matching).
+- `keras_distill.pipelines`: seeded `tf.data` shuffles and shifts.
 - `keras_distill.teachers`: cached teacher outputs and teacher ensembles.
 - `keras_distill.distribute`: multi-worker training for any model.
 - `keras_distill.checks`: the data checks and the NaN policy of `fit`.
 - `keras_distill.export`: SavedModel and TFLite/LiteRT export, checked
-  against Keras.
-- `keras_distill.data`: datasets (bundled MNIST-5k and digits, TFDS, your
-  own arrays) as `tf.data` pipelines.
-- `keras_distill.zoo`: reference teacher and student models by name.
-- `keras_distill.run`, `keras_distill.report`, `keras_distill.bench`: the
-  run directory, its report and the benchmarks behind the `keras-distill`
-  command.
+  against Keras (LiteRT from the `export` extra).
+
+The application behind the `keras-distill` command lives in
+`keras_distill.app` (datasets, the model zoo, runs, reports, benchmarks;
+the `app` extra). It is never imported by the library.
 
 Importing the package registers every serializable class (the
 `Distiller`, the losses, augmentation, teachers, callbacks, recipes) with
 Keras, so `keras.models.load_model` finds them in a new Python process
-after a plain `import keras_distill`. The application modules (`data`,
-`zoo`, `run`, `report`, `bench`, `export`, `robustness`) load on first
-use.
+after a plain `import keras_distill`.
 """
 
 import importlib
@@ -57,22 +54,29 @@ _quiet_the_command_line()
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "app",
     "augment",
-    "bench",
     "callbacks",
     "checks",
-    "data",
     "distribute",
     "export",
     "losses",
+    "pipelines",
     "recipes",
-    "report",
-    "robustness",
-    "run",
     "teachers",
     "utils",
-    "zoo",
+    "validation",
+    "views",
 )
+# Application modules that lived at the top level before `keras_distill.app`:
+# still reachable as attributes (`keras_distill.zoo.build`), for one release.
+_MOVED = {
+    "bench": "keras_distill.app.bench",
+    "report": "keras_distill.app.report",
+    "robustness": "keras_distill.app.robustness",
+    "run": "keras_distill.app.run",
+    "zoo": "keras_distill.app.zoo",
+}
 
 __all__ = ["Distiller", *_SUBMODULES, "__version__"]
 
@@ -89,6 +93,8 @@ from keras_distill.distiller import Distiller  # noqa: E402
 def __getattr__(name):
     if name in _SUBMODULES:
         return importlib.import_module(f"keras_distill.{name}")
+    if name in _MOVED:
+        return importlib.import_module(_MOVED[name])
     raise AttributeError(f"module 'keras_distill' has no attribute {name!r}")
 
 

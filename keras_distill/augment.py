@@ -17,6 +17,42 @@ from keras import ops
 from keras_distill.losses.base import check_int
 
 
+def shift_images(images, offsets, pixels):
+    """Shifts each image by its own whole number of pixels, zero-filled.
+
+    The one shift kernel of the package: `RandomShift`,
+    `keras_distill.pipelines.shift_augment`, the shifted views of
+    `keras_distill.teachers.TeacherCache` and the robustness report all
+    call it, so a shift drawn in one place is replayed exactly in another.
+
+    Args:
+        images: A tensor or array `(batch, height, width, channels)`.
+        offsets: int32 `(batch, 2)` in `[0, 2 * pixels]`: the rows and
+            columns each image moves by, plus `pixels` (so `pixels` is no
+            shift, 0 moves the content `pixels` down and right).
+        pixels: The largest shift, a non-negative int.
+
+    Returns:
+        The shifted images, as a tensor of the images' dtype.
+    """
+    images = ops.convert_to_tensor(images)
+    offsets = ops.cast(offsets, "int32")
+    p = pixels
+    batch = ops.shape(images)[0]
+    height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+    padded = ops.pad(images, [[0, 0], [p, p], [p, p], [0, 0]])
+    rows = ops.arange(height, dtype="int32")[None, :] + offsets[:, :1]
+    cols = ops.arange(width, dtype="int32")[None, :] + offsets[:, 1:]
+    rows = ops.broadcast_to(
+        rows[:, :, None, None], (batch, height, width + 2 * p, channels)
+    )
+    out = ops.take_along_axis(padded, rows, axis=1)
+    cols = ops.broadcast_to(
+        cols[:, None, :, None], (batch, height, width, channels)
+    )
+    return ops.take_along_axis(out, cols, axis=2)
+
+
 @keras.saving.register_keras_serializable(package="keras_distill")
 class RandomShift(keras.layers.Layer):
     """Shifts each image by whole pixels, up to `pixels` each way.
@@ -52,24 +88,14 @@ class RandomShift(keras.layers.Layer):
                 "(batch, height, width, channels). Received: shape "
                 f"{tuple(images.shape)}"
             )
-        p = self.pixels
-        batch = ops.shape(images)[0]
-        height, width = images.shape[1], images.shape[2]
         offsets = keras.random.randint(
-            (batch, 2), 0, 2 * p + 1, seed=self.seed_generator, dtype="int32"
+            (ops.shape(images)[0], 2),
+            0,
+            2 * self.pixels + 1,
+            seed=self.seed_generator,
+            dtype="int32",
         )
-        padded = ops.pad(images, [[0, 0], [p, p], [p, p], [0, 0]])
-        rows = ops.arange(height, dtype="int32")[None, :] + offsets[:, :1]
-        cols = ops.arange(width, dtype="int32")[None, :] + offsets[:, 1:]
-        channels = images.shape[3]
-        rows = ops.broadcast_to(
-            rows[:, :, None, None], (batch, height, width + 2 * p, channels)
-        )
-        out = ops.take_along_axis(padded, rows, axis=1)
-        cols = ops.broadcast_to(
-            cols[:, None, :, None], (batch, height, width, channels)
-        )
-        return ops.take_along_axis(out, cols, axis=2)
+        return shift_images(images, offsets, self.pixels)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -5,8 +5,8 @@ The temperature, `alpha` and the loss weights are variables of the
 `keras_distill.Distiller`, read by the compiled training step when it
 runs; these callbacks assign them at the start of each epoch, so the
 schedule takes effect without recompiling (XLA included).
-`ResumableData` keys the seeded pipelines of `keras_distill.data` by the
-epoch, so that a `fit` resumed by `keras.callbacks.BackupAndRestore`
+`ResumableData` keys the seeded pipelines of `keras_distill.pipelines` by
+the epoch, so that a `fit` resumed by `keras.callbacks.BackupAndRestore`
 reads the batches an uninterrupted run would have read.
 """
 
@@ -15,6 +15,8 @@ import math
 import keras
 
 from keras_distill.losses.base import check_int
+from keras_distill.pipelines import record_passes
+from keras_distill.pipelines import stop_recording
 
 FORMS = ("constant", "linear", "cosine", "warmup")
 
@@ -265,8 +267,9 @@ class LossWeightSchedule(_Schedule):
 class ResumableData(keras.callbacks.Callback):
     """Keys the seeded pipelines built in its `with` block by the epoch.
 
-    The shuffled pipelines of `keras_distill.data` (`load`, `pipeline`,
-    `shift_augment`) and `keras_distill.teachers.TeacherCache.dataset`
+    The shuffled pipelines of `keras_distill.pipelines` (`pipeline`,
+    `shift_augment`; the application's `load` builds on them) and
+    `keras_distill.teachers.TeacherCache.dataset`
     draw a new random key at each pass over them, from their seed alone.
     A `fit` that `keras.callbacks.BackupAndRestore` resumes at epoch k
     runs in a fresh process whose pipelines are at their first pass, so
@@ -281,10 +284,11 @@ class ResumableData(keras.callbacks.Callback):
 
     >>> resumable = keras_distill.callbacks.ResumableData()
     >>> with resumable:
-    ...     data = keras_distill.data.load("digits", batch_size=64, seed=0)
-    >>> resumable.pipelines  # the shuffle of `data.train`
+    ...     train = keras_distill.pipelines.pipeline(
+    ...         x, y, batch_size=64, shuffle=True, seed=0)
+    >>> resumable.pipelines  # the shuffle of `train`
     1
-    >>> # model.fit(data.train, epochs=10, callbacks=[
+    >>> # model.fit(train, epochs=10, callbacks=[
     >>> #     keras.callbacks.BackupAndRestore("backup"), resumable])
     """
 
@@ -298,15 +302,11 @@ class ResumableData(keras.callbacks.Callback):
         return len(self._generators)
 
     def __enter__(self):
-        from keras_distill.data import _record_passes
-
-        _record_passes(self._generators)
+        record_passes(self._generators)
         return self
 
     def __exit__(self, *exc_info):
-        from keras_distill.data import _stop_recording
-
-        _stop_recording(self._generators)
+        stop_recording(self._generators)
         return False
 
     def set_epoch(self, epoch):
@@ -329,7 +329,7 @@ class ResumableData(keras.callbacks.Callback):
             raise ValueError(
                 "`ResumableData` recorded no seeded pipeline. Expected the "
                 "training dataset to be built inside its `with` block "
-                "(keras_distill.data.load, pipeline(shuffle=True), "
+                "(keras_distill.pipelines.pipeline(shuffle=True), "
                 "shift_augment or TeacherCache.dataset). Received: none."
             )
 

@@ -148,7 +148,7 @@ class MultiWorkerModel(MultiWorkerBuild, keras.Model):
     ```python
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     with strategy.scope():
-        teacher = keras_distill.zoo.teacher("cnn-large")
+        teacher = make_teacher()
         trainer = keras_distill.distribute.MultiWorkerModel(teacher)
         trainer.compile("adam", loss, metrics=["accuracy"])
     trainer.fit(train_ds, epochs=10)

@@ -261,7 +261,7 @@ def _examples(data, specs, limit=None):
 
     Args:
         data: An array or a dict of arrays, `(x, y)`, a `tf.data.Dataset`
-            of `x` or `(x, y)` batches, or a data source name.
+            of `x` or `(x, y)` batches.
         specs: The model's `InputSpecs`.
         limit: Keep at most this many examples.
 
@@ -272,11 +272,13 @@ def _examples(data, specs, limit=None):
 
     labels = None
     if isinstance(data, str):
-        from keras_distill.data import load_arrays
-
-        arrays = load_arrays(data)
-        x, labels = arrays.x_test, arrays.y_test
-    elif isinstance(data, tuple) and len(data) == 2:
+        raise TypeError(
+            "Invalid data. Expected an array, `(x, y)` arrays or a "
+            f"tf.data.Dataset. Received: the string {data!r}. For a named "
+            "dataset, load it first: `keras_distill.app.datasets."
+            "load_arrays(name).x_test`."
+        )
+    if isinstance(data, tuple) and len(data) == 2:
         x, labels = data[0], np.asarray(data[1])
     elif isinstance(data, (np.ndarray, dict, list)):
         x = data
@@ -346,7 +348,7 @@ def saved_model(model, path, check_data=None):
             is exported; the teacher never is).
         path: The SavedModel folder to write (replaced if it exists).
         check_data: Inputs to compare on: an array, `(x, y)` arrays, a
-            `tf.data.Dataset` or a data source name. Defaults to 7 random
+            `tf.data.Dataset`. Defaults to 7 random
             inputs, enough to check the signature and the batch axis.
 
     Returns:
@@ -435,8 +437,8 @@ def tflite(
             integer: weights and activations, calibrated on
             `representative_data`).
         representative_data: Real inputs for int8 calibration: an array,
-            `(x, y)` arrays, a `tf.data.Dataset` of `x` or `(x, y)` batches,
-            or a data source name such as `"mnist5k"`. Up to 200 examples
+            `(x, y)` arrays or a `tf.data.Dataset` of `x` or `(x, y)`
+            batches. Up to 200 examples
             are used. Required for `"int8"`.
         int8_io: With `"int8"`, make the model's input and output int8 too
             (the scale and zero point are in the report); otherwise they
@@ -481,7 +483,7 @@ def tflite(
         raise ValueError(
             "Invalid arguments: `quantize='int8'` needs "
             "`representative_data`, real inputs to calibrate the activation "
-            "ranges (an array, a tf.data.Dataset or a data source name). "
+            "ranges (an array or a tf.data.Dataset). "
             "Received: representative_data=None"
         )
     if int8_io and quantize != "int8":

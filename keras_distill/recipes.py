@@ -79,26 +79,74 @@ def _options(
     )
 
 
-def _distill(teacher, student, train_data, name, options):
-    """Distils `student` from `teacher` with the recipe's `options`."""
+def generation(
+    teacher,
+    student,
+    temperature=1.0,
+    alpha=0.5,
+    optimizer="adam",
+    loss=None,
+    metrics=(),
+):
+    """The compiled `Distiller` of one step of a recipe.
+
+    `born_again` and `reverse_distill` train each of their models with
+    one; call it to run a step with a training loop of your own (your
+    callbacks, your data pipeline). The defaults are a born-again
+    generation's.
+
+    Args:
+        teacher: The trained teacher `keras.Model` (logits).
+        student: The `keras.Model` to train.
+        temperature: The softmax temperature. Defaults to 1.0.
+        alpha: The weight of the supervised loss. Defaults to 0.5.
+        optimizer: An optimizer or its name (a new one per call).
+        loss: The supervised loss. Defaults to sparse categorical
+            cross-entropy on logits.
+        metrics: The student's metrics.
+
+    Returns:
+        A compiled `keras_distill.Distiller` (plain KD, `LogitsDistillation`
+        at `temperature`).
+
+    Example:
+
+    ```python
+    distiller = keras_distill.recipes.generation(previous, make_student())
+    distiller.fit(train_ds, epochs=20, callbacks=[my_checkpoint])
+    ```
+    """
     from keras_distill.distiller import Distiller
     from keras_distill.losses.logits import LogitsDistillation
 
-    loss = options["loss"] or _sparse_ce()
-    metrics = list(options["metrics"] or [])
-    optimizer = options["optimizer"]
     distiller = Distiller(
         teacher,
         student,
-        LogitsDistillation(options["temperature"]),
-        student_loss_weight=options["alpha"],
+        LogitsDistillation(temperature),
+        student_loss_weight=alpha,
     )
     distiller.compile(
         optimizer=keras.optimizers.get(optimizer)
         if isinstance(optimizer, str)
         else optimizer,
-        loss=loss,
-        metrics=metrics,
+        loss=loss or _sparse_ce(),
+        metrics=list(metrics or []),
+    )
+    return distiller
+
+
+def _distill(teacher, student, train_data, name, options):
+    """Distils `student` from `teacher` with the recipe's `options`."""
+    loss = options["loss"] or _sparse_ce()
+    metrics = list(options["metrics"] or [])
+    distiller = generation(
+        teacher,
+        student,
+        options["temperature"],
+        options["alpha"],
+        options["optimizer"],
+        loss,
+        metrics,
     )
     history = distiller.fit(
         train_data,
@@ -262,7 +310,7 @@ def born_again(
 
     ```python
     result = keras_distill.recipes.born_again(
-        lambda: keras_distill.zoo.build("mlp-small", (28, 28, 1), 10),
+        make_student,
         train_ds,
         generations=2,
         test_data=test_ds,

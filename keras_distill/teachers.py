@@ -13,9 +13,10 @@ import os
 import keras
 import numpy as np
 
-from keras_distill.data import batch_keys
-from keras_distill.data import shuffled_positions
+from keras_distill.augment import shift_images
 from keras_distill.losses.base import check_positive
+from keras_distill.pipelines import batch_keys
+from keras_distill.pipelines import shuffled_positions
 from keras_distill.utils import atomic_path
 
 TEACHER_KEY = "teacher_outputs"
@@ -495,7 +496,7 @@ class TeacherCache:
         n = _length(x)
         # Batches of positions first, then one gather per batch: far cheaper
         # than a lookup per example. Shuffled, they come in the order of
-        # `keras_distill.data.pipeline` with the same seed.
+        # `keras_distill.pipelines.pipeline` with the same seed.
         if shuffle:
             index = shuffled_positions(n, batch_size, seed)
         else:
@@ -560,8 +561,6 @@ def shift_view(images, indices, view, pixels, seed):
     """
     import tensorflow as tf
 
-    images = tf.convert_to_tensor(images)
-    height, width = images.shape[1], images.shape[2]
     indices = tf.cast(indices, tf.int32)
     view = tf.broadcast_to(tf.cast(view, tf.int32), tf.shape(indices))
 
@@ -572,13 +571,7 @@ def shift_view(images, indices, view, pixels, seed):
 
     keys = tf.stack([seed * 1000003 + view, indices], axis=1)
     offsets = tf.map_fn(offset, keys, fn_output_signature=tf.int32)
-    padded = tf.pad(
-        images, [[0, 0], [pixels, pixels], [pixels, pixels], [0, 0]]
-    )
-    rows = offsets[:, :1] + tf.range(height)[None]
-    cols = offsets[:, 1:] + tf.range(width)[None]
-    out = tf.gather(padded, rows, axis=1, batch_dims=1)
-    return tf.gather(out, cols, axis=2, batch_dims=1)
+    return shift_images(images, offsets, pixels)
 
 
 def _write(path, key, outputs):

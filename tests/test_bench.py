@@ -5,14 +5,16 @@ import re
 import numpy as np
 import pytest
 
-from keras_distill import bench
-from keras_distill import cli
 from keras_distill import recipes
-from keras_distill.run import RECIPE_DEFAULTS
+from keras_distill.app import cli
+from keras_distill.app.bench import accuracy as accuracy_bench
+from keras_distill.app.bench import common
+from keras_distill.app.bench import speed as speed_bench
+from keras_distill.app.run import RECIPE_DEFAULTS
 
 
 def _record_labels(monkeypatch):
-    """Makes `bench._fit` record the label batches each training reads
+    """Makes `common.fit` record the label batches each training reads
     (a list per training) and the models it trains (`read.models`)."""
     import tensorflow as tf
 
@@ -21,9 +23,9 @@ def _record_labels(monkeypatch):
 
     read = Reads()
     read.models = []
-    real_fit = bench._fit
+    real_fit = common.fit
 
-    def recording_fit(model, train, epochs, keyed):
+    def recording_fit(model, train, epochs, resumable):
         labels = []
         read.append(labels)
         read.models.append(model)
@@ -37,9 +39,9 @@ def _record_labels(monkeypatch):
             y.set_shape(batch[-1].shape)
             return (*batch[:-1], y)
 
-        real_fit(model, train.map(spy), epochs, keyed)
+        real_fit(model, train.map(spy), epochs, resumable)
 
-    monkeypatch.setattr(bench, "_fit", recording_fit)
+    monkeypatch.setattr(common, "fit", recording_fit)
     return read
 
 
@@ -69,8 +71,8 @@ def test_bench_accuracy_writes_json(tmp_path, capsys, monkeypatch):
             "--dataset",
             "digits",
             "--variants",
-            "ours",
-            "ours_shift",
+            "kd",
+            "kd_shift",
             "keras",
             "dkd",
             "kd_hint",
@@ -82,25 +84,25 @@ def test_bench_accuracy_writes_json(tmp_path, capsys, monkeypatch):
     result = json.loads(output.read_text())
     hinton = result["protocols"]["hinton"]
     assert hinton["seeds"] == [0]
-    keys = ("teacher", "scratch", "ours", "ours_shift", "keras", "dkd")
+    keys = ("teacher", "scratch", "kd", "kd_shift", "keras", "dkd")
     for key in keys + ("kd_hint",):
         (errors,) = hinton["errors"][key]
         assert 0 <= errors <= hinton["test_examples"]
         assert hinton["mean_error"][key] == errors / hinton["test_examples"]
     assert set(hinton["ratios"]) == {
-        "ours/scratch",
-        "ours_shift/scratch",
+        "kd/scratch",
+        "kd_shift/scratch",
         "keras/scratch",
         "dkd/scratch",
         "kd_hint/scratch",
-        "ours/keras",
-        "dkd/ours",
+        "kd/keras",
+        "dkd/kd",
     }
     assert result["versions"]["tensorflow"]
     out = capsys.readouterr().out
     assert "KD+shift" in out and "JSON written to" in out
     assert "DKD" in out and "KD+hint" in out
-    # teacher, scratch and the five variants (ours from the cache)
+    # teacher, scratch and the five variants (kd from the cache)
     _assert_same_batches(read, 7, steps=len(read[0]))
 
 
@@ -112,16 +114,16 @@ def test_accuracy_table_formats_results():
                 "mean_error": {
                     "teacher": 0.02,
                     "scratch": 0.06,
-                    "ours": 0.035,
-                    "ours_shift": 0.021,
+                    "kd": 0.035,
+                    "kd_shift": 0.021,
                     "keras": 0.04,
                 },
-                "ratios": {"ours/scratch": 0.58},
+                "ratios": {"kd/scratch": 0.58},
             }
         }
     }
-    text = bench.accuracy_table(result)
-    assert "6.00%" in text and "3.50%" in text and "ours/scratch 0.58" in text
+    text = accuracy_bench.table(result)
+    assert "6.00%" in text and "3.50%" in text and "kd/scratch 0.58" in text
 
 
 def test_bench_speed_quick_writes_every_field(tmp_path, capsys):
@@ -139,19 +141,21 @@ def test_bench_speed_quick_writes_every_field(tmp_path, capsys):
     )
     assert status == 0
     result = json.loads(output.read_text())
-    assert set(result["median_epoch_seconds"]) == set("abcdefghi")
+    assert set(result["median_epoch_seconds"]) == set(speed_bench.VARIANTS)
     for times in result["epoch_seconds"].values():
         assert len(times) == 3 and all(t > 0 for t in times)
-    assert set(result["ratios"]) == {"c/i", "c/e", "c/f", "g/c", "h/e", "d/a"}
+    assert set(result["ratios"]) == set(speed_bench.GOALS)
     assert set(result["ratios_cpu"]) == set(result["ratios"])
-    assert set(result["median_epoch_cpu_seconds"]) == set("abcdefghi")
+    assert set(result["median_epoch_cpu_seconds"]) == set(speed_bench.VARIANTS)
     median = result["median_epoch_seconds"]
-    assert result["ratios"]["d/a"] == median["d"] / median["a"]
+    assert result["ratios"]["cached/student_alone"] == (
+        median["cached"] / median["student_alone"]
+    )
     assert result["cache_build_seconds"] > 0
     assert (
         result["config"]["teacher_params"] > result["config"]["student_params"]
     )
-    assert "(i) bound" in capsys.readouterr().out
+    assert "bound: one tf.function step" in capsys.readouterr().out
 
 
 def _bench_recipes(output, *flags):
@@ -163,7 +167,7 @@ def _bench_recipes(output, *flags):
 
 
 def test_bench_recipes_writes_json(tmp_path, capsys, monkeypatch):
-    from keras_distill import bench_recipes
+    from keras_distill.app.bench import recipes as bench_recipes
 
     read = _record_labels(monkeypatch)
 
@@ -195,6 +199,9 @@ def test_bench_recipes_writes_json(tmp_path, capsys, monkeypatch):
     # Born-again generations train as `born_again` and the CLI's recipe
     # do by default.
     defaults = inspect.signature(recipes.born_again).parameters
+    generation = inspect.signature(recipes.generation).parameters
+    for name in ("temperature", "alpha"):
+        assert generation[name].default == defaults[name].default
     born_again = RECIPE_DEFAULTS["born-again"]
     assert born_again == dict(
         temperature=defaults["temperature"].default,
@@ -230,20 +237,20 @@ def test_bench_recipes_writes_json(tmp_path, capsys, monkeypatch):
     assert "mutual" not in bench_recipes.table(part)
 
 
-def test_bench_recipes_steps_per_epoch():
+def test_bench_recipessteps_per_epoch():
     import tensorflow as tf
 
-    from keras_distill.bench_recipes import _steps_per_epoch
+    from keras_distill.app.bench.recipes import steps_per_epoch
 
     ten = tf.data.Dataset.range(10)
-    assert _steps_per_epoch(ten.batch(3)) == 4
+    assert steps_per_epoch(ten.batch(3)) == 4
     # Unknown cardinality (a filter): the batches are counted.
     odd = ten.filter(lambda x: x % 2 == 1).batch(2)
-    assert _steps_per_epoch(odd) == 3
+    assert steps_per_epoch(odd) == 3
 
 
 def test_bench_recipes_selection():
-    from keras_distill import bench_recipes
+    from keras_distill.app.bench import recipes as bench_recipes
 
     assert bench_recipes.selection() == bench_recipes.KEYS
     assert bench_recipes.selection(["mutual_b"]) == ("mutual_a", "mutual_b")
@@ -272,9 +279,9 @@ def test_bench_accuracy_keeps_the_seeds_it_finished(tmp_path):
             raise Cut(line)
 
     with pytest.raises(Cut):
-        bench.accuracy(
+        accuracy_bench.run(
             protocols=["hinton"],
-            variants=["ours"],
+            variants=["kd"],
             seeds=[0, 1],
             epochs=1,
             dataset="digits",

@@ -6,9 +6,9 @@ import warnings
 
 import pytest
 
-from keras_distill import cli
-from keras_distill.run import RECIPE_DEFAULTS
-from keras_distill.run import RunConfig
+from keras_distill.app import cli
+from keras_distill.app.run import RECIPE_DEFAULTS
+from keras_distill.app.run import RunConfig
 
 TINY = [
     "--dataset",
@@ -247,7 +247,7 @@ def test_abbreviated_options_are_refused_with_the_real_names(capsys):
 def test_npz_with_text_labels_or_channel_less_images(tmp_path, capsys):
     import numpy as np
 
-    from keras_distill import data
+    from keras_distill.app import datasets as data
 
     rng = np.random.default_rng(0)
     x = rng.random((20, 8, 8)).astype("float32")
@@ -276,7 +276,7 @@ def test_npz_with_text_labels_or_channel_less_images(tmp_path, capsys):
 
 
 def test_augmentation_follows_the_image_size(tmp_path):
-    from keras_distill.run import Run
+    from keras_distill.app.run import Run
 
     quiet = dict(log=lambda *_: None)
     small = Run(tmp_path / "digits", RunConfig(dataset="digits"), **quiet)
@@ -367,7 +367,7 @@ def test_run_config_refuses_a_bad_temperature_or_alpha():
 def test_a_phase_alone_equals_the_same_phase_after_another(tmp_path):
     import numpy as np
 
-    from keras_distill.run import Run
+    from keras_distill.app.run import Run
 
     config = RunConfig(
         dataset="digits",
@@ -389,7 +389,7 @@ def test_a_phase_alone_equals_the_same_phase_after_another(tmp_path):
 
 def test_distill_with_named_losses_and_hints(tmp_path, capsys):
     from keras_distill import losses
-    from keras_distill.run import Run
+    from keras_distill.app.run import Run
 
     path = str(tmp_path / "methods")
     assert run(["train-teacher", "--run", path, *TINY], capsys)[0] == 0
@@ -548,7 +548,7 @@ def test_distill_recipes(tmp_path, capsys, recipe, check):
     assert status == 0, err
     metrics = json.loads(open(os.path.join(path, "metrics.json")).read())
     config = metrics["config"]
-    from keras_distill import zoo
+    from keras_distill.app import zoo
 
     params = {
         n: zoo.build(n, (8, 8, 1), 10).count_params()
@@ -586,9 +586,9 @@ def test_distill_recipes(tmp_path, capsys, recipe, check):
 
 
 def test_consistent_augmentation_in_the_run(tmp_path, capsys):
+    from keras_distill.app.run import Run
     from keras_distill.augment import Mixup
     from keras_distill.augment import RandomShift
-    from keras_distill.run import Run
 
     path = str(tmp_path / "fm")
     flags = ["--run", path, *TINY, "--augment", "consistent"]

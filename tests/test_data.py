@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from keras_distill import data
+from keras_distill import pipelines
+from keras_distill.app import datasets as data
 
 
 def test_mnist5k_split_is_stratified_and_fixed():
@@ -178,7 +179,7 @@ def test_shift_augment_moves_images_and_keeps_labels():
     x[:, 4:6, 4:6] = 1.0
     y = np.arange(8, dtype="int32")
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-    ((shifted, labels),) = list(data.shift_augment(ds, pixels=2, seed=1))
+    ((shifted, labels),) = list(pipelines.shift_augment(ds, pixels=2, seed=1))
     np.testing.assert_array_equal(labels.numpy(), y)
     assert shifted.shape == x.shape
     # The 2x2 square keeps its mass when shifted by at most 2 pixels.
@@ -193,16 +194,16 @@ def test_shift_augment_leaves_flat_features_alone():
     ds = tf.data.Dataset.from_tensor_slices(
         (np.ones((4, 3), "float32"), np.zeros(4, "int32"))
     ).batch(2)
-    assert data.shift_augment(ds) is ds
+    assert pipelines.shift_augment(ds) is ds
 
 
 def test_shift_augment_is_deterministic_per_seed_and_varies_by_epoch():
     d = data.load("digits", batch_size=128, seed=0)
-    aug = data.shift_augment(d.train, seed=4)
+    aug = pipelines.shift_augment(d.train, seed=4)
     first = [x.numpy() for x, _ in aug]
     second = [x.numpy() for x, _ in aug]
     fresh = data.load("digits", batch_size=128, seed=0)
-    again = [x.numpy() for x, _ in data.shift_augment(fresh.train, seed=4)]
+    again = [x.numpy() for x, _ in pipelines.shift_augment(fresh.train, seed=4)]
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not all(np.array_equal(a, b) for a, b in zip(first, second))
 
@@ -215,7 +216,7 @@ def test_order_and_shifts_depend_on_their_seed_alone():
     def two_epochs(global_seed, seed=5):
         keras.utils.set_random_seed(global_seed)
         d = data.load("digits", batch_size=128, seed=seed)
-        aug = data.shift_augment(d.train, seed=seed)
+        aug = pipelines.shift_augment(d.train, seed=seed)
         return [
             np.concatenate([x.numpy() for x, _ in ds])
             for ds in (d.train, d.train, aug)
@@ -231,8 +232,8 @@ def test_order_and_shifts_depend_on_their_seed_alone():
 
 def test_a_pass_cut_short_does_not_move_the_next_ones_shifts():
     d = data.load("digits", batch_size=128, seed=0)
-    whole = data.shift_augment(d.train, seed=4)
-    cut = data.shift_augment(
+    whole = pipelines.shift_augment(d.train, seed=4)
+    cut = pipelines.shift_augment(
         data.load("digits", batch_size=128, seed=0).train, seed=4
     )
     list(whole)
@@ -260,9 +261,9 @@ def test_resumable_data_sets_every_pipeline_to_the_epochs_pass():
     def pipelines():
         cache = TeacherCache(_flat_teacher(x.shape[1:]), x, views=2, verbose=0)
         return [
-            data.pipeline(x, y, 32, shuffle=True, seed=3),
-            data.shift_augment(
-                data.pipeline(x, y, 32, shuffle=True, seed=3), seed=4
+            pipelines.pipeline(x, y, 32, shuffle=True, seed=3),
+            pipelines.shift_augment(
+                pipelines.pipeline(x, y, 32, shuffle=True, seed=3), seed=4
             ),
             cache.dataset(x, y, batch_size=32, seed=3).map(
                 lambda features, y: (features["inputs"], y)
@@ -286,7 +287,7 @@ def test_resumable_data_sets_every_pipeline_to_the_epochs_pass():
     with pytest.raises(ValueError, match=r"integer >= 0.*epoch=-1"):
         resumable.set_epoch(-1)
     # Pipelines built after the block are not recorded.
-    data.pipeline(x, y, 32, shuffle=True, seed=3)
+    pipelines.pipeline(x, y, 32, shuffle=True, seed=3)
     assert resumable.pipelines == 5
 
 

@@ -100,8 +100,10 @@ SCRIPT = textwrap.dedent(
         with strategy.scope():
             resumable = keras_distill.callbacks.ResumableData()
             with resumable:
-                d = keras_distill.data.load("digits", batch_size=256, seed=0)
-                train = keras_distill.data.shift_augment(d.train, seed=1)
+                d = keras_distill.app.datasets.load(
+                    "digits", batch_size=256, seed=0
+                )
+                train = keras_distill.pipelines.shift_augment(d.train, seed=1)
             inputs = keras.Input(d.input_shape)
             init = keras.initializers.GlorotUniform(seed=2)
             flat = keras.layers.Flatten()(inputs)
@@ -227,7 +229,7 @@ def test_mirrored_strategy_matches_one_device():
 )
 def test_worker_index_of_a_run(monkeypatch, tf_config, index):
     # Non-chief workers of a run write into `<run>/worker-<index>`.
-    from keras_distill.run import _worker_index
+    from keras_distill.app.run import _worker_index
 
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -237,7 +239,7 @@ def test_worker_index_of_a_run(monkeypatch, tf_config, index):
 
 
 def test_worker_index_refuses_bad_tf_config(monkeypatch):
-    from keras_distill.run import _worker_index
+    from keras_distill.app.run import _worker_index
 
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match="Invalid TF_CONFIG.*Expected JSON"):
@@ -245,8 +247,8 @@ def test_worker_index_refuses_bad_tf_config(monkeypatch):
 
 
 def test_each_worker_keeps_its_own_files_and_backups(monkeypatch, tmp_path):
-    from keras_distill.run import Run
-    from keras_distill.run import RunConfig
+    from keras_distill.app.run import Run
+    from keras_distill.app.run import RunConfig
 
     backup = str(tmp_path / "backup")
     config = RunConfig(strategy="multi-worker", backup_dir=backup)
@@ -288,7 +290,7 @@ def test_the_command_line_starts_a_multi_worker_strategy(tmp_path):
         [
             sys.executable,
             "-m",
-            "keras_distill.cli",
+            "keras_distill.app.cli",
             "train-teacher",
             "--run",
             str(run),

@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 
 from keras_distill import Distiller
-from keras_distill import data
 from keras_distill import export
-from keras_distill import zoo
+from keras_distill.app import datasets as data
+from keras_distill.app import zoo
 
 
 @pytest.fixture(scope="module")

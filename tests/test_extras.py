@@ -5,10 +5,10 @@ import sys
 
 import pytest
 
-from keras_distill import data
 from keras_distill import export
-from keras_distill import report
-from keras_distill import run
+from keras_distill.app import datasets as data
+from keras_distill.app import report
+from keras_distill.app import run
 
 
 def _missing(monkeypatch, *modules):

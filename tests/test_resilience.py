@@ -256,7 +256,8 @@ def test_a_resumed_fit_reads_the_order_and_shifts_of_its_epochs(tmp_path):
     # pipeline resumed from the backup, as a rerun of the CLI does.
     import keras
 
-    from keras_distill import data
+    from keras_distill import pipelines
+    from keras_distill.app import datasets as data
     from keras_distill.callbacks import ResumableData
 
     class Crash(keras.callbacks.Callback):
@@ -271,7 +272,7 @@ def test_a_resumed_fit_reads_the_order_and_shifts_of_its_epochs(tmp_path):
         recorder = ResumableData()
         with recorder:
             d = data.load("digits", batch_size=256, seed=0)
-            train = data.shift_augment(d.train, seed=1)
+            train = pipelines.shift_augment(d.train, seed=1)
         inputs = keras.Input(d.input_shape)
         flat = keras.layers.Flatten()(inputs)
         init = keras.initializers.GlorotUniform(seed=2)

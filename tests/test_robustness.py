@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_distill import robustness
+from keras_distill.app import robustness
 
 
 def images(n=6, seed=0):

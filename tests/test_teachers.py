@@ -19,7 +19,7 @@ def counter(model, name):
 
 
 def test_cached_training_equals_online_and_never_calls_the_teacher():
-    from keras_distill.data import pipeline
+    from keras_distill.pipelines import pipeline
 
     x, y = data(64)
     teacher = mlp(16, "teacher", counter=True, seed=1)

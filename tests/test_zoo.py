@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_distill import zoo
+from keras_distill.app import zoo
 
 
 @pytest.mark.parametrize("name", zoo.names())

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from keras_distill import recipes
-from keras_distill.data import shift_augment
+from keras_distill.pipelines import shift_augment
 from keras_distill.utils import predict
 from keras_distill.utils import save_model
 from keras_distill.utils import write_text
@@ -66,10 +66,10 @@ class RunConfig:
     file (YAML or JSON) or a command-line flag of the same name.
 
     Attributes:
-        dataset: A data source (see `keras_distill.data.load`).
+        dataset: A data source (see `keras_distill.app.datasets.load`).
         data_dir: The TFDS data directory, for `tfds:<name>` datasets.
-        teacher: A `keras_distill.zoo` model name for the teacher.
-        student: A `keras_distill.zoo` model name for the student.
+        teacher: A `keras_distill.app.zoo` model name for the teacher.
+        student: A `keras_distill.app.zoo` model name for the student.
         temperature: The distillation temperature T, or null for the
             recipe's (`RECIPE_DEFAULTS`: 4 for `kd` and `reverse`, 1 for
             `born-again` and `mutual`).
@@ -158,7 +158,7 @@ class RunConfig:
 
     def validate(self):
         """Checks every field; raises `ValueError` naming the bad one."""
-        from keras_distill import zoo
+        from keras_distill.app import zoo
 
         def fail(field, expected):
             raise ValueError(
@@ -486,7 +486,7 @@ def check_data(config):
         ValueError: For an unknown source or invalid content.
         FileNotFoundError: When the data is not on disk.
     """
-    from keras_distill import data
+    from keras_distill.app import datasets as data
 
     data.load_arrays(
         config.dataset,
@@ -530,7 +530,7 @@ class Run:
     Example:
 
     ```python
-    run = keras_distill.run.Run("saved_models/mine", RunConfig(epochs=5))
+    run = keras_distill.app.run.Run("saved_models/mine", RunConfig(epochs=5))
     run.train_teacher()
     run.distill()
     run.scratch()
@@ -592,9 +592,9 @@ class Run:
 
     @property
     def data(self):
-        """The run's `keras_distill.data.Data` (loaded once)."""
+        """The run's `keras_distill.app.datasets.Data` (loaded once)."""
         if self._data is None:
-            from keras_distill import data
+            from keras_distill.app import datasets as data
 
             c = self.config
             self._data = data.load(
@@ -614,7 +614,7 @@ class Run:
         same process drew: `keras-distill distill` run alone gives what the
         same phase gives inside `keras-distill demo`.
         """
-        from keras_distill.data import pipeline
+        from keras_distill.pipelines import pipeline
 
         c = self.config
         arrays = self.data.arrays
@@ -685,7 +685,7 @@ class Run:
     def _build(self, role, seed=None):
         import keras
 
-        from keras_distill import zoo
+        from keras_distill.app import zoo
 
         c = self.config
         keras.utils.set_random_seed(c.seed)
@@ -957,7 +957,7 @@ class Run:
         Returns:
             The updated metrics dict (also written to `metrics.json`).
         """
-        from keras_distill import robustness
+        from keras_distill.app import robustness
 
         metrics = self.metrics()
         arrays = self.data.arrays
@@ -1029,7 +1029,7 @@ class Run:
 
     def report(self):
         """Writes `report.md` and the PNG plots; returns the table text."""
-        from keras_distill import report
+        from keras_distill.app import report
 
         return report.write(self)
 

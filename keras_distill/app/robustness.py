@@ -12,7 +12,10 @@ each deterministic for a seed:
 - `contrast 0.5`: each example pulled halfway towards its own mean.
 """
 
+import keras
 import numpy as np
+
+from keras_distill.augment import shift_images
 
 CONDITIONS = ("clean", "noise 0.1", "noise 0.3", "shift 2px", "contrast 0.5")
 
@@ -55,13 +58,8 @@ def shifted(x, condition, seed=0):
     if x.ndim != 4:
         return None
     pixels = 2
-    out = np.zeros_like(x)
-    padded = np.pad(x, ((0, 0), (pixels, pixels), (pixels, pixels), (0, 0)))
     offsets = rng.integers(0, 2 * pixels + 1, size=(len(x), 2))
-    height, width = x.shape[1:3]
-    for i, (dy, dx) in enumerate(offsets):
-        out[i] = padded[i, dy : dy + height, dx : dx + width]
-    return out
+    return keras.ops.convert_to_numpy(shift_images(x, offsets, pixels))
 
 
 def evaluate(model, x, y, seed=0, batch_size=256):
@@ -81,7 +79,7 @@ def evaluate(model, x, y, seed=0, batch_size=256):
 
     Example:
 
-    >>> table = keras_distill.robustness.evaluate(student, x_test, y_test)
+    >>> table = keras_distill.app.robustness.evaluate(student, x_test, y_test)
     >>> sorted(table)[:2]
     ['clean', 'contrast 0.5']
     """

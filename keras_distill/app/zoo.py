@@ -37,7 +37,7 @@ def build(name, input_shape, num_classes, *, seed=None, **kwargs):
     """Builds a named reference model.
 
     Args:
-        name: One of `keras_distill.zoo.names()`.
+        name: One of `keras_distill.app.zoo.names()`.
         input_shape: Shape of one example, e.g. `(28, 28, 1)`. The CNNs need
             an image shape `(height, width, channels)`; the MLPs take any.
         num_classes: Number of output logits.
@@ -53,7 +53,7 @@ def build(name, input_shape, num_classes, *, seed=None, **kwargs):
 
     Example:
 
-    >>> model = keras_distill.zoo.build("cnn-small", (28, 28, 1), 10)
+    >>> model = keras_distill.app.zoo.build("cnn-small", (28, 28, 1), 10)
     >>> model.count_params()
     20490
     """

@@ -115,7 +115,7 @@ def robustness_rows(metrics):
     Returns:
         `(header, rows)`, or `(None, [])` when no model was evaluated.
     """
-    from keras_distill.robustness import CONDITIONS
+    from keras_distill.app.robustness import CONDITIONS
 
     names = [
         n
@@ -146,7 +146,7 @@ def write(run):
     """Writes the run's `report.md`, `curves.png` and `size_accuracy.png`.
 
     Args:
-        run: A `keras_distill.run.Run`.
+        run: A `keras_distill.app.run.Run`.
 
     Returns:
         The plain-text comparison table (with the summary line).
@@ -188,7 +188,7 @@ def write(run):
             "## Robustness",
             "",
             "Test accuracy on shifted copies of the test set (see "
-            "`keras_distill.robustness`):",
+            "`keras_distill.app.robustness`):",
             "",
             markdown_table(r_header, r_rows),
             "",

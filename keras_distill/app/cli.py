@@ -74,11 +74,11 @@ def _option_strings(parser):
 
 
 def _run_options(parser):
-    from keras_distill import zoo
-    from keras_distill.run import AUGMENTS
-    from keras_distill.run import OPTIMIZERS
-    from keras_distill.run import RECIPES
-    from keras_distill.run import STRATEGIES
+    from keras_distill.app import zoo
+    from keras_distill.app.run import AUGMENTS
+    from keras_distill.app.run import OPTIMIZERS
+    from keras_distill.app.run import RECIPES
+    from keras_distill.app.run import STRATEGIES
 
     group = parser.add_argument_group("run options (override --config)")
     group.add_argument(
@@ -214,7 +214,7 @@ def build_parser():
     bench = sub.add_parser(
         "bench", help="benchmarks (JSON output)", description="Benchmarks."
     )
-    from keras_distill import bench as bench_module
+    from keras_distill.app import bench as bench_module
 
     bench_module.add_arguments(bench)
     return parser
@@ -229,9 +229,9 @@ def resolve_config(args):
     Returns:
         `(run_path, RunConfig)`.
     """
-    from keras_distill.run import CONFIG_FILE
-    from keras_distill.run import RunConfig
-    from keras_distill.run import read_config_file
+    from keras_distill.app.run import CONFIG_FILE
+    from keras_distill.app.run import RunConfig
+    from keras_distill.app.run import read_config_file
 
     path = args.run or DEFAULT_RUN
     values = {}
@@ -271,12 +271,12 @@ def _log(*args):
 def run_command(args, log=_log):
     """Runs one parsed command. Returns the process exit status."""
     if args.command == "bench":
-        from keras_distill import bench
+        from keras_distill.app import bench
 
         return bench.main(args, log=log)
-    from keras_distill.run import Run
-    from keras_distill.run import check_data
-    from keras_distill.run import check_phase
+    from keras_distill.app.run import Run
+    from keras_distill.app.run import check_data
+    from keras_distill.app.run import check_phase
 
     path, config = resolve_config(args)
     created = _first_missing(path)
@@ -310,7 +310,7 @@ def _first_missing(path):
 
 def _only_config_in(folder):
     """Whether a folder holds nothing but (folders of) run configs."""
-    from keras_distill.run import CONFIG_FILE
+    from keras_distill.app.run import CONFIG_FILE
 
     for _, _, files in os.walk(folder):
         if any(name != CONFIG_FILE for name in files):

@@ -1,0 +1,137 @@
+"""Benchmarks behind `keras-distill bench`, each writing JSON.
+
+- `accuracy` (`keras_distill.app.bench.accuracy`): test errors of the
+  teacher, the student from scratch, our distilled students and
+  `keras.distillation.Distiller`, over published protocols and seeds.
+- `recipes` (`keras_distill.app.bench.recipes`): born-again networks,
+  reverse KD, mutual learning and function matching.
+- `speed` (`keras_distill.app.bench.speed`): epoch times against Keras'
+  distillers.
+
+Results of past runs are in `docs/benchmarks.md`, not here.
+"""
+
+import json
+
+from keras_distill.app.bench import accuracy as accuracy_bench
+from keras_distill.app.bench import recipes as recipes_bench
+from keras_distill.app.bench import speed as speed_bench
+from keras_distill.utils import write_text
+
+
+def add_arguments(parser):
+    """Adds the `bench` subcommands to an argparse parser."""
+    sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK")
+    sub.required = True
+    accuracy = sub.add_parser(
+        "accuracy",
+        help="test errors: teacher, scratch, KD, keras.distillation",
+        description=(
+            "Accuracy benchmark on MNIST-5k: for each protocol and seed, "
+            "train a teacher, the student from scratch, our distilled "
+            "student (plain and with the teacher's shifted inputs), and "
+            "keras.distillation.Distiller on the same teacher; write JSON."
+        ),
+    )
+    accuracy.add_argument(
+        "--protocol",
+        nargs="+",
+        choices=sorted(accuracy_bench.PROTOCOLS),
+        default=sorted(accuracy_bench.PROTOCOLS),
+    )
+    accuracy.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(accuracy_bench.VARIANTS),
+        default=list(accuracy_bench.DEFAULT_VARIANTS),
+        help="students to train besides the teacher and the scratch one",
+    )
+    accuracy.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    accuracy.add_argument("--epochs", type=int, default=40)
+    accuracy.add_argument("--batch-size", type=int, default=64)
+    accuracy.add_argument("--dataset", default="mnist5k")
+    accuracy.add_argument(
+        "--output", default="bench_accuracy.json", help="JSON file to write"
+    )
+    recipes = sub.add_parser(
+        "recipes",
+        help="test errors: born-again, reverse KD, mutual learning, "
+        "function matching",
+        description=(
+            "Recipes benchmark on MNIST-5k, hinton protocol: for each seed, "
+            "train the teacher, the student from scratch, plain KD, "
+            "function matching, two born-again generations and their "
+            "ensemble, the large model from scratch and taught by the "
+            "small one (reverse KD), and two students by mutual learning; "
+            "write JSON."
+        ),
+    )
+    recipes.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    recipes.add_argument("--epochs", type=int, default=40)
+    recipes.add_argument("--batch-size", type=int, default=64)
+    recipes.add_argument("--dataset", default="mnist5k")
+    recipes.add_argument(
+        "--only",
+        nargs="+",
+        choices=recipes_bench.KEYS,
+        metavar="KEY",
+        help="train only these models (and those they are trained from): "
+        + ", ".join(recipes_bench.KEYS),
+    )
+    recipes.add_argument(
+        "--output", default="bench_recipes.json", help="JSON file to write"
+    )
+    speed_parser = sub.add_parser(
+        "speed",
+        help="epoch times: keras_distill online and cached against Keras' "
+        "distillers",
+        description=speed_bench.__doc__.split("\n\n")[0],
+    )
+    speed_parser.add_argument(
+        "--preset", choices=sorted(speed_bench.PRESETS), default="mlp"
+    )
+    speed_parser.add_argument(
+        "--quick", action="store_true", help="512 examples, 3 rounds"
+    )
+    speed_parser.add_argument("--rounds", type=int, default=5)
+    speed_parser.add_argument("--batch-size", type=int, default=64)
+    speed_parser.add_argument(
+        "--output", default="bench_speed.json", help="JSON file to write"
+    )
+
+
+def main(args, log=print):
+    """Runs the benchmark named in `args.bench`; returns an exit status."""
+    common = dict(batch_size=args.batch_size, log=log)
+    if args.bench == "accuracy":
+        result = accuracy_bench.run(
+            protocols=args.protocol,
+            variants=args.variants,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            dataset=args.dataset,
+            output=args.output,  # written after each seed too
+            **common,
+        )
+        text = accuracy_bench.table(result)
+    elif args.bench == "recipes":
+        result = recipes_bench.run(
+            seeds=args.seeds,
+            epochs=args.epochs,
+            dataset=args.dataset,
+            output=args.output,  # written after each seed too
+            only=args.only,
+            **common,
+        )
+        text = recipes_bench.table(result)
+    else:
+        result = speed_bench.run(
+            preset=args.preset, quick=args.quick, rounds=args.rounds, **common
+        )
+        text = speed_bench.table(result)
+    write_text(args.output, json.dumps(result, indent=2) + "\n")
+    log(text)
+    log(f"\nJSON written to {args.output}")
+    return 0
+
+
