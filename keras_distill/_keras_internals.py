@@ -4,7 +4,13 @@ keras_distill uses Keras' public API wherever one exists. What remains is
 here, one small function per private name, each covered by a test named
 after it (`tests/test_keras_internals.py`), so that a Keras release that
 changes one fails a single named test instead of a training run. Written
-against Keras 3.15.
+against Keras 3.8 (with TensorFlow 2.18, the oldest supported) through
+Keras 3.15 (with TensorFlow 2.21); `.ci/run` runs those tests on both
+ends. Where the releases differ, the function here covers both:
+
+- Keras 3.8's `Function._run_through_graph(inputs, operation_fn,
+  call_fn=None)` requires `operation_fn`, which later releases default
+  to the identity; `run_through_graph` always passes it.
 
 Each function names the private attribute it reads and why no public
 API does the job:
@@ -35,10 +41,21 @@ API does the job:
 SYMBOLIC_BUILD = "_maybe_symbolic_build"
 
 
+def _same_operation(operation):
+    return operation
+
+
 def run_through_graph(functional, inputs, call_fn):
     """Replays a Functional model's graph, calling `call_fn(op, *args,
-    **kwargs)` for each operation instead of the operation itself."""
-    return functional._run_through_graph(inputs, call_fn=call_fn)
+    **kwargs)` for each operation instead of the operation itself.
+
+    `operation_fn` is passed explicitly: Keras 3.8 requires it (its
+    signature is `(inputs, operation_fn, call_fn=None)`), later releases
+    default it to the identity (`operation_fn=lambda op: op`).
+    """
+    return functional._run_through_graph(
+        inputs, operation_fn=_same_operation, call_fn=call_fn
+    )
 
 
 def is_functional(model):

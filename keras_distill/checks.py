@@ -7,10 +7,16 @@ training, a non-finite loss stops `fit` with an error that says which
 term went bad (the NaN policy, `compile(nan_policy=...)`).
 """
 
+import contextlib
 import math
 
 import keras
 import numpy as np
+import tensorflow as tf
+
+from keras_distill.losses.base import DistillationLoss
+from keras_distill.teachers import INPUT_KEY
+from keras_distill.teachers import TEACHER_KEY
 
 NAN_POLICIES = ("raise", "ignore")
 
@@ -68,8 +74,6 @@ def check_inputs(method, x, expected_shape, key=None):
         ValueError: If there is no example, a shape differs, or a value is
             NaN or infinite.
     """
-    import tensorflow as tf
-
     if isinstance(x, tf.data.Dataset):
         _check_dataset(method, x, expected_shape)
         return
@@ -108,8 +112,6 @@ def check_inputs(method, x, expected_shape, key=None):
 
 
 def _check_dataset(method, dataset, expected_shape):
-    import tensorflow as tf
-
     if dataset.cardinality() == 0:
         raise ValueError(
             f"Invalid data for `{method}()`. Expected a dataset with at "
@@ -119,8 +121,6 @@ def _check_dataset(method, dataset, expected_shape):
     if isinstance(spec, tuple):
         spec = spec[0]
     if isinstance(spec, dict):
-        from keras_distill.teachers import INPUT_KEY
-
         spec = spec.get(INPUT_KEY, spec)
     if isinstance(spec, dict) and isinstance(expected_shape, dict):
         for key, value in spec.items():
@@ -227,8 +227,6 @@ def check_finite(value, term):
     Returns:
         `value`, unchanged.
     """
-    import tensorflow as tf
-
     return tf.debugging.check_numerics(value, f"{NAN_TAG}{term}")
 
 
@@ -273,3 +271,218 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
             and not math.isfinite(float(keras.ops.convert_to_numpy(logs[k])))
         ]
         raise NonFiniteLossError(non_finite_message(bad[0], epoch))
+
+
+AUGMENT_WITH_CACHE = (
+    "Invalid data for a Distiller with `augment`. Expected the teacher "
+    "online: a teacher cache holds outputs for unaugmented inputs. "
+    "Received: batches from a `TeacherCache`"
+)
+
+
+def split_cached(x):
+    """`(inputs, cached teacher outputs or None)` from a batch's `x`.
+
+    Batches from `keras_distill.teachers.TeacherCache.dataset` carry the
+    teacher's outputs beside the inputs, in a dict.
+    """
+    if isinstance(x, dict) and TEACHER_KEY in x and INPUT_KEY in x:
+        return x[INPUT_KEY], x[TEACHER_KEY]
+    return x, None
+
+
+def first_inputs(x):
+    """Two examples of the inputs in `fit`'s `x` (arrays, a dataset or a
+    `PyDataset`), or None when it has no batch."""
+    if isinstance(x, (tf.data.Dataset, keras.utils.PyDataset)):
+        x = next(iter(x.take(1)), None) if hasattr(x, "take") else x[0]
+        if x is None:
+            return None
+        if isinstance(x, tuple):  # a batch of (x, y[, sample_weight])
+            x = keras.utils.unpack_x_y_sample_weight(x)[0]
+    x, _ = split_cached(x)
+    return keras.tree.map_structure(
+        lambda a: a[:2] if isinstance(a, (np.ndarray, tf.Tensor)) else a, x
+    )
+
+
+def _output_classes(model):
+    """The last axis of a single-output model's output, or None."""
+    outputs = getattr(model, "outputs", None)
+    if outputs and len(outputs) == 1:
+        return outputs[0].shape[-1]
+    return None
+
+
+def check_data(method, x, y, student, augment=None):
+    """Checks what `fit` / `evaluate` / `predict` of a `Distiller` got.
+
+    Args:
+        method: `"fit"`, `"evaluate"` or `"predict"`.
+        x: The inputs (arrays, a dataset, possibly from a `TeacherCache`).
+        y: The labels, or None.
+        student: The student `keras.Model`.
+        augment: The distiller's augmentation, or None.
+
+    Raises:
+        ValueError: If the data does not suit the student, or carries
+            cached teacher outputs while `augment` needs the teacher.
+    """
+    if method == "fit" and augment is not None:
+        spec = getattr(x, "element_spec", None)
+        if isinstance(x, tf.data.Dataset) and isinstance(spec, tuple):
+            spec = spec[0]
+        if isinstance(spec, dict) and TEACHER_KEY in spec:
+            raise ValueError(AUGMENT_WITH_CACHE)
+    inputs, _ = split_cached(x)
+    check_inputs(method, inputs, expected_inputs(student))
+    check_labels(method, inputs, y, _output_classes(student))
+
+
+class _LossEpochHooks(keras.callbacks.Callback):
+    """Calls `on_epoch_begin` of the losses that change with the epoch."""
+
+    def __init__(self, losses):
+        super().__init__()
+        self._losses = losses
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for loss in self._losses:
+            loss.on_epoch_begin(epoch)
+
+
+@contextlib.contextmanager
+def guarded_fit(arguments, losses, nan_policy):
+    """The callbacks a `Distiller.fit` adds, and its NaN error.
+
+    Adds to `arguments["callbacks"]` the epoch hooks of the losses that
+    change with the epoch (first) and, under `nan_policy="raise"`, a
+    `NonFiniteLossGuard` (last); inside the block, a failed in-graph
+    `check_finite` becomes a `NonFiniteLossError` naming the term.
+
+    Args:
+        arguments: `fit`'s bound arguments (a dict, changed in place).
+        losses: The distiller's `DistillationLoss` list.
+        nan_policy: `"raise"` or `"ignore"`.
+    """
+    first, last = [], []
+    base = DistillationLoss.on_epoch_begin
+    hooked = [x for x in losses if type(x).on_epoch_begin is not base]
+    if hooked:
+        first.append(_LossEpochHooks(hooked))
+    guard = NonFiniteLossGuard() if nan_policy == "raise" else None
+    if guard is not None:
+        last.append(guard)
+    callbacks = arguments.get("callbacks") or []
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        for callback in first + last:
+            callbacks.append(callback)
+    elif first or last:
+        arguments["callbacks"] = first + list(callbacks) + last
+    try:
+        yield
+    except Exception as error:
+        term = term_from_error(error) if guard is not None else None
+        if term is None:
+            raise
+        raise NonFiniteLossError(
+            non_finite_message(term, guard.epoch)
+        ) from None
+
+
+def bind_and_check(model, method, args, kwargs):
+    """Binds `keras.Model.<method>`'s arguments and checks the data.
+
+    The `Distiller`'s `fit`, `evaluate` and `predict` call this first: it
+    checks `x` and `y` against the student (`check_data`), builds unbuilt
+    models on the first batch and, for `fit` and `evaluate`, probes once
+    the outputs no graph can vouch for (see
+    `keras_distill.views.ModelView.check_probabilities`).
+
+    Args:
+        model: The `keras_distill.Distiller`.
+        method: `"fit"`, `"evaluate"` or `"predict"`.
+        args: The positional arguments of the call.
+        kwargs: Its keyword arguments.
+
+    Returns:
+        The `inspect.BoundArguments` (with `model` as `self`).
+    """
+    import inspect
+
+    signature = inspect.signature(getattr(keras.Model, method))
+    bound = signature.bind(model, *args, **kwargs)
+    x, y = bound.arguments.get("x"), bound.arguments.get("y")
+    check_data(method, x, y, model.student, model.augment)
+    if x is None:
+        return bound
+    model._build_on(x)
+    if method == "predict":
+        return bound
+    teacher = (model._teacher_view, model.teacher_preprocessing)
+    sample = None
+    for view, preprocessing in (teacher, (model._student_view, None)):
+        if view is None or not view.probes:
+            continue
+        sample = first_inputs(x) if sample is None else sample
+        if sample is not None:
+            inputs = sample if preprocessing is None else preprocessing(sample)
+            view.check_probabilities(inputs)
+    return bound
+
+
+def build_models(teacher, student, x, preprocessing=None):
+    """Builds an unbuilt teacher or student on the first batch of `x`.
+
+    Args:
+        teacher: The teacher, or None.
+        student: The student.
+        x: `fit`'s data (arrays, a dataset or a `PyDataset`).
+        preprocessing: The teacher's preprocessing, or None.
+
+    Raises:
+        ValueError: If `x` has no batch, or is of a kind whose first batch
+            cannot be taken without consuming it (a Python generator).
+    """
+    unbuilt = [m.name for m in (teacher, student) if m and not m.built]
+    sample = first_inputs(x)
+    if sample is None:
+        raise ValueError(
+            "Invalid data. Expected at least one batch to build the "
+            f"unbuilt model(s) {unbuilt} on. Received: no batch"
+        )
+    if not all(hasattr(a, "shape") for a in keras.tree.flatten(sample)):
+        raise ValueError(
+            f"Invalid data to build the unbuilt model(s) {unbuilt} on. "
+            "Expected arrays, a `tf.data.Dataset` or a "
+            "`keras.utils.PyDataset`, or models built first (call them on "
+            f"a batch). Received: x of type {type(sample).__name__}"
+        )
+    if not student.built:
+        student(sample, training=False)
+    if teacher is not None and not teacher.built:
+        if preprocessing is not None:
+            sample = preprocessing(sample)
+        teacher(sample, training=False)
+
+
+def check_labels_given(y, compiled_loss):
+    """A supervised loss needs labels in every training batch."""
+    if y is None and compiled_loss is not None:
+        raise ValueError(
+            "Invalid data for `fit()`. Expected (x, y) because the "
+            "student's supervised loss needs labels. Received: x without "
+            "y. Pass labels, or set student_loss_weight=0 and compile with "
+            "loss=None to distill without labels."
+        )
+
+
+def check_cache_serves(teacher_view, losses):
+    """Cached teacher outputs serve losses on the final output only."""
+    if teacher_view.features:
+        raise ValueError(
+            "A teacher cache holds the teacher's outputs only. Expected no "
+            "loss on intermediate teacher features with cached data. "
+            "Received: losses on teacher layers "
+            f"{[x.teacher_layer for x in losses]}"
+        )

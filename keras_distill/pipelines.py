@@ -28,6 +28,7 @@ def record_passes(target):
 def stop_recording(target):
     _recorders.active = [t for t in _recorders.active if t is not target]
 
+
 def pipeline(x, y, batch_size, shuffle=False, seed=0):
     """A batched, prefetched `tf.data.Dataset` of `(x, y)` from arrays.
 
@@ -69,6 +70,7 @@ def shuffled_positions(n, batch_size, seed):
     Returns:
         A `tf.data.Dataset` of int32 vectors, with a known cardinality.
     """
+
     def one_pass(key):
         order = tf.random.experimental.stateless_shuffle(tf.range(n), key)
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
@@ -128,6 +130,7 @@ def seeded_passes(seed, one_pass):
     return tf.data.Dataset.range(1).flat_map(
         lambda _: one_pass(generator.make_seeds(1)[:, 0])
     )
+
 
 def shift_augment(dataset, pixels=2, seed=0):
     """Random translations of up to `pixels` pixels, per example.

@@ -100,3 +100,140 @@ def check_weights(weights, count):
             )
         checked.append(float(weight))
     return checked
+
+
+def check_bool(arg, value):
+    """Checks that `value` is a bool; returns it."""
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"Invalid value for argument `{arg}`. Expected a bool. "
+            f"Received: {arg}={value!r}"
+        )
+    return value
+
+
+def check_teacher_and_student(teacher, student):
+    """Checks the two models: `keras.Model`s (the teacher may be None),
+    and not the same object."""
+    if teacher is not None:
+        check_model("teacher", teacher)
+    check_model("student", student)
+    if teacher is student:
+        raise ValueError(
+            "Invalid value for argument `student`. Expected a model "
+            "other than the teacher. Received: the same object as "
+            f"teacher and student ({teacher.name!r})"
+        )
+
+
+def check_distillation_losses(losses, weights, teacher):
+    """Resolves the distillation losses and checks their weights.
+
+    Args:
+        losses: None (KD at T = 4), a loss, a registered name, a
+            `keras.distillation` loss, or a list of these.
+        weights: None (1.0 each) or one non-negative float per loss.
+        teacher: The teacher, or None.
+
+    Returns:
+        `(list of DistillationLoss, list of float weights)`.
+    """
+    from keras_distill import losses as losses_module
+
+    if losses is None:
+        losses = [losses_module.LogitsDistillation()]
+    if not isinstance(losses, (list, tuple)):
+        losses = [losses]
+    if not losses:
+        raise ValueError(
+            "Invalid value for argument `distillation_losses`. Expected at "
+            "least one distillation loss. Received: distillation_losses=[]"
+        )
+    resolved = [losses_module.get(loss) for loss in losses]
+    weights = check_weights(
+        [1.0] * len(resolved) if weights is None else weights, len(resolved)
+    )
+    needing = [type(x).__name__ for x in resolved if x.needs_teacher]
+    if teacher is None and needing:
+        raise ValueError(
+            "Invalid value for argument `teacher`. Expected a "
+            f"`keras.Model`: the losses {needing} need a teacher. "
+            "Received: teacher=None"
+        )
+    return resolved, weights
+
+
+def check_supervised_loss(loss, student_loss_weight):
+    """A supervised loss is needed unless `student_loss_weight` is 0."""
+    if loss is None and student_loss_weight > 0:
+        raise ValueError(
+            "Invalid value for argument `loss`. Expected the student's "
+            "supervised loss, because student_loss_weight="
+            f"{student_loss_weight} > 0 (set student_loss_weight=0 to "
+            "distill without labels). Received: loss=None"
+        )
+
+
+def _same_inputs(t_shape, s_shape):
+    if t_shape is None or s_shape is None:
+        return True
+    if len(t_shape) != len(s_shape):
+        return False
+    return all(
+        a is None or b is None or a == b
+        for a, b in zip(t_shape[1:], s_shape[1:])
+    )
+
+
+def check_models_for_losses(
+    losses, teacher, student, teacher_view, student_view, preprocessing
+):
+    """Checks the built models against the losses that compare them.
+
+    The teacher and the student must take the same inputs (unless the
+    teacher has its own `preprocessing`) and, for a loss on logits, give
+    the same number of classes; each loss checks the rest
+    (`DistillationLoss.validate_models`).
+
+    Args:
+        losses: The resolved `DistillationLoss` list.
+        teacher: The teacher `keras.Model`, or None.
+        student: The student `keras.Model`.
+        teacher_view: The teacher's `keras_distill.views.ModelView`.
+        student_view: The student's `ModelView`.
+        preprocessing: The teacher's preprocessing, or None.
+    """
+    from keras_distill.utils import input_shape
+
+    if teacher is None:
+        for loss in losses:
+            loss.validate_models(None, student)
+        return
+    t_shape = input_shape(teacher)
+    s_shape = input_shape(student) or t_shape
+    if preprocessing is None and not _same_inputs(t_shape, s_shape):
+        raise ValueError(
+            "Invalid teacher and student. Expected both to take the same "
+            f"inputs. Received: teacher input shape {t_shape}, student "
+            f"input shape {s_shape}. If the teacher needs its own input "
+            "size or scale, pass `teacher_preprocessing=` (for example "
+            "`keras.Sequential([keras.layers.Resizing(h, w), "
+            "keras.layers.Rescaling(scale, offset)])`): it is applied to "
+            "the teacher's inputs only."
+        )
+    t_classes = s_classes = None
+    if any(loss.needs_logits for loss in losses):
+        t_classes, s_classes = teacher_view.classes(), student_view.classes()
+    for loss in losses:
+        loss.validate_models(teacher, student)
+        if (
+            loss.needs_logits
+            and None not in (t_classes, s_classes)
+            and t_classes != s_classes
+        ):
+            raise ValueError(
+                f"Invalid teacher and student for `{type(loss).__name__}`. "
+                "Expected both to output the same number of classes. "
+                f"Received: teacher classes={t_classes}, student "
+                f"classes={s_classes}"
+            )

@@ -562,3 +562,62 @@ class ModelView:
     def feature_shape(self, name):
         """The static shape of a named feature."""
         return tuple(self._functional.output[name].shape)
+
+    def classes(self):
+        """The last axis of the chosen output, or None if unknown."""
+        shape = self.logits_shape()
+        return shape[-1] if shape else None
+
+    def shapes(self, spec):
+        """The static shapes of what a loss reads (see `select`)."""
+        if spec is None:
+            return self.logits_shape()
+        if isinstance(spec, str):
+            return self.feature_shape(spec)
+        return [self.feature_shape(name) for name in spec]
+
+
+def select(outputs, spec):
+    """What a loss reads from a view's outputs: the chosen output as
+    logits (`spec` None), a named feature, or a list of features."""
+    if outputs is None:
+        return None
+    if spec is None:
+        return outputs[LOGITS]
+    if isinstance(spec, str):
+        return outputs[spec]
+    return [outputs[name] for name in spec]
+
+
+def make_views(teacher, student, losses, outputs, output_types):
+    """The teacher's and the student's views for what `losses` read.
+
+    Args:
+        teacher: The teacher `keras.Model`, or None.
+        student: The student `keras.Model`.
+        losses: The `DistillationLoss` list (their `teacher_layer` and
+            `student_layer` name the features each view returns).
+        outputs: `(teacher_output, student_output)`: the chosen outputs.
+        output_types: `(teacher_output_type, student_output_type)`.
+
+    Returns:
+        `(teacher view or None, student view)`, two `ModelView`s.
+    """
+    from keras_distill.losses.base import layer_names
+
+    teacher_view = None
+    if teacher is not None:
+        wanted = {
+            n
+            for x in losses
+            if x.needs_teacher
+            for n in layer_names(x.teacher_layer)
+        }
+        teacher_view = ModelView(
+            teacher, "teacher", wanted, outputs[0], output_types[0]
+        )
+    wanted = {n for x in losses for n in layer_names(x.student_layer)}
+    student_view = ModelView(
+        student, "student", wanted, outputs[1], output_types[1]
+    )
+    return teacher_view, student_view

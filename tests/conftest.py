@@ -26,6 +26,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+# Tests that use `keras.distillation` itself (the compatibility layer's
+# other side) need Keras 3.12 or later.
+needs_keras_distillation = pytest.mark.skipif(
+    not hasattr(keras, "distillation"),
+    reason="keras.distillation was added in Keras 3.12; this is Keras "
+    f"{keras.version()}",
+)
+
 NUM_FEATURES = 6
 NUM_CLASSES = 3
 
@@ -109,3 +117,12 @@ def np_kd(teacher_logits, student_logits, temperature):
 
 
 __all__ = ["tf"]
+
+
+def pytest_collection_modifyitems(items):
+    """Marks every test under `tests/integration/` as `integration` (the
+    subprocess, saved-file and TFLite round trips; still in the default
+    run, and `-m "not integration"` leaves them out)."""
+    for item in items:
+        if "integration" in item.path.parent.name:
+            item.add_marker(pytest.mark.integration)

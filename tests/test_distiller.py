@@ -9,12 +9,14 @@ from conftest import NUM_FEATURES
 from conftest import copy_model
 from conftest import data
 from conftest import mlp
+from conftest import needs_keras_distillation
 from conftest import np_kd
 from conftest import sparse_ce
 
 import keras_distill
 from keras_distill import Distiller
 from keras_distill import losses
+from keras_distill import objective
 
 
 def make(alpha=0.5, counter=False, **kwargs):
@@ -45,6 +47,7 @@ def test_one_teacher_and_one_student_call_per_step():
     assert student_calls == 18.0
 
 
+@needs_keras_distillation
 def test_feature_loss_still_runs_each_model_once():
     x, y = data(32)
     teacher = mlp(16, "teacher", counter=True, seed=1)
@@ -320,6 +323,7 @@ def test_keras_io_style_other_probability_loss():
     assert loss.temperature == 3.0
 
 
+@needs_keras_distillation
 def test_keras_distillation_style_constructor():
     x, y = data(32)
     distiller = Distiller(
@@ -340,6 +344,7 @@ def test_keras_distillation_style_constructor():
     assert "loss" in distiller.evaluate(x, y, verbose=0, return_dict=True)
 
 
+@needs_keras_distillation
 def test_keras_feature_distillation_value():
     x, y = data(16)
     teacher = mlp(16, "teacher", seed=1)
@@ -445,7 +450,7 @@ def test_mixed_precision_uses_loss_scaling_and_float32_losses():
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert np.isfinite(history.history["loss"]).all()
-    assert distiller._alpha.dtype == "float32"
+    assert distiller._student_loss_weight.dtype == "float32"
 
 
 # -- errors ------------------------------------------------------------------
@@ -617,8 +622,13 @@ def test_mixed_bfloat16_keeps_the_losses_in_float32():
         teacher_out = distiller._teacher_outputs(x)
         student_out = distiller._student_view(x, training=False)
         assert student_out["__output__"].dtype == "bfloat16"
-        value = distiller._distillation_loss(
-            teacher_out, student_out, None, None
+        value = objective.distillation_loss(
+            distiller.distillation_losses,
+            distiller._weight_variables,
+            teacher_out,
+            student_out,
+            None,
+            None,
         )
     finally:
         keras.mixed_precision.set_global_policy("float32")

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import needs_keras_distillation
 
 SCRIPT = textwrap.dedent(
     """
@@ -170,6 +171,8 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@needs_keras_distillation
+@pytest.mark.integration
 def test_mirrored_strategy_matches_one_device():
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     result = subprocess.run(
@@ -272,6 +275,7 @@ def test_each_worker_keeps_its_own_files_and_backups(monkeypatch, tmp_path):
     assert Run(tmp_path / "other", RunConfig()).backup_dir("teacher") is None
 
 
+@pytest.mark.integration
 def test_the_command_line_starts_a_multi_worker_strategy(tmp_path):
     # TensorFlow accepts a multi-worker strategy only before its runtime
     # starts: the command must create it before its first TensorFlow op.

@@ -1,11 +1,14 @@
 """One test per private Keras access (`keras_distill/_keras_internals.py`).
 
-Written against Keras 3.15: a Keras release that renames or changes one
-of these fails the test named after it.
+Written against Keras 3.8 (with TensorFlow 2.18, the oldest supported)
+through 3.15: a Keras release that renames or changes one of these fails
+the test named after it. `.ci/run` runs this file on the oldest versions
+too (the `compat` marker).
 """
 
 import keras
 import numpy as np
+import pytest
 from conftest import data
 from conftest import mlp
 from conftest import sparse_ce
@@ -13,6 +16,8 @@ from conftest import sparse_ce
 from keras_distill import Distiller
 from keras_distill import _keras_internals as internals
 from keras_distill.distribute import MultiWorkerBuild
+
+pytestmark = pytest.mark.compat
 
 
 def test_run_through_graph():

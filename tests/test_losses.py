@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import needs_keras_distillation
 from conftest import np_kd
 
 import keras_distill
@@ -133,12 +134,14 @@ def test_registry_rejects_other_types():
         losses.get(42)
 
 
+@needs_keras_distillation
 def test_keras_logits_distillation_becomes_ours():
     ours = losses.get(keras.distillation.LogitsDistillation(temperature=3.0))
     assert type(ours) is losses.LogitsDistillation
     assert ours.temperature == 3.0
 
 
+@needs_keras_distillation
 def test_keras_feature_distillation_is_wrapped():
     keras_loss = keras.distillation.FeatureDistillation(
         loss="mse", teacher_layer_name="a", student_layer_name="b"
@@ -150,6 +153,7 @@ def test_keras_feature_distillation_is_wrapped():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(value), 1.0)
 
 
+@needs_keras_distillation
 def test_wrapper_rejects_non_keras_losses():
     with pytest.raises(ValueError, match="Expected a `keras.distillation"):
         losses.KerasDistillationLoss(loss="mse")
@@ -173,6 +177,7 @@ def test_get_config_round_trip(loss):
     )
 
 
+@needs_keras_distillation
 def test_from_config_of_wrapped_keras_loss():
     ours = losses.KerasDistillationLoss(
         keras.distillation.FeatureDistillation(loss="mae")

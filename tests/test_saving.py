@@ -79,6 +79,7 @@ def _plain():
     )
 
 
+@pytest.mark.integration
 def test_reload_in_a_fresh_process(tmp_path):
     x, y = data(32)
     np.save(tmp_path / "x.npy", x)

@@ -490,8 +490,9 @@ def as_float(variable):
 
     `0.3` stored in float32 reads back as `0.3`, not `0.30000001192092896`.
     """
-    value = np.float32(keras.ops.convert_to_numpy(variable))
-    return float(np.format_float_positional(value))
+    # `Variable.numpy()`: NumPy 2 warns when it converts a variable itself.
+    value = variable.numpy() if hasattr(variable, "numpy") else variable
+    return float(np.format_float_positional(np.float32(value)))
 
 
 def check_positive(arg):

@@ -1,4 +1,11 @@
-"""Accepting the losses of `keras.distillation` unchanged."""
+"""Accepting the losses of `keras.distillation` unchanged.
+
+`keras.distillation` appeared in Keras 3.12 and is optional: on an older
+Keras, `import keras_distill` and every loss of our own work as usual, no
+object can be a `keras.distillation` loss, and the two features that only
+make sense with one (`from_keras` and `KerasDistillationLoss`) raise an
+`ImportError` that names the Keras version they need.
+"""
 
 import keras
 
@@ -7,10 +14,47 @@ from keras_distill.losses.logits import LogitsDistillation
 
 _KL_NAMES = ("kl_divergence", "kld", "kullback_leibler_divergence")
 
+# The first Keras release with `keras.distillation`.
+KERAS_DISTILLATION_VERSION = "3.12"
+
+
+def keras_distillation():
+    """The `keras.distillation` module, or None on a Keras without it."""
+    return getattr(keras, "distillation", None)
+
+
+def require_keras_distillation(feature):
+    """Returns `keras.distillation`, or says which Keras `feature` needs.
+
+    Args:
+        feature: What needs it, for the message (e.g.
+            `"keras_distill.losses.from_keras"`).
+
+    Returns:
+        The `keras.distillation` module.
+
+    Raises:
+        ImportError: If the installed Keras has no `keras.distillation`.
+    """
+    module = keras_distillation()
+    if module is None:
+        raise ImportError(
+            f"{feature} needs `keras.distillation`, added in Keras "
+            f"{KERAS_DISTILLATION_VERSION}. Expected "
+            f"keras>={KERAS_DISTILLATION_VERSION}. Received: "
+            f"keras=={keras.version()}. Upgrade with: pip install "
+            f"'keras>={KERAS_DISTILLATION_VERSION}' (every keras_distill "
+            "loss works without it)."
+        )
+    return module
+
 
 def is_keras_distillation_loss(obj):
-    """Whether `obj` is a `keras.distillation.DistillationLoss`."""
-    base = getattr(getattr(keras, "distillation", None), "DistillationLoss")
+    """Whether `obj` is a `keras.distillation.DistillationLoss`.
+
+    Always False on a Keras without `keras.distillation`.
+    """
+    base = getattr(keras_distillation(), "DistillationLoss", None)
     return base is not None and isinstance(obj, base)
 
 
@@ -30,6 +74,11 @@ def from_keras(loss):
     Returns:
         A `keras_distill.losses.DistillationLoss`.
 
+    Raises:
+        ImportError: If the installed Keras has no `keras.distillation`
+            (Keras before 3.12).
+        ValueError: If `loss` is not a `keras.distillation` loss.
+
     Example:
 
     >>> ours = keras_distill.losses.from_keras(
@@ -37,7 +86,8 @@ def from_keras(loss):
     >>> ours.temperature
     3.0
     """
-    if isinstance(loss, keras.distillation.LogitsDistillation):
+    module = require_keras_distillation("keras_distill.losses.from_keras")
+    if isinstance(loss, module.LogitsDistillation):
         if is_kl_divergence(loss.loss):
             return LogitsDistillation(temperature=loss.temperature)
     return KerasDistillationLoss(loss)
@@ -66,6 +116,8 @@ class KerasDistillationLoss(DistillationLoss):
         name: Optional name.
 
     Raises:
+        ImportError: If the installed Keras has no `keras.distillation`
+            (Keras before 3.12).
         ValueError: If `loss` is not a `keras.distillation.DistillationLoss`.
 
     Example:
@@ -80,6 +132,7 @@ class KerasDistillationLoss(DistillationLoss):
     """
 
     def __init__(self, loss, name=None):
+        require_keras_distillation("keras_distill.losses.KerasDistillationLoss")
         if isinstance(loss, dict):
             loss = keras.saving.deserialize_keras_object(loss)
         if not is_keras_distillation_loss(loss):

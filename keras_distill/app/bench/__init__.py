@@ -133,5 +133,3 @@ def main(args, log=print):
     log(text)
     log(f"\nJSON written to {args.output}")
     return 0
-
-

@@ -100,8 +100,6 @@ def selection(only=None):
     return tuple(k for k in KEYS if k in chosen)
 
 
-
-
 def steps_per_epoch(dataset):
     """The number of batches in one pass of a finite dataset."""
     steps = int(dataset.cardinality())

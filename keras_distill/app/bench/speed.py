@@ -72,6 +72,7 @@ ALPHA = 0.1
 
 def _keras_io_distiller():
     """The keras.io example's Distiller (Keras 3 version), as a baseline."""
+
     class KerasIODistiller(keras.Model):
         def __init__(self, student, teacher):
             super().__init__()

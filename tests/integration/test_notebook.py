@@ -10,7 +10,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 NOTEBOOK = (
-    pathlib.Path(__file__).resolve().parents[1]
+    pathlib.Path(__file__).resolve().parents[2]
     / "examples"
     / "quickstart.ipynb"
 )
