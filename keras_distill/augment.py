@@ -14,7 +14,7 @@ seeded run replays the same augmentation, and is a no-op outside training.
 import keras
 from keras import ops
 
-from keras_distill.losses.base import check_int
+from keras_distill.validation import check_int
 
 
 def shift_images(images, offsets, pixels):
@@ -296,3 +296,16 @@ class ConsistentAugment(keras.layers.Layer):
             keras.saving.serialize_keras_object(x) for x in self.augment_layers
         ]
         return config
+
+
+def check_augment(augment):
+    """`None`, or the augmentation as a `ConsistentAugment`."""
+    if augment is None or isinstance(augment, ConsistentAugment):
+        return augment
+    if isinstance(augment, (keras.layers.Layer, list, tuple)):
+        return ConsistentAugment(augment)
+    raise ValueError(
+        "Invalid value for argument `augment`. Expected a "
+        "`keras_distill.augment.ConsistentAugment` or a list of augmentation "
+        f"layers. Received: augment={augment!r}"
+    )

@@ -10,8 +10,9 @@ the features the losses read and checks them against the losses.
 import keras
 
 from keras_distill import _keras_internals as internals
-from keras_distill.validation import check_distillation_losses
+from keras_distill import losses as losses_module
 from keras_distill.validation import check_models_for_losses
+from keras_distill.validation import check_weights
 from keras_distill.views import make_views
 
 
@@ -31,6 +32,41 @@ def _set_untracked(model, **values):
     """Sets attributes Keras must not track (saved through the config)."""
     for attribute, value in values.items():
         object.__setattr__(model, attribute, value)
+
+
+def check_distillation_losses(losses, weights, teacher):
+    """Resolves the distillation losses and checks their weights.
+
+    Args:
+        losses: None (KD at T = 4), a loss, a registered name, a
+            `keras.distillation` loss, or a list of these.
+        weights: None (1.0 each) or one non-negative float per loss.
+        teacher: The teacher, or None.
+
+    Returns:
+        `(list of DistillationLoss, list of float weights)`.
+    """
+    if losses is None:
+        losses = [losses_module.LogitsDistillation()]
+    if not isinstance(losses, (list, tuple)):
+        losses = [losses]
+    if not losses:
+        raise ValueError(
+            "Invalid value for argument `distillation_losses`. Expected at "
+            "least one distillation loss. Received: distillation_losses=[]"
+        )
+    resolved = [losses_module.get(loss) for loss in losses]
+    weights = check_weights(
+        [1.0] * len(resolved) if weights is None else weights, len(resolved)
+    )
+    needing = [type(x).__name__ for x in resolved if x.needs_teacher]
+    if teacher is None and needing:
+        raise ValueError(
+            "Invalid value for argument `teacher`. Expected a "
+            f"`keras.Model`: the losses {needing} need a teacher. "
+            "Received: teacher=None"
+        )
+    return resolved, weights
 
 
 def bind_losses(model, distillation_losses, weights):

@@ -11,6 +11,7 @@ from keras_distill import checks
 from keras_distill import keras_io
 from keras_distill import objective
 from keras_distill import validation
+from keras_distill.augment import check_augment
 from keras_distill.distribute import MultiWorkerBuild
 from keras_distill.distribute import multi_worker_logs
 from keras_distill.distribute import replica_share
@@ -129,7 +130,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
         )
         self.teacher = teacher
         self.student = student
-        self.augment = validation.check_augment(augment)
+        self.augment = check_augment(augment)
         self.teacher_output = teacher_output
         self.student_output = student_output
         self.teacher_output_type = check_output_type(

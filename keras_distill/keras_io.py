@@ -9,7 +9,7 @@ module maps them onto the distiller's own arguments in one place.
 
 import dataclasses
 
-from keras_distill.losses.compat import is_kl_divergence
+from keras_distill.losses.base import is_kl_divergence
 from keras_distill.losses.logits import LogitsDistillation
 from keras_distill.losses.logits import SoftTargetDistillation
 

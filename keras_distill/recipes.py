@@ -20,10 +20,10 @@ from keras import ops
 from keras_distill.distribute import MultiWorkerBuild
 from keras_distill.distribute import multi_worker_logs
 from keras_distill.distribute import replica_share
-from keras_distill.losses.base import check_int
-from keras_distill.losses.base import check_positive
 from keras_distill.losses.base import keras_loss_mean
 from keras_distill.losses.logits import soft_kl
+from keras_distill.validation import check_int
+from keras_distill.validation import check_positive
 
 
 def _sparse_ce():
@@ -498,7 +498,7 @@ class MutualLearning(MultiWorkerBuild, keras.Model):
                 f"model names (they name the logs). Received: {names}"
             )
         self.models = list(models)
-        self.temperature = check_positive("temperature")(temperature)
+        self.temperature = check_positive("temperature", temperature)
         self._loss_trackers = [
             keras.metrics.Mean(name=f"{m.name}_loss") for m in self.models
         ]

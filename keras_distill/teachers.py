@@ -14,10 +14,10 @@ import keras
 import numpy as np
 
 from keras_distill.augment import shift_images
-from keras_distill.losses.base import check_positive
 from keras_distill.pipelines import batch_keys
 from keras_distill.pipelines import shuffled_positions
 from keras_distill.utils import atomic_path
+from keras_distill.validation import check_positive
 
 TEACHER_KEY = "teacher_outputs"
 INPUT_KEY = "inputs"
@@ -102,7 +102,7 @@ class Ensemble(keras.Model):
                 "Invalid value for argument `mode`. Expected 'probabilities' "
                 f"or 'logits'. Received: mode={mode!r}"
             )
-        check_positive("temperature")(temperature)
+        check_positive("temperature", temperature)
         self.teachers = list(teachers)
         total = float(sum(weights))
         self.weights_ = [float(w) / total for w in weights]

@@ -19,21 +19,6 @@ def check_backend():
         )
 
 
-def check_augment(augment):
-    """`None`, or the augmentation as a `ConsistentAugment`."""
-    from keras_distill.augment import ConsistentAugment
-
-    if augment is None or isinstance(augment, ConsistentAugment):
-        return augment
-    if isinstance(augment, (keras.layers.Layer, list, tuple)):
-        return ConsistentAugment(augment)
-    raise ValueError(
-        "Invalid value for argument `augment`. Expected a "
-        "`keras_distill.augment.ConsistentAugment` or a list of augmentation "
-        f"layers. Received: augment={augment!r}"
-    )
-
-
 def check_model(arg, model):
     """Checks that `model` is a `keras.Model` (built or not)."""
     if not isinstance(model, keras.Model):
@@ -126,43 +111,6 @@ def check_teacher_and_student(teacher, student):
         )
 
 
-def check_distillation_losses(losses, weights, teacher):
-    """Resolves the distillation losses and checks their weights.
-
-    Args:
-        losses: None (KD at T = 4), a loss, a registered name, a
-            `keras.distillation` loss, or a list of these.
-        weights: None (1.0 each) or one non-negative float per loss.
-        teacher: The teacher, or None.
-
-    Returns:
-        `(list of DistillationLoss, list of float weights)`.
-    """
-    from keras_distill import losses as losses_module
-
-    if losses is None:
-        losses = [losses_module.LogitsDistillation()]
-    if not isinstance(losses, (list, tuple)):
-        losses = [losses]
-    if not losses:
-        raise ValueError(
-            "Invalid value for argument `distillation_losses`. Expected at "
-            "least one distillation loss. Received: distillation_losses=[]"
-        )
-    resolved = [losses_module.get(loss) for loss in losses]
-    weights = check_weights(
-        [1.0] * len(resolved) if weights is None else weights, len(resolved)
-    )
-    needing = [type(x).__name__ for x in resolved if x.needs_teacher]
-    if teacher is None and needing:
-        raise ValueError(
-            "Invalid value for argument `teacher`. Expected a "
-            f"`keras.Model`: the losses {needing} need a teacher. "
-            "Received: teacher=None"
-        )
-    return resolved, weights
-
-
 def check_supervised_loss(loss, student_loss_weight):
     """A supervised loss is needed unless `student_loss_weight` is 0."""
     if loss is None and student_loss_weight > 0:
@@ -237,3 +185,55 @@ def check_models_for_losses(
                 f"Received: teacher classes={t_classes}, student "
                 f"classes={s_classes}"
             )
+
+
+def check_positive(arg, value):
+    """Returns `value` as a float if it is a finite number > 0."""
+    if isinstance(value, bool) or not _is_number(value) or float(value) <= 0:
+        raise ValueError(
+            f"Invalid value for argument `{arg}`. Expected a positive "
+            f"float. Received: {arg}={value!r}"
+        )
+    return float(value)
+
+
+def check_int(arg, value, low=0):
+    """Returns `value` if it is an integer >= `low`, else raises.
+
+    Args:
+        arg: The argument's name, for the message.
+        value: The value to check.
+        low: The smallest value allowed.
+
+    Returns:
+        `value`.
+
+    Raises:
+        ValueError: If `value` is not an integer (bools excluded) >= `low`.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(
+            f"Invalid value for argument `{arg}`. Expected an integer >= "
+            f"{low}. Received: {arg}={value!r}"
+        )
+    return value
+
+
+def check_non_negative(arg, value):
+    """Returns `value` as a float if it is a finite number >= 0."""
+    if isinstance(value, bool) or not _is_number(value) or float(value) < 0:
+        raise ValueError(
+            f"Invalid value for argument `{arg}`. Expected a "
+            f"non-negative float. Received: {arg}={value!r}"
+        )
+    return float(value)
+
+
+def _is_number(value):
+    if isinstance(value, (str, bytes)):
+        return False
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return False
+    return value == value and value not in (float("inf"), float("-inf"))

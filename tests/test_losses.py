@@ -273,3 +273,35 @@ def test_validate_outputs_and_model_compatibility():
             TEACHER, [TEACHER, TEACHER]
         )
     loss.validate_model_compatibility(None, None)
+
+
+def test_register_names_a_loss_and_makes_it_saveable():
+    @losses.register("abs_logits_test", package="keras_distill_tests")
+    class AbsLogits(losses.DistillationLoss):
+        def compute(self, teacher_outputs, student_outputs, y_true=None):
+            return keras.ops.mean(
+                keras.ops.abs(teacher_outputs - student_outputs)
+            )
+
+    assert "abs_logits_test" in losses.known_names()
+    loss = losses.get("abs_logits_test")
+    assert type(loss) is AbsLogits
+    config = keras.saving.serialize_keras_object(loss)
+    assert config["registered_name"] == "keras_distill_tests>AbsLogits"
+    again = keras.saving.deserialize_keras_object(config)
+    assert type(again) is AbsLogits
+    t = np.array([[1.0, -2.0]], "float32")
+    s = np.array([[0.5, 1.0]], "float32")
+    np.testing.assert_allclose(
+        float(again.compute(t, s)), np.mean(np.abs(t - s)), rtol=1e-6
+    )
+
+
+def test_register_refuses_bad_and_taken_names():
+    with pytest.raises(ValueError, match="lower-case string. Received: 'KD'"):
+        losses.register("KD")
+    with pytest.raises(ValueError, match="the name of `LogitsDistillation`"):
+
+        @losses.register("kd")
+        class Other(losses.DistillationLoss):
+            pass

@@ -5,10 +5,7 @@ to `keras_distill.losses.get` (see `known_names()`).
 """
 
 from keras_distill.losses.base import DistillationLoss
-from keras_distill.losses.base import get
-from keras_distill.losses.base import known_names
 from keras_distill.losses.base import merge_mask
-from keras_distill.losses.base import register
 from keras_distill.losses.base import weighted_mean
 from keras_distill.losses.compat import KerasDistillationLoss
 from keras_distill.losses.compat import from_keras
@@ -23,6 +20,9 @@ from keras_distill.losses.logits import SoftTargetDistillation
 from keras_distill.losses.logits import TeacherFreeKD
 from keras_distill.losses.logits import dkd
 from keras_distill.losses.logits import soft_kl
+from keras_distill.losses.registry import get
+from keras_distill.losses.registry import known_names
+from keras_distill.losses.registry import register
 
 __all__ = [
     "AttentionTransfer",

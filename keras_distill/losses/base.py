@@ -1,87 +1,9 @@
-"""The `DistillationLoss` base class and the registry of loss names."""
+"""The `DistillationLoss` base class and the helpers every loss uses."""
 
 import inspect
 
 import keras
 import numpy as np
-
-_REGISTRY = {}
-
-
-def register(*names):
-    """Class decorator: registers a `DistillationLoss` under `names`.
-
-    Registered names can be given wherever a distillation loss is expected
-    (`Distiller(distillation_losses="kd")`, config files, the CLI) and are
-    resolved by `keras_distill.losses.get`.
-
-    Args:
-        *names: One or more lower-case names for the class.
-
-    Returns:
-        A decorator that registers the class and returns it unchanged.
-    """
-
-    def decorator(cls):
-        for name in names:
-            _REGISTRY[name] = cls
-        return cls
-
-    return decorator
-
-
-def known_names():
-    """Returns the sorted list of registered distillation loss names."""
-    return sorted(_REGISTRY)
-
-
-def get(identifier):
-    """Resolves a distillation loss from a name, a config or an instance.
-
-    Args:
-        identifier: A registered name (for example `"kd"`), a dict in Keras'
-            `{"class_name": ..., "config": ...}` form, a `DistillationLoss`
-            instance (returned as is), or a `keras.distillation` loss (wrapped
-            or converted, see `keras_distill.losses.from_keras`).
-
-    Returns:
-        A `DistillationLoss` instance.
-
-    Raises:
-        ValueError: If a name is not registered (the message lists the
-            known names) or the identifier has an unsupported type.
-
-    Example:
-
-    >>> loss = keras_distill.losses.get("kd")
-    >>> type(loss).__name__
-    'LogitsDistillation'
-    """
-    if isinstance(identifier, DistillationLoss):
-        return identifier
-    if isinstance(identifier, str):
-        key = identifier.lower()
-        if key not in _REGISTRY:
-            raise ValueError(
-                "Invalid value for argument `distillation_losses`. Expected "
-                f"one of the registered loss names {known_names()}. "
-                f"Received: distillation_losses={identifier!r}"
-            )
-        return _REGISTRY[key]()
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    from keras_distill.losses.compat import from_keras
-    from keras_distill.losses.compat import is_keras_distillation_loss
-
-    if is_keras_distillation_loss(identifier):
-        return from_keras(identifier)
-    raise ValueError(
-        "Invalid value for argument `distillation_losses`. Expected a "
-        "`keras_distill.losses.DistillationLoss`, a "
-        "`keras.distillation.DistillationLoss` or one of the registered names "
-        f"{known_names()}. Received: distillation_losses={identifier!r} "
-        f"of type {type(identifier).__name__}"
-    )
 
 
 class DistillationLoss:
@@ -129,7 +51,7 @@ class DistillationLoss:
     Example:
 
     ```python
-    @keras.saving.register_keras_serializable(package="my_package")
+    @keras_distill.losses.register("mse_logits", package="my_package")
     class MeanSquaredLogits(keras_distill.losses.DistillationLoss):
         def compute(self, teacher_outputs, student_outputs, y_true=None):
             diff = keras.ops.cast(teacher_outputs, "float32") - keras.ops.cast(
@@ -464,8 +386,9 @@ def variable_property(attr, check):
 
     Args:
         attr: The attribute name, also listed in the class' `variables`.
-        check: A function `check(value)` that validates a new value and
-            returns it as a float, raising `ValueError` otherwise.
+        check: A `keras_distill.validation` check, `check(attr, value)`,
+            that returns a valid value as a float and raises `ValueError`
+            otherwise.
 
     Returns:
         A `property`.
@@ -477,7 +400,7 @@ def variable_property(attr, check):
         return self.__dict__[f"_{attr}"]
 
     def setter(self, value):
-        value = check(value)
+        value = check(attr, value)
         self.__dict__[f"_{attr}"] = value
         if attr in self.__dict__.get("_bound", {}):
             self._bound[attr].assign(value)
@@ -495,74 +418,6 @@ def as_float(variable):
     return float(np.format_float_positional(np.float32(value)))
 
 
-def check_positive(arg):
-    """Returns a validator for a strictly positive finite number."""
-
-    def check(value):
-        if (
-            isinstance(value, bool)
-            or not _is_number(value)
-            or not float(value) > 0
-        ):
-            raise ValueError(
-                f"Invalid value for argument `{arg}`. Expected a positive "
-                f"float. Received: {arg}={value!r}"
-            )
-        return float(value)
-
-    return check
-
-
-def check_int(arg, value, low=0):
-    """Returns `value` if it is an integer >= `low`, else raises.
-
-    Args:
-        arg: The argument's name, for the message.
-        value: The value to check.
-        low: The smallest value allowed.
-
-    Returns:
-        `value`.
-
-    Raises:
-        ValueError: If `value` is not an integer (bools excluded) >= `low`.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(
-            f"Invalid value for argument `{arg}`. Expected an integer >= "
-            f"{low}. Received: {arg}={value!r}"
-        )
-    return value
-
-
-def check_non_negative(arg):
-    """Returns a validator for a finite number >= 0."""
-
-    def check(value):
-        if (
-            isinstance(value, bool)
-            or not _is_number(value)
-            or not float(value) >= 0
-        ):
-            raise ValueError(
-                f"Invalid value for argument `{arg}`. Expected a "
-                f"non-negative float. Received: {arg}={value!r}"
-            )
-        return float(value)
-
-    return check
-
-
-def _is_number(value):
-    if isinstance(value, (str, bytes)):
-        return False
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return False
-    return value == value and value not in (float("inf"), float("-inf"))
-
-
 def _snake_case(name):
     out = []
     for i, char in enumerate(name):
@@ -570,3 +425,15 @@ def _snake_case(name):
             out.append("_")
         out.append(char.lower())
     return "".join(out)
+
+
+_KL_NAMES = ("kl_divergence", "kld", "kullback_leibler_divergence")
+
+
+def is_kl_divergence(loss):
+    """Whether `loss` is Keras' KL divergence (name, function or instance)."""
+    if isinstance(loss, keras.losses.KLDivergence):
+        return True
+    if isinstance(loss, str):
+        return loss.lower() in _KL_NAMES
+    return getattr(loss, "__name__", None) in _KL_NAMES

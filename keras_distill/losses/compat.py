@@ -10,9 +10,9 @@ make sense with one (`from_keras` and `KerasDistillationLoss`) raise an
 import keras
 
 from keras_distill.losses.base import DistillationLoss
+from keras_distill.losses.base import is_kl_divergence
 from keras_distill.losses.logits import LogitsDistillation
-
-_KL_NAMES = ("kl_divergence", "kld", "kullback_leibler_divergence")
+from keras_distill.losses.registry import add_converter
 
 # The first Keras release with `keras.distillation`.
 KERAS_DISTILLATION_VERSION = "3.12"
@@ -93,15 +93,6 @@ def from_keras(loss):
     return KerasDistillationLoss(loss)
 
 
-def is_kl_divergence(loss):
-    """Whether `loss` is Keras' KL divergence (name, function or instance)."""
-    if isinstance(loss, keras.losses.KLDivergence):
-        return True
-    if isinstance(loss, str):
-        return loss.lower() in _KL_NAMES
-    return getattr(loss, "__name__", None) in _KL_NAMES
-
-
 @keras.saving.register_keras_serializable(package="keras_distill")
 class KerasDistillationLoss(DistillationLoss):
     """Wraps any `keras.distillation.DistillationLoss`.
@@ -172,3 +163,7 @@ class KerasDistillationLoss(DistillationLoss):
             "loss": keras.saving.serialize_keras_object(self.loss),
             "name": self.name,
         }
+
+
+# `keras_distill.losses.get` converts `keras.distillation` losses.
+add_converter(is_keras_distillation_loss, from_keras)

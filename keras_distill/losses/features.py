@@ -4,12 +4,12 @@ import keras
 from keras import ops
 
 from keras_distill.losses.base import DistillationLoss
-from keras_distill.losses.base import check_non_negative
-from keras_distill.losses.base import check_positive
 from keras_distill.losses.base import keras_loss_mean
-from keras_distill.losses.base import register
 from keras_distill.losses.base import resolve_keras_loss
 from keras_distill.losses.base import variable_property
+from keras_distill.losses.registry import register
+from keras_distill.validation import check_non_negative
+from keras_distill.validation import check_positive
 
 
 def _alias(name, value, alias, alias_value):
@@ -65,7 +65,6 @@ def _auto_adapter(name, teacher_shape, student_shape):
     return adapter
 
 
-@keras.saving.register_keras_serializable(package="keras_distill")
 @register("feature", "features", "hint", "fitnets", "feature_distillation")
 class FeatureDistillation(DistillationLoss):
     """FitNets hints: the student's feature regresses the teacher's.
@@ -291,7 +290,6 @@ def attention_map(feature, p=2.0, size=None):
     return a / ops.maximum(norm, 1e-12)
 
 
-@keras.saving.register_keras_serializable(package="keras_distill")
 @register("attention", "attention_transfer", "at")
 class AttentionTransfer(DistillationLoss):
     """Attention transfer (Zagoruyko & Komodakis, ICLR 2017).
@@ -330,7 +328,7 @@ class AttentionTransfer(DistillationLoss):
     """
 
     variables = ("beta",)
-    beta = variable_property("beta", check_non_negative("beta"))
+    beta = variable_property("beta", check_non_negative)
 
     def __init__(self, pairs=(), p=2.0, beta=1000.0, name=None):
         super().__init__(name=name)
@@ -356,7 +354,7 @@ class AttentionTransfer(DistillationLoss):
                 f"Received: pairs={pairs!r}"
             )
         self.pairs = [list(x) for x in pairs]
-        self.p = check_positive("p")(p)
+        self.p = check_positive("p", p)
         self.beta = beta
         self.teacher_layer = [t for t, _ in self.pairs]
         self.student_layer = [s for _, s in self.pairs]
@@ -455,7 +453,6 @@ def rkd(teacher_embeddings, student_embeddings, distance_weight, angle_weight):
     )
 
 
-@keras.saving.register_keras_serializable(package="keras_distill")
 @register("rkd", "relational", "relational_distillation")
 class RelationalDistillation(DistillationLoss):
     """Relational KD: match the geometry of the batch (Park et al., 2019).
@@ -495,12 +492,8 @@ class RelationalDistillation(DistillationLoss):
     """
 
     variables = ("distance_weight", "angle_weight")
-    distance_weight = variable_property(
-        "distance_weight", check_non_negative("distance_weight")
-    )
-    angle_weight = variable_property(
-        "angle_weight", check_non_negative("angle_weight")
-    )
+    distance_weight = variable_property("distance_weight", check_non_negative)
+    angle_weight = variable_property("angle_weight", check_non_negative)
 
     def __init__(
         self,

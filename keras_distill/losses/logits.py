@@ -5,14 +5,15 @@ from keras import ops
 
 from keras_distill.losses.base import DistillationLoss
 from keras_distill.losses.base import as_float
-from keras_distill.losses.base import check_int
-from keras_distill.losses.base import check_non_negative
-from keras_distill.losses.base import check_positive
+from keras_distill.losses.base import is_kl_divergence
 from keras_distill.losses.base import keras_loss_mean
-from keras_distill.losses.base import register
 from keras_distill.losses.base import resolve_keras_loss
 from keras_distill.losses.base import variable_property
 from keras_distill.losses.base import weighted_mean
+from keras_distill.losses.registry import register
+from keras_distill.validation import check_int
+from keras_distill.validation import check_non_negative
+from keras_distill.validation import check_positive
 
 
 def soft_kl(teacher_logits, student_logits, temperature, sample_weight=None):
@@ -108,7 +109,6 @@ def soft_targets(loss_fn, teacher_logits, student_logits, temperature, weight):
     return keras_loss_mean(loss_fn, p_t, p_s, weight) * t * t
 
 
-@keras.saving.register_keras_serializable(package="keras_distill")
 @register("kd", "logits", "hinton", "logits_distillation")
 class LogitsDistillation(DistillationLoss):
     """Hinton's knowledge distillation loss on logits.
@@ -161,9 +161,7 @@ class LogitsDistillation(DistillationLoss):
 
     variables = ("temperature",)
     needs_logits = True
-    temperature = variable_property(
-        "temperature", check_positive("temperature")
-    )
+    temperature = variable_property("temperature", check_positive)
 
     def __init__(self, temperature=4.0, name=None, *, loss=None):
         super().__init__(name=name)
@@ -175,8 +173,6 @@ class LogitsDistillation(DistillationLoss):
                 "`Distiller(teacher_output=..., student_output=...)`. "
                 f"Received: loss={loss!r}"
             )
-        from keras_distill.losses.compat import is_kl_divergence
-
         self.loss = loss
         self._loss_fn = (
             None
@@ -216,7 +212,6 @@ class LogitsDistillation(DistillationLoss):
         return cls(**config)
 
 
-@keras.saving.register_keras_serializable(package="keras_distill")
 @register("soft_target", "soft_target_distillation")
 class SoftTargetDistillation(DistillationLoss):
     """Any Keras loss applied to the softened distributions, times T².
@@ -251,9 +246,7 @@ class SoftTargetDistillation(DistillationLoss):
 
     variables = ("temperature",)
     needs_logits = True
-    temperature = variable_property(
-        "temperature", check_positive("temperature")
-    )
+    temperature = variable_property("temperature", check_positive)
 
     def __init__(self, loss="kl_divergence", temperature=4.0, name=None):
         super().__init__(name=name)
@@ -397,7 +390,6 @@ def dkd(
     return weighted_mean(per_example, sample_weight) * t * t
 
 
-@keras.saving.register_keras_serializable(package="keras_distill")
 @register("dkd", "decoupled", "decoupled_kd")
 class DKD(DistillationLoss):
     """Decoupled knowledge distillation (DKD, Zhao et al., CVPR 2022).
@@ -448,14 +440,10 @@ class DKD(DistillationLoss):
     variables = ("temperature", "alpha", "beta", "warmup_factor")
     needs_logits = True
     needs_labels = True
-    temperature = variable_property(
-        "temperature", check_positive("temperature")
-    )
-    alpha = variable_property("alpha", check_non_negative("alpha"))
-    beta = variable_property("beta", check_non_negative("beta"))
-    warmup_factor = variable_property(
-        "warmup_factor", check_non_negative("warmup_factor")
-    )
+    temperature = variable_property("temperature", check_positive)
+    alpha = variable_property("alpha", check_non_negative)
+    beta = variable_property("beta", check_non_negative)
+    warmup_factor = variable_property("warmup_factor", check_non_negative)
 
     def __init__(
         self, alpha=1.0, beta=8.0, temperature=4.0, warmup_epochs=20, name=None
@@ -490,7 +478,6 @@ class DKD(DistillationLoss):
         return ops.cast(self.variable("warmup_factor"), "float32") * value
 
 
-@keras.saving.register_keras_serializable(package="keras_distill")
 @register("teacher_free", "tf_kd", "teacher_free_kd")
 class TeacherFreeKD(DistillationLoss):
     """Teacher-free KD: distillation from a hand-made virtual teacher.
@@ -537,9 +524,7 @@ class TeacherFreeKD(DistillationLoss):
     variables = ("temperature", "correct_prob")
     needs_labels = True
     needs_teacher = False
-    temperature = variable_property(
-        "temperature", check_positive("temperature")
-    )
+    temperature = variable_property("temperature", check_positive)
 
     def __init__(self, correct_prob=0.9, temperature=1.0, name=None):
         super().__init__(name=name)
