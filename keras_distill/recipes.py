@@ -277,7 +277,7 @@ def born_again(
     labels (the paper's `alpha=0`) the errors grew from one generation of
     `keras-distill`'s CNN to the next, and KD's `alpha=0.1`,
     `temperature=4` did worse on both the CNN and the 800-800 MLP of the
-    README's "Recipes" benchmark.
+    recipes benchmark (`docs/benchmarks.md`).
 
     Args:
         build_fn: A function with no argument that returns a new, built,

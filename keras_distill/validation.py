@@ -99,7 +99,8 @@ def check_bool(arg, value):
 
 def check_teacher_and_student(teacher, student):
     """Checks the two models: `keras.Model`s (the teacher may be None),
-    and not the same object."""
+    not the same object, and a student built in the strategy's scope
+    when the distiller is made in one."""
     if teacher is not None:
         check_model("teacher", teacher)
     check_model("student", student)
@@ -108,6 +109,25 @@ def check_teacher_and_student(teacher, student):
             "Invalid value for argument `student`. Expected a model "
             "other than the teacher. Received: the same object as "
             f"teacher and student ({teacher.name!r})"
+        )
+    check_in_strategy_scope(student)
+
+
+def check_in_strategy_scope(student):
+    """Under a `tf.distribute` strategy, the student's weights must have
+    been made in its scope (Keras' rule; its own error is cryptic)."""
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy() or not student.weights:
+        return
+    extended = tf.distribute.get_strategy().extended
+    if not extended.variable_created_in_scope(student.weights[0].value):
+        raise ValueError(
+            "Invalid value for argument `student`. Expected a student "
+            "built (or loaded) inside `with strategy.scope():`, the "
+            "`tf.distribute` strategy scope the Distiller is created in. "
+            f"Received: {student.name!r}, whose weights were made outside "
+            "it. Build or load the student inside the scope."
         )
 
 

@@ -1,6 +1,6 @@
 """Bad input meets a clear error before any graph is traced.
 
-The README's "Errors" table lists every case; the other test files hold
+The errors table (`docs/errors.md`) lists every case; the other test files hold
 the rest of them (losses, data sources, the cache, the command line).
 """
 

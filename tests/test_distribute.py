@@ -7,7 +7,11 @@ import sys
 import textwrap
 
 import pytest
+import tensorflow as tf
+from conftest import mlp
 from conftest import needs_keras_distillation
+
+import keras_distill
 
 SCRIPT = textwrap.dedent(
     """
@@ -319,3 +323,14 @@ def test_the_command_line_starts_a_multi_worker_strategy(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[strategy] multi-worker: 1 replicas in sync" in result.stdout
     assert (run / "teacher.keras").exists()
+
+
+def test_a_student_built_outside_the_strategy_scope_is_refused():
+    student = mlp(4, "outside_student", seed=2)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        teacher = mlp(8, "inside_teacher", seed=1)
+        with pytest.raises(ValueError, match="inside `with strategy.scope"):
+            keras_distill.Distiller(teacher, student)
+        inside = mlp(4, "inside_student", seed=2)
+        keras_distill.Distiller(teacher, inside)  # built in the scope: fine

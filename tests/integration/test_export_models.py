@@ -152,3 +152,19 @@ def test_token_model_saved_model(tmp_path):
     assert report.max_abs_diff < 1e-5
     report = export.saved_model(dict_model(), tmp_path / "dict_sm")
     assert report.max_abs_diff < 1e-5
+
+
+def test_a_dataset_name_as_data_is_refused_with_the_way_to_load_it(tmp_path):
+    model = token_model()
+    target = tmp_path / "m.tflite"
+    with pytest.raises(TypeError, match=r"Received: the string 'mnist5k'"):
+        export.tflite(
+            model,
+            target,
+            quantize="int8",
+            representative_data="mnist5k",
+            latency_runs=1,
+        )
+    with pytest.raises(TypeError, match=r"load_arrays\(name\)"):
+        export.saved_model(model, tmp_path / "sm", check_data="digits")
+    assert not target.exists() and not (tmp_path / "sm").exists()
