@@ -34,22 +34,10 @@ import os
 import sys
 
 
-def _quiet_the_command_line():
-    """Quiets TensorFlow's C++ start-up logs under `keras-distill`.
+def _is_the_command():
+    """Whether this process is the `keras-distill` command."""
+    return bool(sys.argv) and os.path.basename(sys.argv[0]) == "keras-distill"
 
-    The command's module runs after this package is imported, and the
-    package imports TensorFlow (through Keras) to register its classes, so
-    the command's quieting has to happen here. Only the command is
-    affected: a script or notebook keeps its own logging settings.
-    """
-    if sys.argv and os.path.basename(sys.argv[0]) == "keras-distill":
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from keras_distill.utils import import_tensorflow_quietly
-
-        import_tensorflow_quietly()
-
-
-_quiet_the_command_line()
 
 __version__ = "0.1.0"
 
@@ -80,17 +68,34 @@ _MOVED = {
 
 __all__ = ["Distiller", *_SUBMODULES, "__version__"]
 
-# Registration with Keras' serialization happens at import.
-from keras_distill import augment  # noqa: E402, F401
-from keras_distill import callbacks  # noqa: E402, F401
-from keras_distill import distribute  # noqa: E402, F401
-from keras_distill import losses  # noqa: E402, F401
-from keras_distill import recipes  # noqa: E402, F401
-from keras_distill import teachers  # noqa: E402, F401
-from keras_distill.distiller import Distiller  # noqa: E402
+# The modules whose classes Keras must find by name on reload.
+_REGISTERING = ("augment", "callbacks", "distribute", "losses", "recipes")
+
+
+def register_all():
+    """Imports every module that registers classes with Keras.
+
+    A plain `import keras_distill` does this; the `keras-distill` command
+    defers it until its arguments are parsed, so that `--help` answers
+    without importing TensorFlow.
+    """
+    for name in (*_REGISTERING, "teachers", "distiller"):
+        importlib.import_module(f"keras_distill.{name}")
+
+
+if _is_the_command():
+    # Quiet TensorFlow's C++ start-up logs, for the command only (a script
+    # or notebook keeps its own settings); TensorFlow loads after parsing.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+else:
+    register_all()
 
 
 def __getattr__(name):
+    if name == "Distiller":
+        from keras_distill.distiller import Distiller
+
+        return Distiller
     if name in _SUBMODULES:
         return importlib.import_module(f"keras_distill.{name}")
     if name in _MOVED:

@@ -17,6 +17,7 @@ import dataclasses
 import keras
 from keras import ops
 
+from keras_distill import defaults
 from keras_distill.distribute import MultiWorkerBuild
 from keras_distill.distribute import multi_worker_logs
 from keras_distill.distribute import replica_share
@@ -82,8 +83,8 @@ def _options(
 def generation(
     teacher,
     student,
-    temperature=1.0,
-    alpha=0.5,
+    temperature=defaults.BORN_AGAIN["temperature"],
+    alpha=defaults.BORN_AGAIN["alpha"],
     optimizer="adam",
     loss=None,
     metrics=(),
@@ -166,8 +167,8 @@ def reverse_distill(
     large_model,
     train_data,
     epochs=20,
-    temperature=4.0,
-    alpha=0.5,
+    temperature=defaults.REVERSE["temperature"],
+    alpha=defaults.REVERSE["alpha"],
     optimizer="adam",
     loss=None,
     metrics=("accuracy",),
@@ -255,8 +256,8 @@ def born_again(
     train_data,
     generations=3,
     epochs=20,
-    temperature=1.0,
-    alpha=0.5,
+    temperature=defaults.BORN_AGAIN["temperature"],
+    alpha=defaults.BORN_AGAIN["alpha"],
     optimizer="adam",
     loss=None,
     metrics=("accuracy",),
@@ -479,7 +480,11 @@ class MutualLearning(MultiWorkerBuild, keras.Model):
     """
 
     def __init__(
-        self, models, temperature=1.0, name="mutual_learning", **kwargs
+        self,
+        models,
+        temperature=defaults.MUTUAL["temperature"],
+        name="mutual_learning",
+        **kwargs,
     ):
         super().__init__(name=name, **kwargs)
         if (

@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 
+import keras_distill
 from keras_distill.utils import import_tensorflow_quietly
 
 
@@ -73,12 +74,23 @@ def _option_strings(parser):
     return list(dict.fromkeys(options))
 
 
+def _recipe_defaults(name):
+    """`"4.0 for kd, ..."`: each recipe's default for `name`."""
+    from keras_distill.app.config import RECIPE_DEFAULTS
+
+    return ", ".join(
+        f"{values[name]:g} for {recipe}"
+        for recipe, values in RECIPE_DEFAULTS.items()
+        if values.get(name) is not None
+    )
+
+
 def _run_options(parser):
-    from keras_distill.app import zoo
-    from keras_distill.app.run import AUGMENTS
-    from keras_distill.app.run import OPTIMIZERS
-    from keras_distill.app.run import RECIPES
-    from keras_distill.app.run import STRATEGIES
+    from keras_distill.app.config import AUGMENTS
+    from keras_distill.app.config import MODELS
+    from keras_distill.app.config import OPTIMIZERS
+    from keras_distill.app.config import RECIPES
+    from keras_distill.app.config import STRATEGIES
 
     group = parser.add_argument_group("run options (override --config)")
     group.add_argument(
@@ -92,19 +104,21 @@ def _run_options(parser):
         help="mnist5k (default), digits, tfds:<name>, or a .npz file",
     )
     group.add_argument("--data-dir", help="TFDS data directory")
-    group.add_argument("--teacher", choices=zoo.names(), help="teacher model")
-    group.add_argument("--student", choices=zoo.names(), help="student model")
+    group.add_argument("--teacher", choices=MODELS, help="teacher model")
+    group.add_argument("--student", choices=MODELS, help="student model")
     group.add_argument(
         "--temperature",
         type=float,
-        help="temperature T (default: the recipe's; 4 for kd and reverse, "
-        "1 for born-again and mutual)",
+        help="temperature T (default: the recipe's; "
+        + _recipe_defaults("temperature")
+        + ")",
     )
     group.add_argument(
         "--alpha",
         type=float,
-        help="weight of the student's own loss (default: the recipe's; 0.1 "
-        "for kd, 0.5 for reverse and born-again)",
+        help="weight of the student's own loss (default: the recipe's; "
+        + _recipe_defaults("alpha")
+        + ")",
     )
     group.add_argument(
         "--loss",
@@ -229,7 +243,7 @@ def resolve_config(args):
     Returns:
         `(run_path, RunConfig)`.
     """
-    from keras_distill.app.run import CONFIG_FILE
+    from keras_distill.app.config import CONFIG_FILE
     from keras_distill.app.run import RunConfig
     from keras_distill.app.run import read_config_file
 
@@ -310,7 +324,7 @@ def _first_missing(path):
 
 def _only_config_in(folder):
     """Whether a folder holds nothing but (folders of) run configs."""
-    from keras_distill.app.run import CONFIG_FILE
+    from keras_distill.app.config import CONFIG_FILE
 
     for _, _, files in os.walk(folder):
         if any(name != CONFIG_FILE for name in files):
@@ -356,12 +370,13 @@ def main(argv=None):
         0 on success, 1 when the job fails with a clear error (printed
         without a traceback), 2 on a usage error.
     """
-    import_tensorflow_quietly()
-    parser = build_parser()
+    parser = build_parser()  # without TensorFlow: `--help` answers at once
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    import_tensorflow_quietly()
+    keras_distill.register_all()
     try:
         return run_command(args)
     except (ValueError, FileNotFoundError, OSError, ImportError) as error:

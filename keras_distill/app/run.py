@@ -11,7 +11,6 @@ them one at a time or all at once.
 import dataclasses
 import functools
 import hashlib
-import inspect
 import json
 import os
 import platform
@@ -20,42 +19,18 @@ import time
 
 import numpy as np
 
-from keras_distill import recipes
+from keras_distill.app.config import AUGMENTS
+from keras_distill.app.config import CONFIG_FILE
+from keras_distill.app.config import METRICS_FILE
+from keras_distill.app.config import OPTIMIZERS
+from keras_distill.app.config import RECIPE_DEFAULTS
+from keras_distill.app.config import RECIPES
+from keras_distill.app.config import STRATEGIES
 from keras_distill.pipelines import shift_augment
 from keras_distill.utils import predict
 from keras_distill.utils import save_model
 from keras_distill.utils import write_text
 
-AUGMENTS = ("none", "shift", "consistent")
-RECIPES = ("kd", "reverse", "born-again", "mutual")
-STRATEGIES = ("default", "mirrored", "multi-worker")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-METRICS_FILE = "metrics.json"
-
-
-# The temperature and the supervised weight (alpha) of each recipe, where
-# the config leaves them unset: Hinton et al.'s KD, the defaults of
-# `keras_distill.recipes.reverse_distill` and `born_again` (T = 1 as
-# Furlanello et al., with the labels at half weight), and deep mutual
-# learning (Zhang et al.: T = 1; each model's own loss has weight 1).
-def _signature_defaults(function, names=("temperature", "alpha")):
-    """The defaults a recipe's signature gives `names` (None if absent)."""
-    parameters = inspect.signature(function).parameters
-    return {
-        name: parameters[name].default if name in parameters else None
-        for name in names
-    }
-
-
-# The recipes own their defaults; `kd` is the command's own choice (Hinton
-# et al.'s protocol: T = 4, the labels at a tenth).
-RECIPE_DEFAULTS = {
-    "kd": dict(temperature=4.0, alpha=0.1),
-    "reverse": _signature_defaults(recipes.reverse_distill),
-    "born-again": _signature_defaults(recipes.born_again),
-    "mutual": _signature_defaults(recipes.MutualLearning.__init__),
-}
-CONFIG_FILE = "config.json"
 # Random 2-pixel shifts help 28×28 digits and wreck 8×8 ones.
 MIN_SHIFT_SIZE = 16
 

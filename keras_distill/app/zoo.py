@@ -17,10 +17,15 @@ uncompiled Functional `keras.Model` that outputs logits.
 
 import keras
 
+from keras_distill.app.config import MODELS
+
 _BUILDERS = {}
 
 
 def _register(name):
+    if name not in MODELS:  # the command lists them without TensorFlow
+        raise ValueError(f"Add {name!r} to keras_distill.app.config.MODELS")
+
     def decorator(fn):
         _BUILDERS[name] = fn
         return fn

@@ -611,3 +611,56 @@ def test_digits_defaults_train_a_good_teacher(tmp_path, capsys):
     assert report.splitlines()[2].startswith("teacher")
     text = (tmp_path / "digits" / "report.md").read_text()
     assert "Augmentation: teacher `none`, students `none`" in text
+
+
+HELP_WITHOUT_TENSORFLOW = """
+import sys
+
+sys.argv = ["keras-distill"]  # as the installed command sees it
+from keras_distill.app import cli
+
+for argv in (["--help"], ["distill", "--help"], ["bench", "recipes", "--help"]):
+    try:
+        cli.main(argv)
+    except SystemExit as exit:
+        assert exit.code == 0, exit.code
+heavy = sorted(
+    m for m in sys.modules if m.split(".")[0] in ("keras", "tensorflow")
+)
+assert not heavy, heavy[:5]
+print("TENSORFLOW NOT IMPORTED")
+"""
+
+
+@pytest.mark.integration
+def test_help_answers_without_importing_tensorflow():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", HELP_WITHOUT_TENSORFLOW],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "TENSORFLOW NOT IMPORTED" in result.stdout
+    assert "--temperature" in result.stdout  # the help was printed
+
+
+def test_the_command_lists_every_zoo_model_and_recipe_default():
+    from keras_distill import recipes
+    from keras_distill.app import config
+    from keras_distill.app import zoo
+
+    assert zoo.names() == sorted(config.MODELS)
+    signatures = {
+        "reverse": recipes.reverse_distill,
+        "born-again": recipes.born_again,
+        "mutual": recipes.MutualLearning.__init__,
+    }
+    for recipe, function in signatures.items():
+        parameters = inspect.signature(function).parameters
+        for name, value in config.RECIPE_DEFAULTS[recipe].items():
+            expected = parameters[name].default if name in parameters else None
+            assert value == expected, (recipe, name)

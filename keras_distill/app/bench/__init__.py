@@ -13,10 +13,15 @@ Results of past runs are in `docs/benchmarks.md`, not here.
 
 import json
 
-from keras_distill.app.bench import accuracy as accuracy_bench
-from keras_distill.app.bench import recipes as recipes_bench
-from keras_distill.app.bench import speed as speed_bench
+from keras_distill.app.bench import options
 from keras_distill.utils import write_text
+
+SPEED_DESCRIPTION = (
+    "Speed benchmark: the median epoch time of keras_distill's Distiller "
+    "(online and from a teacher cache) against keras.distillation, the "
+    "keras.io example's pattern, the student alone and the bound of one "
+    "tf.function step, in one process, the variants taking turns."
+)
 
 
 def add_arguments(parser):
@@ -36,14 +41,14 @@ def add_arguments(parser):
     accuracy.add_argument(
         "--protocol",
         nargs="+",
-        choices=sorted(accuracy_bench.PROTOCOLS),
-        default=sorted(accuracy_bench.PROTOCOLS),
+        choices=sorted(options.PROTOCOLS),
+        default=sorted(options.PROTOCOLS),
     )
     accuracy.add_argument(
         "--variants",
         nargs="+",
-        choices=list(accuracy_bench.VARIANTS),
-        default=list(accuracy_bench.DEFAULT_VARIANTS),
+        choices=list(options.VARIANTS),
+        default=list(options.DEFAULT_VARIANTS),
         help="students to train besides the teacher and the scratch one",
     )
     accuracy.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -73,10 +78,10 @@ def add_arguments(parser):
     recipes.add_argument(
         "--only",
         nargs="+",
-        choices=recipes_bench.KEYS,
+        choices=options.KEYS,
         metavar="KEY",
         help="train only these models (and those they are trained from): "
-        + ", ".join(recipes_bench.KEYS),
+        + ", ".join(options.KEYS),
     )
     recipes.add_argument(
         "--output", default="bench_recipes.json", help="JSON file to write"
@@ -85,10 +90,10 @@ def add_arguments(parser):
         "speed",
         help="epoch times: keras_distill online and cached against Keras' "
         "distillers",
-        description=speed_bench.__doc__.split("\n\n")[0],
+        description=SPEED_DESCRIPTION,
     )
     speed_parser.add_argument(
-        "--preset", choices=sorted(speed_bench.PRESETS), default="mlp"
+        "--preset", choices=sorted(options.PRESETS), default="mlp"
     )
     speed_parser.add_argument(
         "--quick", action="store_true", help="512 examples, 3 rounds"
@@ -102,6 +107,10 @@ def add_arguments(parser):
 
 def main(args, log=print):
     """Runs the benchmark named in `args.bench`; returns an exit status."""
+    from keras_distill.app.bench import accuracy as accuracy_bench
+    from keras_distill.app.bench import recipes as recipes_bench
+    from keras_distill.app.bench import speed as speed_bench
+
     common = dict(batch_size=args.batch_size, log=log)
     if args.bench == "accuracy":
         result = accuracy_bench.run(

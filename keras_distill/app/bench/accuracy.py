@@ -14,40 +14,14 @@ import keras
 
 from keras_distill import losses
 from keras_distill.app.bench import common
+from keras_distill.app.bench.options import DEFAULT_VARIANTS
+from keras_distill.app.bench.options import PROTOCOLS
+from keras_distill.app.bench.options import VARIANTS
 from keras_distill.app.report import format_table
 from keras_distill.app.run import versions
 from keras_distill.distiller import Distiller
 from keras_distill.teachers import TeacherCache
 
-PROTOCOLS = {
-    # Hinton et al. (2015): a 1200-1200 MLP teacher with dropout and
-    # shifted inputs; an unregularised 800-800 student.
-    "hinton": dict(
-        teacher="mlp-large",
-        student="mlp-small",
-        temperature=4.0,
-        alpha=0.1,
-        teacher_augment="shift",
-    ),
-    # The keras.io Distiller example: its CNN teacher and CNN student.
-    "kerasio": dict(
-        teacher="cnn-large",
-        student="cnn-small",
-        temperature=8.0,
-        alpha=0.1,
-        teacher_augment="none",
-    ),
-}
-# Distilled students the benchmark can train, besides the teacher and the
-# student from scratch, with their column labels.
-VARIANTS = {
-    "kd": "KD",
-    "kd_shift": "KD+shift",
-    "keras": "keras",
-    "dkd": "DKD",
-    "kd_hint": "KD+hint",
-}
-DEFAULT_VARIANTS = ("kd", "kd_shift", "keras")
 # The FitNets hint of the `kd_hint` variant: the last hidden layers.
 HINT_LAYERS = {
     "hinton": ("dense_2", "dense_2"),

@@ -32,6 +32,7 @@ import keras
 from keras_distill import augment
 from keras_distill import recipes
 from keras_distill.app.bench import common
+from keras_distill.app.bench.options import KEYS
 from keras_distill.app.report import format_table
 from keras_distill.app.run import versions
 from keras_distill.distiller import Distiller
@@ -44,19 +45,6 @@ TEMPERATURE, ALPHA = 4.0, 0.1
 # its temperature (the choices are measured in docs/benchmarks.md).
 FM_MIXUP, FM_PATIENCE, FM_TEMPERATURE = 1.0, 3, 2.0
 # Born-again generations train at the defaults of `recipes.generation`.
-KEYS = (
-    "teacher",
-    "scratch",
-    "kd",
-    "function_matching",
-    "born_again_1",
-    "born_again_2",
-    "born_again_ensemble",
-    "large_scratch",
-    "reverse",
-    "mutual_a",
-    "mutual_b",
-)
 # What each key trains from: `run(only=...)` adds these to its selection.
 # The two mutual learners are trained together, so either needs the other.
 REQUIRES = {

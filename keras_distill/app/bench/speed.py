@@ -35,6 +35,7 @@ from keras import ops
 
 from keras_distill import losses
 from keras_distill.app import zoo
+from keras_distill.app.bench.options import PRESETS
 from keras_distill.app.datasets import load_arrays
 from keras_distill.app.report import format_table
 from keras_distill.app.run import versions
@@ -42,10 +43,6 @@ from keras_distill.distiller import Distiller
 from keras_distill.losses.logits import soft_kl
 from keras_distill.teachers import TeacherCache
 
-PRESETS = {
-    "mlp": dict(teacher="mlp-large", student="mlp-small"),
-    "mnist-cnn": dict(teacher="cnn-large", student="cnn-small"),
-}
 VARIANTS = {
     "student_alone": "student alone (student.fit)",
     "teacher_inference": "teacher inference",
