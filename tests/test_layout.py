@@ -88,3 +88,21 @@ def test_the_graph_sees_imports_inside_functions(tmp_path):
         "def f():\n    from keras_distill.app import zoo\n    return zoo\n"
     )
     assert "keras_distill.app.zoo" in _imports(source, "keras_distill")
+
+
+def test_moved_modules_still_work_for_one_release():
+    import importlib
+    import sys
+
+    import pytest
+
+    from keras_distill.app import datasets
+    from keras_distill.app import zoo
+
+    sys.modules.pop("keras_distill.data", None)
+    with pytest.warns(DeprecationWarning, match="keras_distill.app.datasets"):
+        old = importlib.import_module("keras_distill.data")
+    assert old.load is datasets.load
+    assert old.shift_augment is keras_distill.pipelines.shift_augment
+    assert keras_distill.zoo is zoo
+    assert keras_distill.run is importlib.import_module("keras_distill.app.run")

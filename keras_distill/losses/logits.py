@@ -213,7 +213,7 @@ class LogitsDistillation(DistillationLoss):
 
 
 @register("soft_target", "soft_target_distillation")
-class SoftTargetDistillation(DistillationLoss):
+class SoftTargetDistillation(LogitsDistillation):
     """Any Keras loss applied to the softened distributions, times T².
 
     This is the keras.io Distiller example's form:
@@ -244,37 +244,13 @@ class SoftTargetDistillation(DistillationLoss):
     ```
     """
 
-    variables = ("temperature",)
-    needs_logits = True
-    temperature = variable_property("temperature", check_positive)
-
     def __init__(self, loss="kl_divergence", temperature=4.0, name=None):
-        super().__init__(name=name)
-        self.loss = loss
-        self._loss_fn = resolve_keras_loss(loss)
+        DistillationLoss.__init__(self, name=name)
         self.temperature = temperature
-
-    def compute(
-        self, teacher_outputs, student_outputs, y_true=None, sample_weight=None
-    ):
-        return soft_targets(
-            self._loss_fn,
-            teacher_outputs,
-            student_outputs,
-            self.variable("temperature"),
-            sample_weight,
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config["loss"] = keras.losses.serialize(self._loss_fn)
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["loss"] = keras.losses.deserialize(config["loss"])
-        return cls(**config)
+        self.loss = loss
+        # Always the given loss on probabilities, KL included (the
+        # example's form); `compute` and the config are LogitsDistillation's.
+        self._loss_fn = resolve_keras_loss(loss)
 
 
 def target_mask(y_true, logits):

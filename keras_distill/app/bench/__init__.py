@@ -24,6 +24,15 @@ SPEED_DESCRIPTION = (
 )
 
 
+def _seeded_run_arguments(parser, output):
+    """The options of a benchmark that trains over seeds."""
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--dataset", default="mnist5k")
+    parser.add_argument("--output", default=output, help="JSON file to write")
+
+
 def add_arguments(parser):
     """Adds the `bench` subcommands to an argparse parser."""
     sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK")
@@ -51,13 +60,7 @@ def add_arguments(parser):
         default=list(options.DEFAULT_VARIANTS),
         help="students to train besides the teacher and the scratch one",
     )
-    accuracy.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    accuracy.add_argument("--epochs", type=int, default=40)
-    accuracy.add_argument("--batch-size", type=int, default=64)
-    accuracy.add_argument("--dataset", default="mnist5k")
-    accuracy.add_argument(
-        "--output", default="bench_accuracy.json", help="JSON file to write"
-    )
+    _seeded_run_arguments(accuracy, "bench_accuracy.json")
     recipes = sub.add_parser(
         "recipes",
         help="test errors: born-again, reverse KD, mutual learning, "
@@ -71,10 +74,7 @@ def add_arguments(parser):
             "write JSON."
         ),
     )
-    recipes.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    recipes.add_argument("--epochs", type=int, default=40)
-    recipes.add_argument("--batch-size", type=int, default=64)
-    recipes.add_argument("--dataset", default="mnist5k")
+    _seeded_run_arguments(recipes, "bench_recipes.json")
     recipes.add_argument(
         "--only",
         nargs="+",
@@ -82,9 +82,6 @@ def add_arguments(parser):
         metavar="KEY",
         help="train only these models (and those they are trained from): "
         + ", ".join(options.KEYS),
-    )
-    recipes.add_argument(
-        "--output", default="bench_recipes.json", help="JSON file to write"
     )
     speed_parser = sub.add_parser(
         "speed",

@@ -8,7 +8,6 @@ teacher, data and seeds. Every model of a seed reads the same batches.
 """
 
 import functools
-import statistics
 
 import keras
 
@@ -164,12 +163,7 @@ def summary(protocol, timer, seeds, epochs, batch_size, n):
     return {
         "config": dict(protocol, epochs=epochs, batch_size=batch_size),
         "seeds": list(seeds[: len(timer.errors["teacher"])]),
-        "test_examples": n,
-        "errors": timer.errors,
-        "train_seconds": timer.seconds,
-        "mean_error": {
-            k: statistics.mean(v) / n for k, v in timer.errors.items()
-        },
+        **common.errors_summary(timer, n),
         "ratios": ratios(timer.errors),
     }
 

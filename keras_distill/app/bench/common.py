@@ -7,6 +7,7 @@ which batches each model read.
 
 import dataclasses
 import json
+import statistics
 import time
 
 import keras
@@ -135,3 +136,15 @@ def write_json(path, result):
     """Writes `result` to `path` atomically, when `path` is given."""
     if path:
         write_text(path, json.dumps(result, indent=2) + "\n")
+
+
+def errors_summary(timer, n):
+    """The JSON fields of a `Timer`'s records, over `n` test examples."""
+    return {
+        "test_examples": n,
+        "errors": timer.errors,
+        "train_seconds": timer.seconds,
+        "mean_error": {
+            k: statistics.mean(v) / n for k, v in timer.errors.items()
+        },
+    }

@@ -25,7 +25,6 @@ student), for each seed it trains and counts test errors of:
 
 import functools
 import inspect
-import statistics
 
 import keras
 
@@ -285,12 +284,7 @@ def run(
         result.update(
             config=config(epochs, batch_size),
             seeds=list(seeds[: len(timer.errors[keys[0]])]),
-            test_examples=n,
-            errors=timer.errors,
-            train_seconds=timer.seconds,
-            mean_error={
-                k: statistics.mean(v) / n for k, v in timer.errors.items()
-            },
+            **common.errors_summary(timer, n),
             ratios=ratios(timer.errors),
         )
         common.write_json(output, result)  # a cut run keeps its seeds
