@@ -11,15 +11,12 @@ from keras_distill import checks
 from keras_distill import keras_io
 from keras_distill import objective
 from keras_distill import validation
+from keras_distill import views
 from keras_distill.augment import check_augment
 from keras_distill.distribute import MultiWorkerBuild
 from keras_distill.distribute import multi_worker_logs
 from keras_distill.distribute import replica_share
 from keras_distill.losses.base import as_float
-from keras_distill.views import LOGITS
-from keras_distill.views import MASK
-from keras_distill.views import OUTPUT
-from keras_distill.views import check_output_type
 
 # The constructor arguments saved as Keras objects.
 _SERIALIZED = (
@@ -133,10 +130,10 @@ class Distiller(MultiWorkerBuild, keras.Model):
         self.augment = check_augment(augment)
         self.teacher_output = teacher_output
         self.student_output = student_output
-        self.teacher_output_type = check_output_type(
+        self.teacher_output_type = views.check_output_type(
             "teacher", teacher_output_type
         )
-        self.student_output_type = check_output_type(
+        self.student_output_type = views.check_output_type(
             "student", student_output_type
         )
         self.teacher_preprocessing = validation.check_preprocessing(
@@ -337,7 +334,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
         if cached is None:
             return view(self._for_teacher(x), training=False)
         checks.check_cache_serves(view, self._distill_losses)
-        return {LOGITS: view.logits(cached), MASK: None}
+        return {views.LOGITS: view.logits(cached), views.MASK: None}
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
@@ -360,7 +357,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
     def _objective(self, x, y, sample_weight, teacher_outputs, training, mix):
         """The student's forward pass and every loss term."""
         student_outputs = self._student_view(x, training=training)
-        y_pred = student_outputs[OUTPUT]
+        y_pred = student_outputs[views.OUTPUT]
         supervised = self._supervised_loss(y, y_pred, sample_weight, mix)
         distillation = objective.distillation_loss(
             self._distill_losses,
