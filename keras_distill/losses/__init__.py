@@ -15,7 +15,9 @@ from keras_distill.losses.features import RelationalDistillation
 from keras_distill.losses.features import attention_map
 from keras_distill.losses.features import rkd
 from keras_distill.losses.logits import DKD
+from keras_distill.losses.logits import GeneralizedJSD
 from keras_distill.losses.logits import LogitsDistillation
+from keras_distill.losses.logits import ReverseKL
 from keras_distill.losses.logits import SoftTargetDistillation
 from keras_distill.losses.logits import TeacherFreeKD
 from keras_distill.losses.logits import dkd
@@ -29,9 +31,11 @@ __all__ = [
     "DKD",
     "DistillationLoss",
     "FeatureDistillation",
+    "GeneralizedJSD",
     "KerasDistillationLoss",
     "LogitsDistillation",
     "RelationalDistillation",
+    "ReverseKL",
     "SoftTargetDistillation",
     "TeacherFreeKD",
     "attention_map",

@@ -300,18 +300,24 @@ def _same_rank(values, weight):
     return weight
 
 
-def weighted_mean(values, sample_weight=None):
-    """Keras' `"sum_over_batch_size"` reduction of per-position values.
+REDUCTIONS = ("sum_over_batch_size", "mean_with_sample_weight")
+
+
+def weighted_mean(values, sample_weight=None, reduction="sum_over_batch_size"):
+    """Keras' reduction of per-position loss values.
 
     Formula:
 
     ```
-    loss = Σ w · values / size(values)
+    "sum_over_batch_size":     loss = Σ w · values / size(values)
+    "mean_with_sample_weight": loss = Σ w · values / Σ w
     ```
 
-    the reduction a `keras.losses.Loss` applies to the student's
-    supervised loss (without its division by the number of replicas,
-    which the `Distiller` applies once to every term). Weights of a lower
+    The first is the default reduction of a `keras.losses.Loss`, the one
+    applied to the student's supervised loss (without its division by the
+    number of replicas, which the `Distiller` applies once to every term).
+    The second (Keras' name too) averages over the weighted positions: with
+    a padding mask as weights, the mean per valid token. Weights of a lower
     rank (one per example) apply to every position of their example.
 
     Args:
@@ -319,15 +325,31 @@ def weighted_mean(values, sample_weight=None):
             `(batch, time)`.
         sample_weight: None, or weights of `values`' shape or a prefix
             of it (trailing axes of size 1 allowed).
+        reduction: One of `REDUCTIONS`. Defaults to
+            `"sum_over_batch_size"`.
 
     Returns:
         A float32 scalar.
     """
     values = keras.ops.cast(values, "float32")
-    if sample_weight is not None:
-        weight = _same_rank(values, keras.ops.cast(sample_weight, "float32"))
-        values = values * weight
-    return keras.ops.mean(values)
+    if sample_weight is None:
+        return keras.ops.mean(values)
+    weight = _same_rank(values, keras.ops.cast(sample_weight, "float32"))
+    weight = keras.ops.broadcast_to(weight, keras.ops.shape(values))
+    total = keras.ops.sum(values * weight)
+    if reduction == "mean_with_sample_weight":
+        return keras.ops.divide_no_nan(total, keras.ops.sum(weight))
+    return total / keras.ops.cast(keras.ops.size(values), "float32")
+
+
+def check_reduction(reduction):
+    """Validates a loss' `reduction`; returns it."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            "Invalid value for argument `reduction`. Expected one of "
+            f"{list(REDUCTIONS)}. Received: reduction={reduction!r}"
+        )
+    return reduction
 
 
 def merge_mask(sample_weight, mask):
@@ -356,7 +378,9 @@ def merge_mask(sample_weight, mask):
     return weight * _same_rank(weight, keras.ops.cast(sample_weight, "float32"))
 
 
-def keras_loss_mean(loss_fn, y_true, y_pred, sample_weight=None):
+def keras_loss_mean(
+    loss_fn, y_true, y_pred, sample_weight=None, reduction="sum_over_batch_size"
+):
     """The mean of a Keras loss over every example, in float32.
 
     A `keras.losses.Loss` instance divides its reduced value by the number
@@ -370,6 +394,7 @@ def keras_loss_mean(loss_fn, y_true, y_pred, sample_weight=None):
         y_pred: The prediction tensor.
         sample_weight: Optional per-position weights (see
             `weighted_mean`).
+        reduction: See `weighted_mean`.
 
     Returns:
         A float32 scalar.
@@ -378,7 +403,7 @@ def keras_loss_mean(loss_fn, y_true, y_pred, sample_weight=None):
         value = loss_fn.call(y_true, y_pred)
     else:
         value = loss_fn(y_true, y_pred)
-    return weighted_mean(value, sample_weight)
+    return weighted_mean(value, sample_weight, reduction)
 
 
 def variable_property(attr, check):

@@ -5,18 +5,32 @@ from keras import ops
 
 from keras_distill.losses.base import DistillationLoss
 from keras_distill.losses.base import as_float
+from keras_distill.losses.base import check_reduction
 from keras_distill.losses.base import is_kl_divergence
 from keras_distill.losses.base import keras_loss_mean
 from keras_distill.losses.base import resolve_keras_loss
 from keras_distill.losses.base import variable_property
 from keras_distill.losses.base import weighted_mean
+from keras_distill.losses.divergences import TOP_K_FORMS
+from keras_distill.losses.divergences import forward_kl
+from keras_distill.losses.divergences import generalized_jsd
+from keras_distill.losses.divergences import is_top_k
+from keras_distill.losses.divergences import log_probs
+from keras_distill.losses.divergences import reverse_kl
+from keras_distill.losses.divergences import top_k_log_probs
 from keras_distill.losses.registry import register
 from keras_distill.validation import check_int
 from keras_distill.validation import check_non_negative
 from keras_distill.validation import check_positive
 
 
-def soft_kl(teacher_logits, student_logits, temperature, sample_weight=None):
+def soft_kl(
+    teacher_logits,
+    student_logits,
+    temperature,
+    sample_weight=None,
+    reduction="sum_over_batch_size",
+):
     """Temperature-scaled KL divergence from logits, times T².
 
     Formula:
@@ -53,6 +67,7 @@ def soft_kl(teacher_logits, student_logits, temperature, sample_weight=None):
         temperature: Positive scalar (float or float32 variable).
         sample_weight: Optional weights of the positions `(batch, ...)`
             (padding and Keras masks folded in by the `Distiller`).
+        reduction: How positions are averaged (`weighted_mean`).
 
     Returns:
         A float32 scalar.
@@ -65,10 +80,12 @@ def soft_kl(teacher_logits, student_logits, temperature, sample_weight=None):
     textbook = weighted_mean(
         ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1),
         sample_weight,
+        reduction,
     )
     precise = weighted_mean(
         _precise_kl(ops.stop_gradient(teacher), ops.stop_gradient(student), t),
         ops.stop_gradient(sample_weight) if sample_weight is not None else None,
+        reduction,
     )
     return (textbook + ops.stop_gradient(precise - textbook)) * t * t
 
@@ -101,12 +118,19 @@ def _precise_kl(teacher, student, t):
     return ops.where(kl_large > 0.1, kl_large, kl_small)
 
 
-def soft_targets(loss_fn, teacher_logits, student_logits, temperature, weight):
+def soft_targets(
+    loss_fn,
+    teacher_logits,
+    student_logits,
+    temperature,
+    weight,
+    reduction="sum_over_batch_size",
+):
     """`loss_fn(softmax(t/T), softmax(s/T)) · T²`, per position, weighted."""
     t = ops.cast(temperature, "float32")
     p_t = ops.softmax(ops.cast(teacher_logits, "float32") / t, axis=-1)
     p_s = ops.softmax(ops.cast(student_logits, "float32") / t, axis=-1)
-    return keras_loss_mean(loss_fn, p_t, p_s, weight) * t * t
+    return keras_loss_mean(loss_fn, p_t, p_s, weight, reduction) * t * t
 
 
 @register("kd", "logits", "hinton", "logits_distillation")
@@ -163,9 +187,19 @@ class LogitsDistillation(DistillationLoss):
     needs_logits = True
     temperature = variable_property("temperature", check_positive)
 
-    def __init__(self, temperature=4.0, name=None, *, loss=None):
+    def __init__(
+        self,
+        temperature=4.0,
+        name=None,
+        *,
+        loss=None,
+        reduction="sum_over_batch_size",
+        top_k_form="rest",
+    ):
         super().__init__(name=name)
         self.temperature = temperature
+        self.reduction = check_reduction(reduction)
+        self.top_k_form = check_top_k_form(top_k_form)
         if isinstance(loss, (list, tuple, dict)):
             raise ValueError(
                 "Invalid value for argument `loss`. Expected one loss: "
@@ -183,19 +217,34 @@ class LogitsDistillation(DistillationLoss):
     def compute(
         self, teacher_outputs, student_outputs, y_true=None, sample_weight=None
     ):
+        t = self.variable("temperature")
+        if is_top_k(teacher_outputs):
+            if self._loss_fn is not None:
+                raise ValueError(
+                    f"`{type(self).__name__}` with a Keras loss needs the "
+                    "teacher's full distribution. Expected a cache built "
+                    "without `top_k`. Received: top-k teacher outputs"
+                )
+            return divergence_mean(
+                forward_kl,
+                teacher_outputs,
+                student_outputs,
+                t,
+                sample_weight,
+                self.reduction,
+                self.top_k_form,
+            )
         if self._loss_fn is not None:
             return soft_targets(
                 self._loss_fn,
                 teacher_outputs,
                 student_outputs,
-                self.variable("temperature"),
+                t,
                 sample_weight,
+                self.reduction,
             )
         return soft_kl(
-            teacher_outputs,
-            student_outputs,
-            self.variable("temperature"),
-            sample_weight,
+            teacher_outputs, student_outputs, t, sample_weight, self.reduction
         )
 
     def get_config(self):
@@ -210,6 +259,153 @@ class LogitsDistillation(DistillationLoss):
         if isinstance(config.get("loss"), dict):
             config["loss"] = keras.losses.deserialize(config["loss"])
         return cls(**config)
+
+
+class _TokenDivergence(DistillationLoss):
+    """A divergence between softened distributions, times T², per position
+    (the shared body of `ReverseKL` and `GeneralizedJSD`)."""
+
+    variables = ("temperature",)
+    needs_logits = True
+    temperature = variable_property("temperature", check_positive)
+
+    def __init__(
+        self,
+        temperature=1.0,
+        name=None,
+        *,
+        reduction="sum_over_batch_size",
+        top_k_form="rest",
+    ):
+        super().__init__(name=name)
+        self.temperature = temperature
+        self.reduction = check_reduction(reduction)
+        self.top_k_form = check_top_k_form(top_k_form)
+
+    def divergence(self, log_p, log_q):
+        raise NotImplementedError
+
+    def compute(
+        self, teacher_outputs, student_outputs, y_true=None, sample_weight=None
+    ):
+        return divergence_mean(
+            self.divergence,
+            teacher_outputs,
+            student_outputs,
+            self.variable("temperature"),
+            sample_weight,
+            self.reduction,
+            self.top_k_form,
+        )
+
+
+@register("reverse_kl", "reverse_kd", "mode_seeking")
+class ReverseKL(_TokenDivergence):
+    """The reverse KL divergence, `KL(student || teacher)`, times T².
+
+    Mode seeking: the student is pushed to put its mass where the teacher
+    has some, rather than to cover all of the teacher's mass (the forward
+    KL of `LogitsDistillation`). For language models (MiniLLM, GKD) it
+    keeps a small student from spreading probability over tokens the
+    teacher finds unlikely.
+
+    Formula:
+
+    ```
+    loss = T² · mean_positions Σ_v q_v (log q_v - log p_v)
+    p = softmax(teacher / T),  q = softmax(student / T)
+    ```
+
+    computed from `log_softmax` in float32 (stable for vocabularies of
+    65k tokens in bfloat16); positions are averaged with the sample
+    weights and masks as `keras_distill.losses.weighted_mean` does (with
+    `reduction="mean_with_sample_weight"`, per valid token). A teacher
+    from a top-k `TeacherCache` is compared over its top k tokens (see
+    `keras_distill.losses.divergences`).
+
+    Args:
+        temperature: Positive float T. Defaults to 1.0.
+        name: Optional name, used for the loss' variables.
+        reduction: `"sum_over_batch_size"` (the default, Keras' own) or
+            `"mean_with_sample_weight"` (the mean over weighted positions).
+        top_k_form: `"rest"` or `"renormalized"`, for top-k teachers.
+
+    Raises:
+        ValueError: If an argument is invalid.
+
+    Example:
+
+    ```python
+    loss = keras_distill.losses.ReverseKL()
+    value = loss(teacher_logits, student_logits)
+    ```
+    """
+
+    def divergence(self, log_p, log_q):
+        return reverse_kl(log_p, log_q)
+
+
+@register("jsd", "generalized_jsd", "gkd")
+class GeneralizedJSD(_TokenDivergence):
+    """GKD's generalized Jensen-Shannon divergence, times T².
+
+    Formula (Agarwal et al., "On-policy distillation of language models",
+    ICLR 2024):
+
+    ```
+    m = β p + (1 - β) q
+    loss = T² · mean_positions [β KL(p || m) + (1 - β) KL(q || m)]
+    ```
+
+    with `p` the teacher's and `q` the student's softened distributions.
+    `beta=0` is the forward KL (`LogitsDistillation`), `beta=1` the
+    reverse KL (`ReverseKL`), the limits GKD takes; in between it is
+    bounded (by `log 2` at β = 0.5) and interpolates between covering the
+    teacher's modes and seeking them. Computed from log-softmax with a
+    log-sum-exp for `log m`, in float32.
+
+    Args:
+        beta: The mixture weight β in [0, 1]. Defaults to 0.5.
+        temperature: Positive float T. Defaults to 1.0.
+        name: Optional name, used for the loss' variables.
+        reduction: `"sum_over_batch_size"` (the default) or
+            `"mean_with_sample_weight"`.
+        top_k_form: `"rest"` or `"renormalized"`, for top-k teachers.
+
+    Raises:
+        ValueError: If `beta` is not in [0, 1] or another argument is
+            invalid.
+
+    Example:
+
+    ```python
+    loss = keras_distill.losses.GeneralizedJSD(beta=0.5)
+    value = loss(teacher_logits, student_logits)
+    ```
+    """
+
+    def __init__(
+        self,
+        beta=0.5,
+        temperature=1.0,
+        name=None,
+        *,
+        reduction="sum_over_batch_size",
+        top_k_form="rest",
+    ):
+        super().__init__(
+            temperature, name, reduction=reduction, top_k_form=top_k_form
+        )
+        beta = check_non_negative("beta", beta)
+        if beta > 1:
+            raise ValueError(
+                "Invalid value for argument `beta`. Expected a float in "
+                f"[0, 1]. Received: beta={beta!r}"
+            )
+        self.beta = beta
+
+    def divergence(self, log_p, log_q):
+        return generalized_jsd(log_p, log_q, self.beta)
 
 
 @register("soft_target", "soft_target_distillation")
@@ -244,13 +440,45 @@ class SoftTargetDistillation(LogitsDistillation):
     ```
     """
 
-    def __init__(self, loss="kl_divergence", temperature=4.0, name=None):
+    def __init__(
+        self,
+        loss="kl_divergence",
+        temperature=4.0,
+        name=None,
+        *,
+        reduction="sum_over_batch_size",
+    ):
         DistillationLoss.__init__(self, name=name)
         self.temperature = temperature
+        self.reduction = check_reduction(reduction)
+        self.top_k_form = "rest"
         self.loss = loss
         # Always the given loss on probabilities, KL included (the
         # example's form); `compute` and the config are LogitsDistillation's.
         self._loss_fn = resolve_keras_loss(loss)
+
+
+def check_top_k_form(form):
+    """Validates a loss' `top_k_form`; returns it."""
+    if form not in TOP_K_FORMS:
+        raise ValueError(
+            "Invalid value for argument `top_k_form`. Expected one of "
+            f"{list(TOP_K_FORMS)}. Received: top_k_form={form!r}"
+        )
+    return form
+
+
+def divergence_mean(
+    divergence, teacher, student_logits, temperature, weight, reduction, form
+):
+    """`T² · weighted_mean(divergence(log p, log q))`, the teacher given as
+    logits or as top-k logits (`keras_distill.losses.divergences`)."""
+    t = ops.cast(temperature, "float32")
+    if is_top_k(teacher):
+        log_p, log_q = top_k_log_probs(teacher, student_logits, t, form)
+    else:
+        log_p, log_q = log_probs(teacher, t), log_probs(student_logits, t)
+    return weighted_mean(divergence(log_p, log_q), weight, reduction) * t * t
 
 
 def target_mask(y_true, logits):

@@ -1,0 +1,172 @@
+"""Divergences between the teacher's and the student's distributions over
+the last axis (classes, or a vocabulary of tokens), per position.
+
+Every function here works in float32 on log-probabilities from
+`log_softmax` (a log-sum-exp form), so a vocabulary of 65,536 tokens in
+bfloat16 loses nothing to `log(softmax(...))` of rounded values.
+
+A teacher may also come as its top-k logits (a `TeacherCache` built with
+`top_k=k`): `top_k_log_probs` turns both models' distributions into
+distributions over the teacher's k tokens, and the divergences apply to
+those. Its two forms, for the teacher's top-k tokens `K` at position `n`,
+teacher logits `v_i` (i in K) and `Z` the teacher's full log-normaliser
+(stored with the cache):
+
+```
+"rest":         p_i = exp(v_i - Z),  p_rest = Σ_{j∉K} exp(v_j - Z)
+                q_i = softmax(s)_i,  q_rest = Σ_{j∉K} softmax(s)_j
+                (k + 1 buckets; p_rest is stored with the cache, q_rest
+                is summed from the student's logits, so neither is a
+                rounded difference; at T ≠ 1 both bucket distributions
+                are tempered: p ∝ p^(1/T))
+"renormalized": p_i = softmax(v / T)_i over K,
+                q_i = softmax(s / T)_i renormalised over K
+                (k buckets)
+```
+
+Both equal the full divergence at k = V (the rest is empty); "rest" keeps
+how much mass lies outside the top k, "renormalized" drops it.
+"""
+
+import math
+
+from keras import ops
+
+TOP_K_VALUES = "top_k_values"
+TOP_K_INDICES = "top_k_indices"
+LOG_NORMALIZER = "log_normalizer"
+LOG_REST = "log_rest"
+TOP_K_FORMS = ("rest", "renormalized")
+# log(0) stand-in: exp() of it is 0 in float32, and 0 · it is 0.
+_LOG_ZERO = -1e4
+
+
+def is_top_k(teacher):
+    """Whether teacher outputs come as top-k logits (a dict)."""
+    return isinstance(teacher, dict) and TOP_K_VALUES in teacher
+
+
+def log_probs(logits, temperature=1.0):
+    """`log_softmax(logits / T)` over the last axis, in float32."""
+    t = ops.cast(temperature, "float32")
+    return ops.log_softmax(ops.cast(logits, "float32") / t, axis=-1)
+
+
+def forward_kl(log_p, log_q):
+    """`KL(p || q) = Σ p (log p - log q)` per position."""
+    return ops.sum(ops.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def reverse_kl(log_p, log_q):
+    """`KL(q || p)`: the student's distribution first (mode seeking)."""
+    return forward_kl(log_q, log_p)
+
+
+def generalized_jsd(log_p, log_q, beta):
+    """The generalized Jensen-Shannon divergence of GKD, per position.
+
+    Formula (Agarwal et al., ICLR 2024):
+
+    ```
+    m = β p + (1 - β) q
+    JSD(β) = β KL(p || m) + (1 - β) KL(q || m)
+    ```
+
+    with `log m` taken as a log-sum-exp of `log β + log p` and
+    `log(1 - β) + log q`. At the two ends it is defined as the limits
+    GKD uses: `β = 0` is the forward KL `KL(p || q)`, `β = 1` the reverse
+    KL `KL(q || p)` (`JSD(β) / β → KL(p || q)` as β → 0).
+
+    Args:
+        log_p: The teacher's log-probabilities.
+        log_q: The student's log-probabilities.
+        beta: A Python float in [0, 1].
+
+    Returns:
+        The divergence per position (the last axis summed).
+    """
+    if beta == 0:
+        return forward_kl(log_p, log_q)
+    if beta == 1:
+        return reverse_kl(log_p, log_q)
+    log_m = ops.logsumexp(
+        ops.stack([log_p + math.log(beta), log_q + math.log(1.0 - beta)]),
+        axis=0,
+    )
+    return beta * forward_kl(log_p, log_m) + (1.0 - beta) * forward_kl(
+        log_q, log_m
+    )
+
+
+def top_k_log_probs(teacher, student_logits, temperature=1.0, form="rest"):
+    """Both models' log-probabilities over the teacher's top-k buckets.
+
+    Args:
+        teacher: A dict of `top_k_values` (`(..., k)`, the teacher's k
+            largest logits), `top_k_indices` (`(..., k)` int) and
+            `log_normalizer` (`(...)`, the teacher's full log-sum-exp).
+        student_logits: The student's logits `(..., V)`.
+        temperature: The softmax temperature.
+        form: `"rest"` or `"renormalized"` (see the module docstring).
+
+    Returns:
+        `(log_p, log_q)`, float32 of shape `(..., k + 1)` ("rest") or
+        `(..., k)` ("renormalized").
+    """
+    t = ops.cast(temperature, "float32")
+    values = ops.cast(teacher[TOP_K_VALUES], "float32")
+    indices = ops.cast(teacher[TOP_K_INDICES], "int32")
+    student = ops.cast(student_logits, "float32")
+    if form == "renormalized":
+        log_p = ops.log_softmax(values / t, axis=-1)
+        gathered = ops.take_along_axis(student / t, indices, axis=-1)
+        return log_p, ops.log_softmax(gathered, axis=-1)
+    if form != "rest":
+        raise ValueError(
+            "Invalid value for argument `top_k_form`. Expected one of "
+            f"{list(TOP_K_FORMS)}. Received: top_k_form={form!r}"
+        )
+    z = ops.cast(teacher[LOG_NORMALIZER], "float32")[..., None]
+    log_rest = ops.cast(teacher[LOG_REST], "float32")[..., None]
+    log_p = ops.concatenate([values - z, log_rest], axis=-1)
+    log_q_full = ops.log_softmax(student, axis=-1)
+    log_q = ops.concatenate(
+        [
+            ops.take_along_axis(log_q_full, indices, axis=-1),
+            rest_log_mass(student, indices)[..., None],
+        ],
+        axis=-1,
+    )
+    log_p, log_q = ops.maximum(log_p, _LOG_ZERO), ops.maximum(log_q, _LOG_ZERO)
+    # Tempering: p^(1/T), renormalised over the buckets (exact at T = 1).
+    return (
+        ops.log_softmax(log_p / t, axis=-1),
+        ops.log_softmax(log_q / t, axis=-1),
+    )
+
+
+def rest_log_mass(logits, indices):
+    """`log Σ_{j ∉ indices} softmax(logits)_j` per position, summed
+    directly (not `log(1 - Σ_indices)`); `_LOG_ZERO` when nothing is left.
+
+    Args:
+        logits: `(..., V)` logits.
+        indices: `(..., k)` distinct token indices.
+
+    Returns:
+        float32 `(...)`.
+    """
+    logits = ops.cast(logits, "float32")
+    indices = ops.cast(indices, "int32")
+    vocab, k = logits.shape[-1], indices.shape[-1]
+    flat = ops.reshape(logits, (-1, vocab))
+    rows = ops.shape(flat)[0]
+    row = ops.repeat(ops.arange(rows, dtype="int32")[:, None], k, axis=1)
+    coords = ops.stack(
+        [ops.reshape(row, (-1,)), ops.reshape(indices, (-1,))], axis=1
+    )
+    taken = ops.scatter(coords, ops.ones((rows * k,), "float32"), (rows, vocab))
+    outside = ops.where(taken > 0, -1e30, flat)
+    rest = ops.logsumexp(outside, axis=-1) - ops.logsumexp(flat, axis=-1)
+    rest = ops.maximum(rest, _LOG_ZERO)
+    return ops.reshape(rest, ops.shape(logits)[:-1])
