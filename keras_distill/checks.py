@@ -477,8 +477,22 @@ def check_labels_given(y, compiled_loss):
         )
 
 
-def check_cache_serves(teacher_view, losses):
-    """Cached teacher outputs serve losses on the final output only."""
+def check_cache_serves(teacher_view, losses, cached=None):
+    """Cached teacher outputs serve losses on the final output only, and
+    top-k ones the losses that can read them."""
+    from keras_distill.losses.divergences import is_top_k
+
+    if is_top_k(cached):
+        unable = [
+            type(x).__name__ for x in losses if not x.reads_top_k_teacher
+        ]
+        if unable:
+            raise ValueError(
+                "A top-k teacher cache holds the teacher's k largest "
+                "logits only. Expected losses that read them "
+                "(LogitsDistillation, ReverseKL, GeneralizedJSD). Received: "
+                f"{unable}; build the cache without `top_k` for them."
+            )
     if teacher_view.features:
         raise ValueError(
             "A teacher cache holds the teacher's outputs only. Expected no "

@@ -333,7 +333,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
             return None
         if cached is None:
             return view(self._for_teacher(x), training=False)
-        checks.check_cache_serves(view, self._distill_losses)
+        checks.check_cache_serves(view, self._distill_losses, cached)
         return {views.LOGITS: view.logits(cached), views.MASK: None}
 
     def compute_loss(

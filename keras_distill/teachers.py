@@ -14,9 +14,14 @@ import keras
 import numpy as np
 
 from keras_distill.augment import shift_images
+from keras_distill.losses.divergences import LOG_NORMALIZER
+from keras_distill.losses.divergences import LOG_REST
+from keras_distill.losses.divergences import TOP_K_INDICES
+from keras_distill.losses.divergences import TOP_K_VALUES
 from keras_distill.pipelines import batch_keys
 from keras_distill.pipelines import shuffled_positions
 from keras_distill.utils import atomic_path
+from keras_distill.validation import check_int
 from keras_distill.validation import check_positive
 
 TEACHER_KEY = "teacher_outputs"
@@ -253,6 +258,16 @@ class TeacherCache:
     teacher, other data), it is rebuilt, or with `on_mismatch="error"` a
     `ValueError` says what changed.
 
+    For large vocabularies, `top_k=k` keeps per position only the k
+    largest teacher logits (float16) and their token ids (int32), plus the
+    teacher's log-normaliser and the log of the probability outside those
+    k (float32 each): `6k + 8` bytes a token instead of `4V` (`nbytes`
+    tells). The logits losses then compare the two models over the top k
+    and one "rest" bucket, or over the top k renormalised (`top_k_form`
+    of `LogitsDistillation`, `ReverseKL`, `GeneralizedJSD`; formulas in
+    `keras_distill.losses.divergences`); at `k = V` both equal the full
+    loss.
+
     A fixed cache cannot follow random augmentation: the teacher's output
     for a shifted image is not its output for the original. With
     `views=K` the cache stores K shifted views of every input (random
@@ -278,6 +293,8 @@ class TeacherCache:
             before the teacher only.
         output: The teacher's output to cache (name or index), for a
             teacher with several.
+        top_k: None (every logit, float32) or a positive int k: the k
+            largest logits per position, for large vocabularies.
 
     Raises:
         ValueError: For invalid arguments, an infinite or empty dataset, a
@@ -308,6 +325,7 @@ class TeacherCache:
         verbose=1,
         preprocessing=None,
         output=None,
+        top_k=None,
     ):
         if not isinstance(teacher, keras.Model):
             raise ValueError(
@@ -349,9 +367,12 @@ class TeacherCache:
                 "layer or callable applied to the teacher's inputs. "
                 f"Received: preprocessing={preprocessing!r}"
             )
+        if top_k is not None:
+            check_int("top_k", top_k, low=1)
         self.teacher = teacher
         self.preprocessing = preprocessing
         self.output = output
+        self.top_k = top_k
         self.x = x
         self.views = views
         self.pixels = int(pixels)
@@ -367,6 +388,7 @@ class TeacherCache:
             "pixels": self.pixels if views > 1 else 0,
             "seed": self.seed if views > 1 else 0,
             "output": output,
+            "top_k": top_k,
             "preprocessing": fingerprint_model(preprocessing)
             if isinstance(preprocessing, keras.layers.Layer)
             else repr(preprocessing),
@@ -427,13 +449,24 @@ class TeacherCache:
                 logits = view(
                     self._teacher_inputs(batch), training=False, convert=False
                 )[LOGITS]
-                chunks.append(np.asarray(keras.ops.cast(logits, "float32")))
+                logits = keras.ops.cast(logits, "float32")
+                if self.top_k is None:
+                    chunks.append(np.asarray(logits))
+                else:
+                    chunks.append(top_k_logits(logits, self.top_k))
                 if bar:
                     bar.add(1)
-            outputs.append(np.concatenate(chunks))
-        if view.probes and looks_like_probabilities(outputs[0][:256]):
+            outputs.append(keras.tree.map_structure(_concat, *chunks))
+        first = keras.tree.flatten(outputs[0])[0][:256]
+        if view.probes and looks_like_probabilities(first):
             warn_probabilities("teacher")
-        return np.stack(outputs)  # (views, n, ...)
+        return keras.tree.map_structure(_stack, *outputs)  # (views, n, ...)
+
+    @property
+    def nbytes(self):
+        """The bytes the cached outputs take (in memory and on disk,
+        before compression)."""
+        return sum(a.nbytes for a in keras.tree.flatten(self.outputs))
 
     def dataset(
         self, x=None, y=None, batch_size=32, shuffle=True, seed=0, augment=None
@@ -502,7 +535,7 @@ class TeacherCache:
         else:
             index = tf.data.Dataset.range(n).batch(batch_size)
         inputs = keras.tree.map_structure(tf.constant, x)
-        outputs = tf.constant(self.outputs)
+        outputs = keras.tree.map_structure(tf.constant, self.outputs)
         labels = None if y is None else tf.constant(np.asarray(y))
         weights = None if weights is None else tf.constant(weights)
         views, pixels, view_seed = self.views, self.pixels, self.seed
@@ -524,8 +557,11 @@ class TeacherCache:
                 batch = shift_view(batch, positions, view, pixels, view_seed)
             features = {
                 INPUT_KEY: batch,
-                TEACHER_KEY: tf.gather_nd(
-                    outputs, tf.stack([view, positions], axis=1)
+                TEACHER_KEY: keras.tree.map_structure(
+                    lambda t: tf.gather_nd(
+                        t, tf.stack([view, positions], axis=1)
+                    ),
+                    outputs,
                 ),
             }
             if labels is None:
@@ -574,17 +610,59 @@ def shift_view(images, indices, view, pixels, seed):
     return shift_images(images, offsets, pixels)
 
 
+def top_k_logits(logits, k):
+    """The top-k form of a batch of logits `(..., V)`, as NumPy arrays.
+
+    Returns:
+        A dict: `top_k_values` (float16 `(..., k)`), `top_k_indices`
+        (int32), `log_normalizer` (float32 `(...)`, the log-sum-exp of all
+        V logits) and `log_rest` (float32, the log of the probability
+        outside the top k, summed directly; -1e4 when empty).
+    """
+    import tensorflow as tf
+
+    from keras_distill.losses.divergences import rest_log_mass
+
+    k = min(k, logits.shape[-1])
+    values, indices = tf.math.top_k(logits, k=k)
+    return {
+        TOP_K_VALUES: np.asarray(tf.cast(values, tf.float16)),
+        TOP_K_INDICES: np.asarray(indices, np.int32),
+        LOG_NORMALIZER: np.asarray(tf.reduce_logsumexp(logits, axis=-1)),
+        LOG_REST: np.asarray(rest_log_mass(logits, indices)),
+    }
+
+
+def _concat(*parts):
+    return np.concatenate(parts)
+
+
+def _stack(*parts):
+    return np.stack(parts)
+
+
 def _write(path, key, outputs):
+    if isinstance(outputs, dict):
+        arrays = {f"outputs__{name}": a for name, a in outputs.items()}
+    else:
+        arrays = {"outputs": outputs}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, outputs=outputs, key=np.array(json.dumps(key)))
+            np.savez(f, key=np.array(json.dumps(key)), **arrays)
 
 
 def _read(path):
     try:
         with np.load(path, allow_pickle=False) as npz:
             key = json.loads(str(npz["key"]))
-            outputs = npz["outputs"]
+            if "outputs" in npz.files:
+                outputs = npz["outputs"]
+            else:
+                outputs = {
+                    name.split("__", 1)[1]: npz[name]
+                    for name in npz.files
+                    if name.startswith("outputs__")
+                }
     except Exception as error:  # zip, npy and json errors all mean corrupt
         raise ValueError(
             f"The teacher cache {path!r} is corrupted or not a teacher cache "

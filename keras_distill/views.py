@@ -520,7 +520,12 @@ class ModelView:
         return result
 
     def logits(self, chosen):
-        """The chosen output as float32 logits (declared conversion)."""
+        """The chosen output as float32 logits (declared conversion); a
+        top-k teacher from a cache as it is."""
+        from keras_distill.losses.divergences import is_top_k
+
+        if is_top_k(chosen):
+            return chosen
         if not self.converts:
             return ops.cast(chosen, "float32")
         return to_logits(chosen, self.output_type)

@@ -67,6 +67,8 @@ class DistillationLoss:
     needs_labels = False
     needs_logits = False
     needs_teacher = True
+    # Whether `compute` takes a top-k teacher (a `TeacherCache(top_k=k)`).
+    reads_top_k_teacher = False
 
     def __init__(self, name=None):
         self.name = name or _snake_case(type(self).__name__)

@@ -187,6 +187,10 @@ class LogitsDistillation(DistillationLoss):
     needs_logits = True
     temperature = variable_property("temperature", check_positive)
 
+    @property
+    def reads_top_k_teacher(self):
+        return self._loss_fn is None  # the KL form, not a Keras loss
+
     def __init__(
         self,
         temperature=4.0,
@@ -267,6 +271,7 @@ class _TokenDivergence(DistillationLoss):
 
     variables = ("temperature",)
     needs_logits = True
+    reads_top_k_teacher = True
     temperature = variable_property("temperature", check_positive)
 
     def __init__(

@@ -1,0 +1,127 @@
+"""Top-k teacher caches for language models: bytes per token, the loss at
+k = V equal to the full cache's, invalidation and the stored file."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_distill
+from keras_distill import losses
+from keras_distill.teachers import TeacherCache
+
+VOCAB, TIME = 24, 5
+
+
+def token_model(name, dim, seed, round_to_float16=False):
+    """Tokens in, (batch, time, VOCAB) logits out."""
+    init = keras.initializers.GlorotUniform(seed=seed)
+    inputs = keras.Input((TIME,), dtype="int32")
+    h = keras.layers.Embedding(VOCAB, dim, embeddings_initializer=init)(inputs)
+    h = keras.layers.Dense(dim, "tanh", kernel_initializer=init)(h)
+    out = keras.layers.Dense(VOCAB, kernel_initializer=init)(h)
+    if round_to_float16:  # logits a float16 cache stores exactly
+        out = keras.layers.Lambda(
+            lambda z: keras.ops.cast(
+                keras.ops.cast(z * 4, "float16"), "float32"
+            )
+        )(out)
+    return keras.Model(inputs, out, name=name)
+
+
+def tokens(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, VOCAB, (n, TIME)).astype("int32")
+    y = rng.integers(0, VOCAB, (n, TIME)).astype("int32")
+    weight = (rng.random((n, TIME)) > 0.25).astype("float32")
+    return x, y, weight
+
+
+def test_bytes_per_token():
+    x, _, _ = tokens()
+    teacher = token_model("teacher", 8, 1)
+    full = TeacherCache(teacher, x, verbose=0)
+    top = TeacherCache(teacher, x, verbose=0, top_k=4)
+    positions = x.size
+    assert full.nbytes == positions * VOCAB * 4
+    assert top.nbytes == positions * (4 * 6 + 8)  # float16 + int32, 2 floats
+
+
+@pytest.mark.parametrize("form", ["rest", "renormalized"])
+@pytest.mark.parametrize(
+    "make_loss",
+    [
+        lambda form: losses.LogitsDistillation(1.0, top_k_form=form),
+        lambda form: losses.ReverseKL(top_k_form=form),
+        lambda form: losses.GeneralizedJSD(0.5, 2.0, top_k_form=form),
+    ],
+    ids=["forward", "reverse", "jsd"],
+)
+def test_k_equal_to_the_vocabulary_gives_the_full_cache_loss(make_loss, form):
+    x, y, weight = tokens()
+    teacher = token_model("teacher", 8, 1, round_to_float16=True)
+    reported = []
+    for top_k in (None, VOCAB):
+        cache = TeacherCache(teacher, x, verbose=0, top_k=top_k)
+        student = token_model("student", 4, 2)
+        distiller = keras_distill.Distiller(
+            teacher, student, make_loss(form), student_loss_weight=0.0
+        )
+        distiller.compile(loss=None, evaluate_distillation=True)
+        data = cache.dataset(x, y, batch_size=len(x), shuffle=False)
+        logs = distiller.evaluate(data, verbose=0, return_dict=True)
+        reported.append(logs["distillation_loss"])
+        # And the value a teacher online gives.
+        online = make_loss(form).compute(teacher(x), student(x))
+        np.testing.assert_allclose(reported[-1], float(online), rtol=1e-5)
+    np.testing.assert_allclose(reported[1], reported[0], rtol=1e-5)
+
+
+def test_a_small_k_serves_the_top_k_formula():
+    from test_token_losses import np_kl
+    from test_token_losses import np_top_k
+
+    x, y, _ = tokens()
+    teacher = token_model("teacher", 8, 1)
+    cache = TeacherCache(teacher, x, verbose=0, top_k=3)
+    student = token_model("student", 4, 2)
+    distiller = keras_distill.Distiller(
+        teacher, student, losses.ReverseKL(), student_loss_weight=0.0
+    )
+    distiller.compile(loss=None, evaluate_distillation=True)
+    data = cache.dataset(x, y, batch_size=len(x), shuffle=False)
+    logs = distiller.evaluate(data, verbose=0, return_dict=True)
+    t = np.asarray(teacher(x), np.float64)
+    # The teacher's values pass through float16 in the cache.
+    order = np.argsort(-t, axis=-1)[..., :3]
+    stored = np.take_along_axis(t, order, -1).astype("float16")
+    np.put_along_axis(t, order, stored.astype(np.float64), -1)
+    log_p, log_q = np_top_k(t, np.asarray(student(x)), 3, "rest")
+    np.testing.assert_allclose(
+        logs["distillation_loss"], np_kl(log_q, log_p).mean(), rtol=1e-3
+    )
+
+
+def test_stored_invalidated_and_refused_where_it_cannot_serve(tmp_path):
+    x, y, _ = tokens()
+    teacher = token_model("teacher", 8, 1)
+    path = tmp_path / "cache.npz"
+    built = TeacherCache(teacher, x, verbose=0, top_k=4, path=path)
+    again = TeacherCache(teacher, x, verbose=0, top_k=4, path=path)
+    assert built.rebuilt and not again.rebuilt
+    for name, array in built.outputs.items():
+        np.testing.assert_array_equal(again.outputs[name], array)
+        assert again.outputs[name].dtype == array.dtype
+    with pytest.raises(ValueError, match="built for another top_k"):
+        TeacherCache(
+            teacher, x, verbose=0, top_k=8, path=path, on_mismatch="error"
+        )
+    student = token_model("student", 4, 2)
+    distiller = keras_distill.Distiller(
+        teacher, student, losses.DKD(), student_loss_weight=0.0
+    )
+    distiller.compile(loss=None)
+    data = built.dataset(x, y, batch_size=len(x))
+    with pytest.raises(ValueError, match=r"top-k teacher cache.*\['DKD'\]"):
+        distiller.fit(data, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="Expected an integer >= 1"):
+        TeacherCache(teacher, x, verbose=0, top_k=0)
