@@ -410,9 +410,20 @@ def bind_and_check(model, method, args, kwargs):
     """
     import inspect
 
+    from keras_distill import hub
+
     signature = inspect.signature(getattr(keras.Model, method))
     bound = signature.bind(model, *args, **kwargs)
-    x, y = bound.arguments.get("x"), bound.arguments.get("y")
+    arguments = bound.arguments
+    if hub.has_preprocessor(model.student) and hub.is_raw(arguments.get("x")):
+        arguments["x"] = hub.preprocess(
+            model.student,
+            arguments["x"],
+            arguments.pop("y", None),
+            arguments.pop("sample_weight", None),
+            arguments.pop("batch_size", None),
+        )
+    x, y = arguments.get("x"), arguments.get("y")
     check_data(method, x, y, model.student, model.augment)
     if x is None:
         return bound
@@ -483,9 +494,7 @@ def check_cache_serves(teacher_view, losses, cached=None):
     from keras_distill.losses.divergences import is_top_k
 
     if is_top_k(cached):
-        unable = [
-            type(x).__name__ for x in losses if not x.reads_top_k_teacher
-        ]
+        unable = [type(x).__name__ for x in losses if not x.reads_top_k_teacher]
         if unable:
             raise ValueError(
                 "A top-k teacher cache holds the teacher's k largest "

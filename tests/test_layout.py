@@ -106,3 +106,25 @@ def test_moved_modules_still_work_for_one_release():
     assert old.shift_augment is keras_distill.pipelines.shift_augment
     assert keras_distill.zoo is zoo
     assert keras_distill.run is importlib.import_module("keras_distill.app.run")
+
+
+OPTIONAL = ("keras_hub", "ai_edge_litert", "matplotlib", "tensorflow_datasets")
+OPTIONAL += ("yaml", "sklearn", "mlxtend", "tensorboard")
+
+
+def test_the_library_imports_no_optional_dependency_at_import_time():
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = _module_name(path)
+        if name.startswith("keras_distill.app") or name in SHIMS:
+            continue
+        for node in ast.parse(path.read_text()).body:  # module level only
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            bad = [n for n in names if n.split(".")[0] in OPTIONAL]
+            if bad:
+                found[name] = bad
+    assert found == {}
