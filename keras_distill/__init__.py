@@ -13,6 +13,8 @@ The library (it needs keras, tensorflow and numpy only):
 - `keras_distill.augment`: consistent augmentation and mixup (function
   matching).
 - `keras_distill.pipelines`: seeded `tf.data` shuffles and shifts.
+- `keras_distill.prune`: magnitude pruning to a target sparsity.
+- `keras_distill.hub`: KerasHub tasks' preprocessors in a `Distiller`.
 - `keras_distill.teachers`: cached teacher outputs and teacher ensembles.
 - `keras_distill.distribute`: multi-worker training for any model.
 - `keras_distill.checks`: the data checks and the NaN policy of `fit`.
@@ -48,8 +50,10 @@ _SUBMODULES = (
     "checks",
     "distribute",
     "export",
+    "hub",
     "losses",
     "pipelines",
+    "prune",
     "recipes",
     "teachers",
     "utils",

@@ -291,3 +291,59 @@ def test_bench_accuracy_keeps_the_seeds_it_finished(tmp_path):
     hinton = json.loads(output.read_text())["protocols"]["hinton"]
     assert hinton["seeds"] == [0]
     assert [len(v) for v in hinton["errors"].values()] == [1, 1, 1]
+
+
+def test_bench_lm_quick_writes_every_row(tmp_path, capsys):
+    pytest.importorskip("keras_hub", reason="the LM benchmark's tokenizer")
+    from keras_distill.app.bench import lm
+
+    output = tmp_path / "lm.json"
+    assert (
+        cli.main(
+            ["bench", "lm", "--quick", "--seeds", "0", "--output", str(output)]
+        )
+        == 0
+    )
+    result = json.loads(output.read_text())
+    rows = {"teacher", "scratch", "forward", "reverse", "jsd"}
+    rows |= {f"top4_{form}" for form in lm.FORMS}
+    assert set(result["validation_ce"]) == rows
+    for key, (ce,) in result["validation_ce"].items():
+        assert 0 < ce < np.log(result["config"]["vocabulary"]) + 1, key
+        np.testing.assert_allclose(result["perplexity"][key][0], np.exp(ce))
+    per_token = result["cache_bytes_per_token"]
+    assert per_token["top4"] == 4 * 6 + 8  # float16 + int32, two floats
+    assert per_token["full"] == 4 * result["config"]["vocabulary"]
+    assert result["ratios"]["forward/scratch"] == pytest.approx(
+        result["mean_ce"]["forward"] / result["mean_ce"]["scratch"]
+    )
+    for mode in ("float32", "dynamic"):
+        figures = result["tflite"][mode]
+        assert figures["bytes"] > 0 and figures["ms_per_token"] > 0
+        assert 0.9 <= figures["next_token_agreement"] <= 1.0
+    assert (
+        result["tflite"]["dynamic"]["bytes"]
+        < result["tflite"]["float32"]["bytes"]
+    )
+    assert "next-token agreement" in capsys.readouterr().out
+
+
+def test_lm_validation_cross_entropy_is_the_mean_per_token():
+    from keras_distill.app.bench import lm
+
+    model = lm.decoder_lm(11, 5, dim=8, layers=1, heads=2, seed=0, name="m")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 11, (4, 5)).astype("int32")
+    y = rng.integers(0, 11, (4, 5)).astype("int32")
+    logits = np.asarray(model(x), np.float64)
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = -np.take_along_axis(log_p, y[..., None], -1).mean()
+    np.testing.assert_allclose(
+        lm.validation_ce(model, x, y), expected, rtol=1e-6
+    )
+    # Causal: a later token never changes an earlier position's logits.
+    changed = x.copy()
+    changed[:, -1] = (changed[:, -1] + 1) % 11
+    np.testing.assert_allclose(
+        np.asarray(model(changed))[:, :-1], logits[:, :-1], atol=1e-5
+    )

@@ -95,3 +95,19 @@ def test_multi_worker(tmp_path):
     )
     assert "student saved to" in out
     assert (tmp_path / "multi_worker_student.keras").exists()
+
+
+@pytest.mark.slow
+def test_distill_language_model(tmp_path):
+    pytest.importorskip("keras_hub", reason="the example's tokenizer")
+    out = _run(
+        [
+            sys.executable,
+            str(EXAMPLES / "distill_language_model.py"),
+            "--epochs",
+            "1",
+        ],
+        tmp_path,
+    )
+    assert "bytes a token" in out and "generated:" in out
+    assert (tmp_path / "student_lm.tflite").exists()

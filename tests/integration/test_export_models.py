@@ -168,3 +168,41 @@ def test_a_dataset_name_as_data_is_refused_with_the_way_to_load_it(tmp_path):
     with pytest.raises(TypeError, match=r"load_arrays\(name\)"):
         export.saved_model(model, tmp_path / "sm", check_data="digits")
     assert not target.exists() and not (tmp_path / "sm").exists()
+
+
+def causal_lm(vocabulary=13, window=6):
+    tokens = keras.Input((window,), dtype="int32", name="tokens")
+    h = keras.layers.Embedding(vocabulary, 8)(tokens)
+    h = keras.layers.MultiHeadAttention(2, 4)(h, h, use_causal_mask=True)
+    return keras.Model(tokens, keras.layers.Dense(vocabulary)(h), name="lm")
+
+
+def np_greedy(model, prompt, steps, window):
+    """Greedy decoding written out: pad, read the last prompt position."""
+    tokens = list(prompt)
+    for _ in range(steps):
+        context = tokens[-window:]
+        ids = np.zeros((1, window), "int32")
+        ids[0, : len(context)] = context
+        logits = np.asarray(model(ids))
+        tokens.append(int(logits[0, len(context) - 1].argmax()))
+    return tokens
+
+
+def test_generate_greedily_in_keras_and_in_litert(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = causal_lm()
+    prompt = [3, 7, 1]
+    expected = np_greedy(model, prompt, 9, window=6)  # slides past 6
+    assert export.generate(model, prompt, 9) == expected
+    path = tmp_path / "lm.tflite"
+    report = export.tflite(
+        model, path, check_data=RNG.integers(0, 13, (8, 6)), latency_runs=1
+    )
+    assert report.argmax_agreement == 1.0
+    assert export.generate(str(path), prompt, 9) == expected
+    assert export.generate(model, prompt, 0) == prompt
+    with pytest.raises(ValueError, match="at least one token"):
+        export.generate(model, [], 3)
+    with pytest.raises(ValueError, match="Expected an integer >= 0"):
+        export.generate(model, prompt, -1)

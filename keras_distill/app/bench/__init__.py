@@ -83,6 +83,27 @@ def add_arguments(parser):
         help="train only these models (and those they are trained from): "
         + ", ".join(options.KEYS),
     )
+    lm = sub.add_parser(
+        "lm",
+        help="language models: token-level KD, reverse KL, JSD, top-k "
+        "caches, TFLite",
+        description=(
+            "Language-model benchmark on the documentation Python ships "
+            "with (pydoc_data.topics): a small decoder Transformer "
+            "distilled from a larger one with forward KD, reverse KL, "
+            "GKD's JSD and top-k teacher caches; validation cross-entropy "
+            "per token, cache bytes, and the int8 TFLite student. Needs "
+            "the `hub` extra for its WordPiece tokenizer."
+        ),
+    )
+    lm.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    lm.add_argument("--epochs", type=int, default=6)
+    lm.add_argument("--teacher-epochs", type=int, default=8)
+    lm.add_argument("--batch-size", type=int, default=32)
+    lm.add_argument(
+        "--quick", action="store_true", help="a tiny configuration, 1 epoch"
+    )
+    lm.add_argument("--output", default="bench_lm.json", help="JSON file")
     speed_parser = sub.add_parser(
         "speed",
         help="epoch times: keras_distill online and cached against Keras' "
@@ -130,6 +151,20 @@ def main(args, log=print):
             **common,
         )
         text = recipes_bench.table(result)
+    elif args.bench == "lm":
+        from keras_distill.app.bench import lm as lm_bench
+
+        epochs = 1 if args.quick else args.epochs
+        teacher_epochs = 1 if args.quick else args.teacher_epochs
+        result = lm_bench.run(
+            seeds=args.seeds,
+            epochs=epochs,
+            teacher_epochs=teacher_epochs,
+            quick=args.quick,
+            output=args.output,
+            **common,
+        )
+        text = lm_bench.table(result)
     else:
         result = speed_bench.run(
             preset=args.preset, quick=args.quick, rounds=args.rounds, **common
