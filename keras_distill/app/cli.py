@@ -60,6 +60,11 @@ PHASES = {
     "evaluate": "Evaluate every trained model of the run on the test split.",
     "export": "Export the distilled student (and teacher) to TFLite.",
     "report": "Write report.md and the plots, and print the table.",
+    "compare": (
+        "Compare the distilled student with the pruned (50/75/90%) and "
+        "quantized teacher: test error against compressed TFLite bytes "
+        "(frontier.md, frontier.json, frontier.png)."
+    ),
 }
 
 
@@ -225,6 +230,20 @@ def build_parser():
             phase.add_argument(
                 "--force", action="store_true", help="retrain the teacher"
             )
+        if name == "compare":
+            phase.add_argument(
+                "--prune-epochs",
+                type=int,
+                default=2,
+                help="fine-tuning epochs of each pruned model",
+            )
+            phase.add_argument(
+                "--seeds",
+                type=int,
+                nargs="+",
+                help="more seeds: each trains its own teacher and students "
+                "in RUN-seedN/ and the frontier averages them",
+            )
     bench = sub.add_parser(
         "bench", help="benchmarks (JSON output)", description="Benchmarks."
     )
@@ -356,7 +375,35 @@ def _run_phases(args, run, log):
         log(run.report())
     elif command == "report":
         log(run.report())
+    elif command == "compare":
+        _compare(args, run, log)
     return 0
+
+
+def _compare(args, run, log):
+    """`keras-distill compare`: one run's frontier, or several seeds'
+    (each trained in its own run directory) averaged in `run`."""
+    import dataclasses
+
+    from keras_distill.app import compare
+    from keras_distill.app.run import Run
+
+    results = [compare.compare(run, prune_epochs=args.prune_epochs, log=log)]
+    for seed in args.seeds or []:
+        if seed == run.config.seed:
+            continue
+        config = dataclasses.replace(run.config, seed=seed)
+        other = Run(f"{run.path}-seed{seed}", config, run.verbose, log=log)
+        other.train_teacher()
+        other.distill()
+        other.scratch()
+        results.append(compare.compare(other, args.prune_epochs, log=log))
+    result = results[0]
+    if len(results) > 1:
+        result = compare.aggregate(results)
+        compare.write(result, run)
+    log(f"\nOn the front: {', '.join(result['front'])}")
+    log(f"Written: {run.file('frontier.md')}, frontier.png, frontier.json")
 
 
 def main(argv=None):

@@ -484,11 +484,16 @@ def check_phase(command, path, config):
         FileNotFoundError: If the phase needs a model the run lacks,
             naming the command that makes it.
     """
-    name = {"distill": "teacher", "export": "student"}.get(command)
+    needs = {
+        "distill": ["teacher"],
+        "export": ["student"],
+        "compare": ["teacher", "scratch", "student"],
+    }.get(command, [])
     if command == "distill" and config.recipe == "mutual":
         return
-    if name and not os.path.exists(os.path.join(path, f"{name}.keras")):
-        raise FileNotFoundError(_missing_model(name, path))
+    for name in needs:
+        if not os.path.exists(os.path.join(path, f"{name}.keras")):
+            raise FileNotFoundError(_missing_model(name, path))
 
 
 class Run:

@@ -664,3 +664,67 @@ def test_the_command_lists_every_zoo_model_and_recipe_default():
         for name, value in config.RECIPE_DEFAULTS[recipe].items():
             expected = parameters[name].default if name in parameters else None
             assert value == expected, (recipe, name)
+
+
+def test_compare_writes_the_frontier(demo_run, tmp_path, capsys):
+    import shutil
+
+    from keras_distill.app import compare
+
+    path = tmp_path / "run"
+    shutil.copytree(demo_run, path)
+    argv = ["compare", "--run", str(path), "--prune-epochs", "1"]
+    status, out, _ = run(argv, capsys)
+    assert status == 0, out
+    result = json.loads((path / "frontier.json").read_text())
+    rows = {r["model"]: r for r in result["rows"]}
+    assert list(rows) == [
+        "teacher",
+        "teacher int8",
+        "teacher pruned 50%",
+        "teacher pruned 50% int8",
+        "teacher pruned 75%",
+        "teacher pruned 75% int8",
+        "teacher pruned 90%",
+        "teacher pruned 90% int8",
+        "student from scratch",
+        "distilled student",
+        "distilled student int8",
+        "distilled student pruned 50%",
+    ]
+    for name, row in rows.items():
+        assert 0 <= row["test_error"] <= 1, name
+        assert 0 < row["nonzero"] <= row["params"], name
+        assert row["gzip_bytes"] > 0 and row["latency_ms"] > 0, name
+    dense = rows["teacher"]["nonzero"]
+    for share in (50, 75, 90):
+        nonzero = rows[f"teacher pruned {share}%"]["nonzero"]
+        assert nonzero < dense * (1 - share / 100 + 0.05), share
+    assert (
+        rows["teacher pruned 90%"]["gzip_bytes"] < rows["teacher"]["gzip_bytes"]
+    )
+    points = {n: (r["gzip_bytes"], r["test_error"]) for n, r in rows.items()}
+    assert result["front"] == compare.pareto_front(points)
+    markdown = (path / "frontier.md").read_text()
+    assert all(name in markdown for name in rows)
+    assert "Pareto front" in markdown and "On the front" in out
+    assert (path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pareto_front_keeps_the_undominated_points():
+    from keras_distill.app.compare import pareto_front
+
+    points = {
+        "big good": (100, 0.01),
+        "small bad": (10, 0.10),
+        "small better": (12, 0.05),
+        "dominated": (50, 0.06),
+        "bigger worse": (200, 0.02),
+    }
+    assert pareto_front(points) == ["small bad", "small better", "big good"]
+
+
+def test_compare_needs_the_three_models(tmp_path, capsys):
+    argv = ["compare", "--run", str(tmp_path / "empty"), *TINY]
+    status, _, err = run(argv, capsys)
+    assert status == 1 and "keras-distill train-teacher" in err

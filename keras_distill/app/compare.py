@@ -1,0 +1,269 @@
+"""Distillation against pruning and quantization, on a run's own data.
+
+`keras-distill compare --run DIR` takes a run's trained teacher, scratch
+student and distilled student and adds the alternatives a user weighs
+before compressing a model: the teacher pruned to 50, 75 and 90%
+(magnitude pruning, fine-tuned with `keras_distill.prune.Pruner`), int8
+versions of the teacher and of the pruned teachers, the distilled student
+in int8, and the distilled student pruned to 50% while it keeps learning
+from the unpruned teacher. For every model it measures the test error,
+the parameters and non-zero weights, the TFLite file's bytes and its
+gzip-compressed bytes (what an app bundle ships: zeros compress) and the
+single-thread LiteRT latency. It writes `frontier.json`, `frontier.md`
+(the table, and which models are on the Pareto front of error against
+compressed bytes) and `frontier.png`.
+"""
+
+import gzip
+import json
+import os
+
+import keras
+import numpy as np
+
+from keras_distill import prune
+from keras_distill.app.report import markdown_table
+from keras_distill.utils import predict
+from keras_distill.utils import write_text
+
+TEACHER_SPARSITIES = (0.5, 0.75, 0.9)
+STUDENT_SPARSITY = 0.5
+
+
+def pareto_front(points):
+    """The labels of the points no other point beats on both axes.
+
+    Args:
+        points: `{label: (size, error)}`.
+
+    Returns:
+        The labels on the front, from the smallest size up.
+    """
+    front, best = [], float("inf")
+    for label, (size, error) in sorted(points.items(), key=lambda p: p[1]):
+        if error < best:
+            front.append(label)
+            best = error
+    return front
+
+
+def test_error(model, arrays):
+    logits = predict(model, arrays.x_test)
+    return float(np.mean(logits.argmax(-1) != arrays.y_test))
+
+
+def _fine_tune(run, model, sparsity, epochs, teacher=None):
+    """Prunes `model` to `sparsity` while fine-tuning it for `epochs` on
+    the run's training data (distilled from `teacher` when given)."""
+    from keras_distill.distiller import Distiller
+
+    train = run.train_dataset("teacher" if teacher is None else "student")
+    steps = max(1, int(train.cardinality()))
+    pruner = prune.Pruner(
+        sparsity,
+        end_step=max(1, (epochs * steps * 2) // 3),
+        frequency=max(1, steps // 4),
+        target=model,
+    )
+    args = run._compile_args()
+    trainer = model
+    if teacher is not None:
+        trainer = Distiller(
+            teacher, model, student_loss_weight=run.config.resolved().alpha
+        )
+    trainer.compile(
+        keras.optimizers.Adam(1e-4 if teacher is None else 3e-4),
+        args["loss"],
+    )
+    trainer.fit(
+        train, epochs=epochs, verbose=0, shuffle=False, callbacks=[pruner]
+    )
+    return prune.strip(model, pruner)
+
+
+def measure(name, model, run, folder, int8=False):
+    """One row: error, parameters, non-zeros, bytes, gzip bytes, latency."""
+    from keras_distill import export
+
+    arrays = run.data.arrays
+    path = os.path.join(folder, f"{name}.tflite")
+    report = export.tflite(
+        model,
+        path,
+        quantize="int8" if int8 else None,
+        representative_data=arrays.x_train,
+        check_data=(arrays.x_test, arrays.y_test),
+    )
+    with open(path, "rb") as f:
+        compressed = len(gzip.compress(f.read(), compresslevel=9))
+    return {
+        "model": name,
+        "test_error": 1.0 - report.accuracy,
+        "keras_test_error": test_error(model, arrays),
+        "params": int(model.count_params()),
+        "nonzero": prune.nonzero_count(model),
+        "tflite_bytes": int(report.bytes),
+        "gzip_bytes": compressed,
+        "latency_ms": report.latency_ms,
+    }
+
+
+def compare(run, prune_epochs=2, log=print):
+    """Measures the compression frontier of a run; see the module doc.
+
+    Args:
+        run: A `keras_distill.app.run.Run` whose teacher, scratch student
+            and distilled student are trained.
+        prune_epochs: Fine-tuning epochs of each pruned model.
+        log: A function that prints a progress line.
+
+    Returns:
+        The result dict (also in `frontier.json`).
+    """
+    folder = run.file("frontier")
+    os.makedirs(folder, exist_ok=True)
+    teacher, student = run.load("teacher"), run.load("student")
+    rows = []
+
+    def add(name, model, int8=False):
+        rows.append(measure(name, model, run, folder, int8))
+        row = rows[-1]
+        log(
+            f"[compare] {name}: error {100 * row['test_error']:.2f}%, "
+            f"{row['gzip_bytes']:,} gzip bytes"
+        )
+
+    add("teacher", teacher)
+    add("teacher int8", teacher, int8=True)
+    for sparsity in TEACHER_SPARSITIES:
+        pruned = keras.models.clone_model(teacher)
+        pruned.set_weights(teacher.get_weights())
+        pruned = _fine_tune(run, pruned, sparsity, prune_epochs)
+        label = f"teacher pruned {round(100 * sparsity)}%"
+        add(label, pruned)
+        add(f"{label} int8", pruned, int8=True)
+    add("student from scratch", run.load("scratch"))
+    add("distilled student", student)
+    add("distilled student int8", student, int8=True)
+    pruned = keras.models.clone_model(student)
+    pruned.set_weights(student.get_weights())
+    pruned = _fine_tune(run, pruned, STUDENT_SPARSITY, prune_epochs, teacher)
+    add(f"distilled student pruned {round(100 * STUDENT_SPARSITY)}%", pruned)
+    points = {r["model"]: (r["gzip_bytes"], r["test_error"]) for r in rows}
+    result = {
+        "rows": rows,
+        "front": pareto_front(points),
+        "prune_epochs": prune_epochs,
+    }
+    write(result, run)
+    return result
+
+
+def markdown(result):
+    """The frontier table and which models are on the front."""
+    header = [
+        "model",
+        "test error",
+        "params",
+        "non-zero",
+        "TFLite bytes",
+        "gzip bytes",
+        "ms",
+        "front",
+    ]
+    front = set(result["front"])
+    rows = [
+        [
+            r["model"],
+            f"{100 * r['test_error']:.2f}%",
+            f"{r['params']:,}",
+            f"{r['nonzero']:,}",
+            f"{r['tflite_bytes']:,}",
+            f"{r['gzip_bytes']:,}",
+            f"{r['latency_ms']:.3f}",
+            "yes" if r["model"] in front else "",
+        ]
+        for r in result["rows"]
+    ]
+    if result.get("seeds", 1) > 1:
+        header[1] = f"test error (mean of {result['seeds']} seeds)"
+    lines = ["# Compression frontier", "", markdown_table(header, rows), ""]
+    lines.append(
+        "On the Pareto front of test error against compressed bytes, from "
+        "the smallest file up: " + ", ".join(result["front"]) + "."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def plot(result, path):
+    """`frontier.png`: test error against gzip bytes (log x), labelled,
+    with the Pareto front drawn."""
+    from keras_distill.app.report import _pyplot
+    from keras_distill.app.report import _save
+
+    plt = _pyplot()
+    fig, axis = plt.subplots(figsize=(9, 5.5))
+    by_name = {r["model"]: r for r in result["rows"]}
+    for r in result["rows"]:
+        family = r["model"].split()[0]
+        color = {"teacher": "tab:blue", "student": "tab:gray"}.get(
+            family, "tab:green"
+        )
+        axis.scatter(r["gzip_bytes"], 100 * r["test_error"], color=color)
+        axis.annotate(
+            r["model"],
+            (r["gzip_bytes"], 100 * r["test_error"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
+        )
+    front = [by_name[name] for name in result["front"]]
+    axis.plot(
+        [r["gzip_bytes"] for r in front],
+        [100 * r["test_error"] for r in front],
+        color="tab:red",
+        linestyle="--",
+        label="Pareto front",
+    )
+    axis.set_xscale("log")
+    axis.set_xlabel("TFLite file, gzip-compressed (bytes, log scale)")
+    axis.set_ylabel("test error (%)")
+    axis.set_title("Error against compressed size")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def aggregate(results):
+    """The mean of several seeds' frontiers (same models, in order).
+
+    Args:
+        results: The dicts `compare` returned, one per seed.
+
+    Returns:
+        A result dict of the same form: each row's test error is the mean
+        over seeds (with `test_errors`, every seed's), its sizes and
+        latency those of the first seed's files; the front is recomputed
+        on the means.
+    """
+    rows = []
+    for parts in zip(*[r["rows"] for r in results]):
+        row = dict(parts[0])
+        row["test_errors"] = [p["test_error"] for p in parts]
+        row["test_error"] = float(np.mean(row["test_errors"]))
+        rows.append(row)
+    points = {r["model"]: (r["gzip_bytes"], r["test_error"]) for r in rows}
+    return {
+        "rows": rows,
+        "front": pareto_front(points),
+        "prune_epochs": results[0]["prune_epochs"],
+        "seeds": len(results),
+    }
+
+
+def write(result, run):
+    """Writes `frontier.json`, `frontier.md` and `frontier.png` in `run`."""
+    write_text(run.file("frontier.json"), json.dumps(result, indent=2) + "\n")
+    write_text(run.file("frontier.md"), markdown(result))
+    plot(result, run.file("frontier.png"))
