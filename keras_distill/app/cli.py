@@ -234,7 +234,7 @@ def build_parser():
             phase.add_argument(
                 "--prune-epochs",
                 type=int,
-                default=2,
+                default=4,
                 help="fine-tuning epochs of each pruned model",
             )
             phase.add_argument(

@@ -3,7 +3,9 @@
 `keras-distill compare --run DIR` takes a run's trained teacher, scratch
 student and distilled student and adds the alternatives a user weighs
 before compressing a model: the teacher pruned to 50, 75 and 90%
-(magnitude pruning, fine-tuned with `keras_distill.prune.Pruner`), int8
+(magnitude pruning while fine-tuned, `keras_distill.prune.Pruner`:
+the sparsity grows over the first half of `prune_epochs` with the run's
+optimizer, the second half recovers), int8
 versions of the teacher and of the pruned teachers, the distilled student
 in int8, and the distilled student pruned to 50% while it keeps learning
 from the unpruned teacher. For every model it measures the test error,
@@ -59,22 +61,21 @@ def _fine_tune(run, model, sparsity, epochs, teacher=None):
 
     train = run.train_dataset("teacher" if teacher is None else "student")
     steps = max(1, int(train.cardinality()))
+    # The sparsity grows over the first half of the fine-tuning; the
+    # second half recovers at the final sparsity.
     pruner = prune.Pruner(
         sparsity,
-        end_step=max(1, (epochs * steps * 2) // 3),
+        end_step=max(1, (epochs * steps) // 2),
         frequency=max(1, steps // 4),
         target=model,
     )
-    args = run._compile_args()
+    args = run._compile_args()  # the run's optimizer and learning rate
     trainer = model
     if teacher is not None:
         trainer = Distiller(
             teacher, model, student_loss_weight=run.config.resolved().alpha
         )
-    trainer.compile(
-        keras.optimizers.Adam(1e-4 if teacher is None else 3e-4),
-        args["loss"],
-    )
+    trainer.compile(args["optimizer"], args["loss"])
     trainer.fit(
         train, epochs=epochs, verbose=0, shuffle=False, callbacks=[pruner]
     )
@@ -108,7 +109,7 @@ def measure(name, model, run, folder, int8=False):
     }
 
 
-def compare(run, prune_epochs=2, log=print):
+def compare(run, prune_epochs=4, log=print):
     """Measures the compression frontier of a run; see the module doc.
 
     Args:
@@ -195,6 +196,35 @@ def markdown(result):
     return "\n".join(lines) + "\n"
 
 
+def _label(axis, text, x, y, placed):
+    """Labels a point on the first side (right above, right below, left
+    above, left below) where the label overlaps no label placed before."""
+    px, py = axis.transData.transform((x, y))
+    width, height = 5.2 * len(text), 10
+    for dx, dy, align in (
+        (5, 4, "left"),
+        (5, -13, "left"),
+        (-5, 4, "right"),
+        (-5, -13, "right"),
+    ):
+        left = px + dx if align == "left" else px + dx - width
+        box = (left, py + dy, left + width, py + dy + height)
+        if not any(
+            box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+            for b in placed
+        ):
+            break
+    placed.append(box)
+    axis.annotate(
+        text,
+        (x, y),
+        textcoords="offset points",
+        xytext=(dx, dy),
+        ha=align,
+        fontsize=8,
+    )
+
+
 def plot(result, path):
     """`frontier.png`: test error against gzip bytes (log x), labelled,
     with the Pareto front drawn."""
@@ -210,13 +240,11 @@ def plot(result, path):
             family, "tab:green"
         )
         axis.scatter(r["gzip_bytes"], 100 * r["test_error"], color=color)
-        axis.annotate(
-            r["model"],
-            (r["gzip_bytes"], 100 * r["test_error"]),
-            textcoords="offset points",
-            xytext=(4, 4),
-            fontsize=8,
-        )
+    axis.set_xscale("log")
+    axis.autoscale_view()
+    placed = []
+    for r in sorted(result["rows"], key=lambda r: r["gzip_bytes"]):
+        _label(axis, r["model"], r["gzip_bytes"], 100 * r["test_error"], placed)
     front = [by_name[name] for name in result["front"]]
     axis.plot(
         [r["gzip_bytes"] for r in front],
@@ -225,7 +253,6 @@ def plot(result, path):
         linestyle="--",
         label="Pareto front",
     )
-    axis.set_xscale("log")
     axis.set_xlabel("TFLite file, gzip-compressed (bytes, log scale)")
     axis.set_ylabel("test error (%)")
     axis.set_title("Error against compressed size")
