@@ -13,7 +13,8 @@ the parameters and non-zero weights, the TFLite file's bytes and its
 gzip-compressed bytes (what an app bundle ships: zeros compress) and the
 single-thread LiteRT latency. It writes `frontier.json`, `frontier.md`
 (the table, and which models are on the Pareto front of error against
-compressed bytes) and `frontier.png`.
+compressed bytes) and `frontier.png`, and adds the table and the plot
+to the run's `report.md`.
 """
 
 import gzip
@@ -294,3 +295,4 @@ def write(result, run):
     write_text(run.file("frontier.json"), json.dumps(result, indent=2) + "\n")
     write_text(run.file("frontier.md"), markdown(result))
     plot(result, run.file("frontier.png"))
+    run.report()  # report.md gains the frontier

@@ -195,6 +195,15 @@ def write(run):
         ]
     for plot in plots:
         md += [f"![{plot}]({plot})", ""]
+    frontier = run.file("frontier.md")
+    if os.path.exists(frontier):  # written by `keras-distill compare`
+        with open(frontier, encoding="utf-8") as f:
+            md += [
+                "#" + f.read().strip(),
+                "",
+                "![frontier.png](frontier.png)",
+                "",
+            ]
     versions = metrics.get("versions")
     if versions:
         md.append(

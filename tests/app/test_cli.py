@@ -709,6 +709,8 @@ def test_compare_writes_the_frontier(demo_run, tmp_path, capsys):
     assert all(name in markdown for name in rows)
     assert "Pareto front" in markdown and "On the front" in out
     assert (path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+    report = (path / "report.md").read_text()
+    assert "## Compression frontier" in report and "frontier.png" in report
 
 
 def test_pareto_front_keeps_the_undominated_points():
