@@ -38,7 +38,7 @@ teacher.compile(keras.optimizers.Adam(1e-3), ce)
 teacher.fit(train, epochs=args.epochs + 2, verbose=2)
 
 # %% The student, distilled from the teacher's 32 largest logits a token.
-cache = keras_distill.teachers.TeacherCache(teacher, x, top_k=32)
+cache = keras_distill.teachers.TeacherCache(teacher, x, top_k=32, verbose=0)
 print(
     f"teacher cache: {cache.nbytes / x.size:.0f} bytes a token "
     f"(the full distribution: {4 * vocabulary})"
@@ -51,7 +51,9 @@ distiller = keras_distill.Distiller(
     student_loss_weight=0.5,
 )
 distiller.compile(keras.optimizers.Adam(2e-3), ce)
-distiller.fit(cache.dataset(x, y, batch_size=32, seed=0), epochs=args.epochs)
+distiller.fit(
+    cache.dataset(x, y, batch_size=32, seed=0), epochs=args.epochs, verbose=2
+)
 for name, model in (("teacher", teacher), ("student", student)):
     print(
         f"{name}: validation cross-entropy "
