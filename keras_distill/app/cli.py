@@ -61,9 +61,9 @@ PHASES = {
     "export": "Export the distilled student (and teacher) to TFLite.",
     "report": "Write report.md and the plots, and print the table.",
     "compare": (
-        "Compare the distilled student with the pruned (50/75/90%) and "
-        "quantized teacher: test error against compressed TFLite bytes "
-        "(frontier.md, frontier.json, frontier.png)."
+        "Compare the distilled student with the teacher pruned to 50, 75 "
+        "and 90 per cent and quantized: test error against compressed "
+        "TFLite bytes (frontier.md, frontier.json, frontier.png)."
     ),
 }
 

@@ -301,7 +301,13 @@ def test_missing_config_file(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "command", ["demo", *cli.PHASES, "bench", "bench accuracy"]
+    "command",
+    [
+        "demo",
+        *cli.PHASES,
+        "bench",
+        *(f"bench {b}" for b in ("accuracy", "recipes", "speed", "lm")),
+    ],
 )
 def test_help_on_every_subcommand(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
