@@ -7,8 +7,10 @@ reads top to bottom and each term can be tested alone.
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
+from keras_distill.distribute import replica_count
 from keras_distill.distribute import replica_share
 from keras_distill.losses.base import accepts_sample_weight
 from keras_distill.losses.base import merge_mask
@@ -117,10 +119,6 @@ def update_trackers(trackers, x, terms):
         x: The batch's inputs (for its size).
         terms: `(supervised, distillation or None, total)`.
     """
-    import tensorflow as tf
-
-    from keras_distill.distribute import replica_count
-
     supervised, distillation, total = terms
     batch = tf.shape(keras.tree.flatten(x)[0])[0]
     replicas = replica_count()

@@ -151,24 +151,35 @@ class Pruner(keras.callbacks.Callback):
         return self.target if self.target is not None else self.model
 
     def on_train_begin(self, logs=None):
-        if self.masks is None:
-            kernels = prunable_kernels(self._pruned())
-            if not kernels:
-                raise ValueError(
-                    "Invalid model for `Pruner`. Expected Dense, Conv or "
-                    "Embedding layers to prune. Received: none in "
-                    f"{self._pruned().name!r}"
-                )
-            self.masks = [np.ones(k.shape, np.float32) for k in kernels]
-        self._update_masks()
-        self.apply()
+        if self._start():
+            self._update_masks()
+            self.apply()
+
+    def _start(self):
+        """Makes masks of ones for the kernels, once the model is built
+        (an unbuilt model is built by its first step). Returns whether the
+        masks exist."""
+        if self.masks is not None:
+            return True
+        model = self._pruned()
+        kernels = prunable_kernels(model)
+        if not kernels and model.built:
+            raise ValueError(
+                "Invalid model for `Pruner`. Expected Dense, Conv or "
+                f"Embedding layers to prune. Received: none in {model.name!r}"
+            )
+        if kernels:
+            self.masks = [keras.ops.ones(k.shape) for k in kernels]
+        return bool(kernels)
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
+        started = self.masks is None
+        if not self._start():
+            return
         due = (self.step - self.begin_step) % self.frequency == 0
-        if self.begin_step <= self.step <= self.end_step and due:
-            self._update_masks()
-        elif self.step == self.end_step:
+        scheduled = self.begin_step <= self.step <= self.end_step and due
+        if started or scheduled or self.step == self.end_step:
             self._update_masks()
         self.apply()
 
@@ -188,15 +199,18 @@ class Pruner(keras.callbacks.Callback):
         target = self.current_sparsity()
         kernels = prunable_kernels(self._pruned())
         self.masks = [
-            magnitude_mask(keras.ops.convert_to_numpy(k) * m, target)
+            keras.ops.convert_to_tensor(
+                magnitude_mask(keras.ops.convert_to_numpy(k * m), target)
+            )
             for k, m in zip(kernels, self.masks)
         ]
 
     def apply(self):
-        """Zeroes every pruned weight (masks applied to the kernels)."""
+        """Zeroes every pruned weight (masks applied to the kernels), on
+        the device, without a copy to the host."""
         kernels = prunable_kernels(self._pruned())
         for kernel, mask in zip(kernels, self.masks):
-            kernel.assign(keras.ops.convert_to_numpy(kernel) * mask)
+            kernel.assign(keras.ops.multiply(kernel, mask))
 
 
 def strip(model, pruner=None):

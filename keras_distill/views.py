@@ -24,6 +24,7 @@ import keras
 from keras import ops
 
 from keras_distill import _keras_internals as internals
+from keras_distill.losses.divergences import is_top_k
 
 OUTPUT = "__output__"
 LOGITS = "__logits__"
@@ -522,8 +523,6 @@ class ModelView:
     def logits(self, chosen):
         """The chosen output as float32 logits (declared conversion); a
         top-k teacher from a cache as it is."""
-        from keras_distill.losses.divergences import is_top_k
-
         if is_top_k(chosen):
             return chosen
         if not self.converts:

@@ -155,3 +155,25 @@ def test_a_student_pruned_while_distilled():
 def test_bad_sparsity_or_schedule(kwargs, match):
     with pytest.raises(ValueError, match=match):
         prune.Pruner(**kwargs)
+
+
+def test_an_unbuilt_sequential_is_pruned_once_its_first_step_builds_it():
+    x, y = data(64)
+    model = keras.Sequential(
+        [keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)]
+    )
+    model.compile("adam", sparse_ce())
+    pruner = prune.Pruner(0.5, end_step=4, frequency=1)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[pruner])
+    reached = prune.sparsity(prune.strip(model, pruner))
+    assert len(reached) == 2
+    assert all(abs(v - 0.5) <= 0.01 for v in reached.values())
+    with pytest.raises(ValueError, match="Expected Dense, Conv or Embedding"):
+        flat = keras.Sequential([keras.Input((3,)), keras.layers.Flatten()])
+        flat.compile("sgd", "mse")
+        flat.fit(
+            np.zeros((4, 3)),
+            np.zeros((4, 3)),
+            verbose=0,
+            callbacks=[prune.Pruner(0.5, end_step=2)],
+        )

@@ -50,7 +50,8 @@ def pareto_front(points):
     return front
 
 
-def test_error(model, arrays):
+def error_rate(model, arrays):
+    """The share of misclassified test examples, in Keras."""
     logits = predict(model, arrays.x_test)
     return float(np.mean(logits.argmax(-1) != arrays.y_test))
 
@@ -101,7 +102,7 @@ def measure(name, model, run, folder, int8=False):
     return {
         "model": name,
         "test_error": 1.0 - report.accuracy,
-        "keras_test_error": test_error(model, arrays),
+        "keras_test_error": error_rate(model, arrays),
         "params": int(model.count_params()),
         "nonzero": prune.nonzero_count(model),
         "tflite_bytes": int(report.bytes),
