@@ -291,16 +291,22 @@ def split_cached(x):
     return x, None
 
 
-def first_inputs(x):
+def first_inputs(x, with_cached=False):
     """Two examples of the inputs in `fit`'s `x` (arrays, a dataset or a
-    `PyDataset`), or None when it has no batch."""
+    `PyDataset`), or None when it has no batch.
+
+    With `with_cached=True`, returns `(inputs, cached teacher outputs or
+    None)` of the first batch (the whole batch), None when it has none.
+    """
     if isinstance(x, (tf.data.Dataset, keras.utils.PyDataset)):
         x = next(iter(x.take(1)), None) if hasattr(x, "take") else x[0]
         if x is None:
             return None
         if isinstance(x, tuple):  # a batch of (x, y[, sample_weight])
             x = keras.utils.unpack_x_y_sample_weight(x)[0]
-    x, _ = split_cached(x)
+    x, cached = split_cached(x)
+    if with_cached:
+        return x, cached
     return keras.tree.map_structure(
         lambda a: a[:2] if isinstance(a, (np.ndarray, tf.Tensor)) else a, x
     )
@@ -431,14 +437,23 @@ def bind_and_check(model, method, args, kwargs):
     if method == "predict":
         return bound
     teacher = (model._teacher_view, model.teacher_preprocessing)
-    sample = None
+    first = None
     for view, preprocessing in (teacher, (model._student_view, None)):
         if view is None or not view.probes:
             continue
-        sample = first_inputs(x) if sample is None else sample
-        if sample is not None:
-            inputs = sample if preprocessing is None else preprocessing(sample)
-            view.check_probabilities(inputs)
+        first = first_inputs(x, with_cached=True) if first is None else first
+        if first is None:
+            continue
+        inputs, cached = first
+        if view is model._teacher_view and cached is not None:
+            # From a cache the teacher is never called: its outputs are
+            # read from the batch (an ensemble's members were probed when
+            # the cache was built).
+            view.check_probabilities(None, chosen=cached)
+            continue
+        if preprocessing is not None:
+            inputs = preprocessing(inputs)
+        view.check_probabilities(inputs)
     return bound
 
 

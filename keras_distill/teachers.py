@@ -8,6 +8,7 @@ reads them from the batch and never calls the teacher.
 
 import hashlib
 import json
+import math
 import os
 
 import keras
@@ -23,6 +24,8 @@ from keras_distill.pipelines import shuffled_positions
 from keras_distill.utils import atomic_path
 from keras_distill.validation import check_int
 from keras_distill.validation import check_positive
+from keras_distill.views import LOGITS
+from keras_distill.views import ModelView
 
 TEACHER_KEY = "teacher_outputs"
 INPUT_KEY = "inputs"
@@ -33,11 +36,27 @@ ON_MISMATCH = ("rebuild", "error")
 class Ensemble(keras.Model):
     """Several teachers that act as one.
 
-    By default the ensemble averages the teachers' softened distributions,
-    `p = Σ_i w_i softmax(z_i / T)`, and returns `T · log p` as its logits,
-    so that `softmax(logits / T)` is exactly that average: a
-    `LogitsDistillation` at the same temperature then distils the averaged
-    distribution. With `mode="logits"` it returns `Σ_i w_i z_i`.
+    Each member is seen as a single teacher is seen by a `Distiller`: a
+    member that ends in a softmax (a `Dense(..., activation="softmax")`
+    head, every `keras.applications` classifier) gives its pre-softmax
+    logits from the same forward pass, a black box gives its outputs
+    converted by their declared type, a member with several outputs gives
+    the one chosen. From the members' logits `z_i` and the normalised
+    weights `w_i`, the ensemble returns logits:
+
+    Formula:
+
+    ```python
+    # mode="probabilities" (the default): the average softened distribution
+    p = sum_i(w_i * softmax(z_i / T))
+    logits = T * log(p)       # so that softmax(logits / T) == p
+    # mode="logits"
+    logits = sum_i(w_i * z_i)
+    ```
+
+    A `LogitsDistillation` at the same temperature then distils the
+    averaged distribution. The ensemble is computed in float32, with a
+    log-sum-exp (no probability is clipped).
 
     Args:
         teachers: A list of built `keras.Model`s with the same input and
@@ -48,18 +67,29 @@ class Ensemble(keras.Model):
         temperature: The T at which distributions are averaged; use the
             distillation loss' temperature. Defaults to 4.0 (the default of
             `LogitsDistillation`).
+        outputs: For members with several outputs, the one to combine (a
+            name or an index): one choice for every member, or a list
+            with one per member (None for a single-output member).
+        output_types: What a member returns when its head cannot be
+            inspected (a subclassed model, a `TFSMLayer`): `"auto"`,
+            `"logits"`, `"probabilities"` or `"log_probabilities"`, as
+            `teacher_output_type` of `keras_distill.Distiller`; one for
+            every member, or a list with one per member.
         name: The model's name.
         **kwargs: Passed on to `keras.Model`.
 
     Raises:
         ValueError: For an empty list, something that is not a built
-            `keras.Model`, weights of the wrong length or sign, or an
-            unknown mode.
+            `keras.Model`, weights of the wrong length or sign, an unknown
+            mode, or outputs and output types that do not fit the members
+            (the message lists a member's outputs).
 
     Example:
 
     ```python
-    teacher = keras_distill.teachers.Ensemble([teacher_a, teacher_b])
+    teacher = keras_distill.teachers.Ensemble(
+        [teacher_a, teacher_b], weights=[0.75, 0.25], temperature=4.0
+    )
     distiller = keras_distill.Distiller(teacher, student)
     ```
     """
@@ -70,6 +100,8 @@ class Ensemble(keras.Model):
         weights=None,
         mode="probabilities",
         temperature=4.0,
+        outputs=None,
+        output_types="auto",
         name="ensemble",
         **kwargs,
     ):
@@ -114,21 +146,46 @@ class Ensemble(keras.Model):
         self._raw_weights = [float(w) for w in weights]
         self.mode = mode
         self.temperature = float(temperature)
+        self.outputs_ = outputs
+        self.output_types = output_types
+        choices = _per_member("outputs", outputs, len(teachers))
+        types = _per_member("output_types", output_types, len(teachers))
+        # Not tracked: the views hold the members (already tracked) and
+        # functional replays of them that share their weights.
+        object.__setattr__(
+            self,
+            "member_views",
+            [
+                _member_view(teacher, i, choice, kind)
+                for i, (teacher, choice, kind) in enumerate(
+                    zip(self.teachers, choices, types)
+                )
+            ],
+        )
         self.built = True
 
     def call(self, inputs, training=False):
-        outputs = [
-            keras.ops.cast(t(inputs, training=False), "float32")
-            for t in self.teachers
+        logits = [
+            view(inputs, training=False)[LOGITS] for view in self.member_views
         ]
         if self.mode == "logits":
-            return sum(w * z for w, z in zip(self.weights_, outputs))
+            return sum(w * z for w, z in zip(self.weights_, logits))
         t = self.temperature
-        probabilities = sum(
-            w * keras.ops.softmax(z / t, axis=-1)
-            for w, z in zip(self.weights_, outputs)
-        )
-        return t * keras.ops.log(keras.ops.maximum(probabilities, 1e-30))
+        # log p = logsumexp_i(log w_i + log_softmax(z_i / T)), skipping
+        # members of weight 0.
+        terms = [
+            math.log(w) + keras.ops.log_softmax(z / t, axis=-1)
+            for w, z in zip(self.weights_, logits)
+            if w > 0
+        ]
+        stacked = keras.ops.stack(terms, axis=0)
+        return t * keras.ops.logsumexp(stacked, axis=0)
+
+    def compute_output_spec(self, inputs, training=False):
+        shape = self.member_views[0].logits_shape()
+        if shape is None:  # a black-box member: trace the call
+            return super().compute_output_spec(inputs, training=training)
+        return keras.KerasTensor(shape, dtype="float32")
 
     def get_config(self):
         return {
@@ -139,6 +196,8 @@ class Ensemble(keras.Model):
             "weights": self._raw_weights,
             "mode": self.mode,
             "temperature": self.temperature,
+            "outputs": self.outputs_,
+            "output_types": self.output_types,
         }
 
     @classmethod
@@ -148,6 +207,34 @@ class Ensemble(keras.Model):
             keras.saving.deserialize_keras_object(t) for t in config["teachers"]
         ]
         return cls(**config)
+
+
+def _per_member(argument, value, count):
+    """One value per member from one value or a list of `count`."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != count:
+            raise ValueError(
+                f"Invalid value for argument `{argument}`. Expected one "
+                f"value for every member or a list of {count}. Received: "
+                f"{argument}={value!r}"
+            )
+        return list(value)
+    return [value] * count
+
+
+def _member_view(teacher, i, output, output_type):
+    """The view of member `i`: its logits, as a single teacher's."""
+    return ModelView(
+        teacher,
+        f"ensemble member {i}",
+        output=output,
+        output_type=output_type,
+        arguments=(
+            f"outputs[{i}]",
+            f"output_types[{i}]",
+            "keras_distill.teachers.Ensemble",
+        ),
+    )
 
 
 def fingerprint_model(model):
@@ -423,11 +510,6 @@ class TeacherCache:
     def _compute(self, x, verbose):
         import tensorflow as tf
 
-        from keras_distill.views import LOGITS
-        from keras_distill.views import ModelView
-        from keras_distill.views import looks_like_probabilities
-        from keras_distill.views import warn_probabilities
-
         view = ModelView(self.teacher, "teacher", output=self.output)
         n = _length(x)
         steps = self.views * int(np.ceil(n / self.batch_size))
@@ -457,9 +539,13 @@ class TeacherCache:
                 if bar:
                     bar.add(1)
             outputs.append(keras.tree.map_structure(_concat, *chunks))
-        first = keras.tree.flatten(outputs[0])[0][:256]
-        if view.probes and looks_like_probabilities(first):
-            warn_probabilities("teacher")
+        # Undeclared outputs that look like probabilities warn, read from
+        # the cache (an ensemble's members are run on one batch).
+        first = outputs[0]
+        if self.top_k is None:
+            view.check_probabilities(
+                self._teacher_inputs(_slice(x, 0, 256)), chosen=first[:256]
+            )
         return keras.tree.map_structure(_stack, *outputs)  # (views, n, ...)
 
     @property

@@ -17,6 +17,7 @@ layer, any layer built with `activation="softmax"` (the `Dense` head of
 every `keras.applications` classifier), also inside nested models.
 """
 
+import re
 import threading
 import warnings
 
@@ -34,12 +35,14 @@ _TINY = 1e-30
 _SWAP = threading.RLock()
 
 
-def check_output_type(role, value):
-    """Validates `teacher_output_type` / `student_output_type`."""
+def check_output_type(role, value, argument=None):
+    """Validates `teacher_output_type` / `student_output_type` (or the
+    argument named `argument`)."""
+    argument = argument or f"{role}_output_type"
     if value not in OUTPUT_TYPES:
         raise ValueError(
-            f"Invalid value for argument `{role}_output_type`. Expected one "
-            f"of {list(OUTPUT_TYPES)}. Received: {role}_output_type={value!r}"
+            f"Invalid value for argument `{argument}`. Expected one "
+            f"of {list(OUTPUT_TYPES)}. Received: {argument}={value!r}"
         )
     return value
 
@@ -77,24 +80,31 @@ def looks_like_probabilities(values):
     return bool(np.allclose(values.sum(axis=-1), 1.0, atol=1e-3))
 
 
-def probability_warning(role):
-    """The one-time warning for outputs that look like probabilities."""
+def probability_warning(role, argument=None, owner=None):
+    """The one-time warning for outputs that look like probabilities.
+
+    Args:
+        role: Whose outputs (`"teacher"`, `"student"`, `"ensemble member
+            0"`).
+        argument: The argument that declares them (default
+            `<role>_output_type`).
+        owner: The class that takes it (default `keras_distill.Distiller`).
+    """
+    argument = argument or f"{role}_output_type"
+    owner = owner or "keras_distill.Distiller"
     return (
         f"The {role}'s outputs look like probabilities (non-negative, every "
         "row sums to 1) but its head could not be inspected and nothing was "
         "declared, so they are used as logits, which gives a wrong "
-        f"distillation loss. Pass `{role}_output_type='probabilities'` to "
-        f"`keras_distill.Distiller` (or `'logits'` to silence this warning)."
+        f"distillation loss. Pass `{argument}='probabilities'` to "
+        f"`{owner}` (or `'logits'` to silence this warning)."
     )
 
 
-def keras_mask(tensor):
-    """The Keras mask a layer attached to `tensor`, or None."""
-    return internals.keras_mask(tensor)
-
-
-def warn_probabilities(role):
-    warnings.warn(probability_warning(role), UserWarning, stacklevel=3)
+def warn_probabilities(role, argument=None, owner=None):
+    warnings.warn(
+        probability_warning(role, argument, owner), UserWarning, stacklevel=3
+    )
 
 
 def symbolic_output(model):
@@ -131,13 +141,15 @@ def _describe_outputs(names):
     return ", ".join(f"{i}: {n!r}" for i, n in enumerate(names))
 
 
-def check_output_choice(model, role, choice):
+def check_output_choice(model, role, choice, argument=None):
     """Checks `teacher_output` / `student_output` against the model.
 
     Args:
         model: The `keras.Model`.
         role: `"teacher"` or `"student"`.
         choice: None, an output name or an index.
+        argument: The argument's name in messages (default
+            `<role>_output`).
 
     Returns:
         `choice`, unchanged.
@@ -146,40 +158,41 @@ def check_output_choice(model, role, choice):
         ValueError: If the model has several outputs and `choice` is None,
             or `choice` names no output; the message lists the outputs.
     """
+    argument = argument or f"{role}_output"
     if choice is not None and (
         isinstance(choice, bool) or not isinstance(choice, (str, int))
     ):
         raise ValueError(
-            f"Invalid value for argument `{role}_output`. Expected an output "
-            f"name or index. Received: {role}_output={choice!r}"
+            f"Invalid value for argument `{argument}`. Expected an output "
+            f"name or index. Received: {argument}={choice!r}"
         )
     names = output_names(model)
     if names is None or (not names and choice is None):
         return choice
     if not names:
         raise ValueError(
-            f"Invalid value for argument `{role}_output`. The {role} "
-            f"{model.name!r} has a single output: pass {role}_output=None. "
-            f"Received: {role}_output={choice!r}"
+            f"Invalid value for argument `{argument}`. The {role} "
+            f"{model.name!r} has a single output: pass {argument}=None. "
+            f"Received: {argument}={choice!r}"
         )
     if choice is None:
         raise ValueError(
-            f"Ambiguous {role} outputs. Expected `{role}_output=` naming the "
+            f"Ambiguous {role} outputs. Expected `{argument}=` naming the "
             f"output the distillation losses compare: the {role} "
             f"{model.name!r} has {len(names)} outputs "
-            f"({_describe_outputs(names)}). Received: {role}_output=None"
+            f"({_describe_outputs(names)}). Received: {argument}=None"
         )
     if isinstance(choice, int) and not -len(names) <= choice < len(names):
         raise ValueError(
-            f"Invalid value for argument `{role}_output`. Expected an index "
+            f"Invalid value for argument `{argument}`. Expected an index "
             f"below {len(names)} or a name among ({_describe_outputs(names)})."
-            f" Received: {role}_output={choice!r}"
+            f" Received: {argument}={choice!r}"
         )
     if isinstance(choice, str) and choice not in names:
         raise ValueError(
-            f"Invalid value for argument `{role}_output`. Expected one of the "
+            f"Invalid value for argument `{argument}`. Expected one of the "
             f"{role}'s outputs ({_describe_outputs(names)}). Received: "
-            f"{role}_output={choice!r}"
+            f"{argument}={choice!r}"
         )
     return choice
 
@@ -414,6 +427,13 @@ class ModelView:
             inspected: `"auto"` (logits, with a warning if they look like
             probabilities), `"logits"`, `"probabilities"` or
             `"log_probabilities"`.
+        arguments: The names of the arguments that set `output` and
+            `output_type`, for messages (default `<role>_output`,
+            `<role>_output_type`), and the class that takes them.
+
+    A model that returns logits made from views of its own members (a
+    `keras_distill.teachers.Ensemble`, through its `member_views`) is
+    known to return logits; its members are probed instead of it.
 
     Raises:
         ValueError: If a layer name is unknown, a feature is asked of a
@@ -422,24 +442,47 @@ class ModelView:
     """
 
     def __init__(
-        self, model, role, features=(), output=None, output_type="auto"
+        self,
+        model,
+        role,
+        features=(),
+        output=None,
+        output_type="auto",
+        arguments=None,
     ):
         self.model = model
         self.role = role
-        self.output = check_output_choice(model, role, output)
-        self.output_type = check_output_type(role, output_type)
+        output_arg, type_arg, self._owner = arguments or (
+            f"{role}_output",
+            f"{role}_output_type",
+            None,
+        )
+        self._type_arg = type_arg
+        self.output = check_output_choice(model, role, output, output_arg)
+        self.output_type = check_output_type(role, output_type, type_arg)
         self.features = sorted(set(features))
         self.head = softmax_head(model, self.output)
         if self.head is not None and output_type == "logits":
             raise ValueError(
-                f"Invalid value for argument `{role}_output_type`. The "
+                f"Invalid value for argument `{type_arg}`. The "
                 f"{role} {model.name!r} ends in a softmax (layer "
                 f"{self.head[-1].name!r}), so its outputs are probabilities."
                 f" Expected 'auto' (its logits are then taken from before "
-                f"the softmax). Received: {role}_output_type='logits'"
+                f"the softmax). Received: {type_arg}='logits'"
+            )
+        self.members = list(getattr(model, "member_views", ()))
+        if self.members and output_type == "probabilities":
+            raise ValueError(
+                f"Invalid value for argument `{type_arg}`. The {role} "
+                f"{model.name!r} is an ensemble: it returns logits made from "
+                "its members' views (declare a member's outputs with the "
+                "ensemble's `output_types=`). Expected 'auto' or 'logits'. "
+                f"Received: {type_arg}='probabilities'"
             )
         self.warned = False
-        self.known_logits = ends_in_known_logits(model, self.output)
+        self.known_logits = bool(self.members) or ends_in_known_logits(
+            model, self.output
+        )
         self._names = getattr(model, "output_names", None)
         self._functional = self._build() if self.replays else None
 
@@ -452,7 +495,10 @@ class ModelView:
     def probes(self):
         """Whether `check_probabilities` would run the model: no softmax
         found, no output type declared, and no layer with a non-softmax
-        activation making the output (a subclassed model, `TFSMLayer`)."""
+        activation making the output (a subclassed model, `TFSMLayer`);
+        for an ensemble, whether one of its members' views probes."""
+        if self.members:
+            return not self.warned and any(m.probes for m in self.members)
         return (
             not self.warned
             and self.head is None
@@ -492,8 +538,9 @@ class ModelView:
             outputs[LOGITS] = found[LOGITS]
         for name in self.features:
             outputs[name] = found[name]
+        tag = re.sub(r"[^A-Za-z0-9_]+", "_", self.role).strip("_")
         return keras.Model(
-            inputs, outputs, name=f"{self.model.name}_{self.role}_view"
+            inputs, outputs, name=f"{self.model.name}_{tag}_view"
         )
 
     def __call__(self, x, training=False, convert=True):
@@ -516,7 +563,7 @@ class ModelView:
             chosen = select_output(
                 result[OUTPUT], self.output, self._names, self.role
             )
-        result[MASK] = keras_mask(chosen)
+        result[MASK] = internals.keras_mask(chosen)
         result[LOGITS] = self.logits(chosen) if convert else chosen
         return result
 
@@ -529,17 +576,36 @@ class ModelView:
             return ops.cast(chosen, "float32")
         return to_logits(chosen, self.output_type)
 
-    def check_probabilities(self, x):
+    def check_probabilities(self, x, chosen=None):
         """Warns once if the chosen output of a batch looks like
-        probabilities while nothing was declared (`output_type="auto"`)."""
+        probabilities while nothing was declared (`output_type="auto"`).
+
+        Args:
+            x: A batch of the model's inputs, or None with `chosen`.
+            chosen: The chosen output of that batch when it is known
+                already (a teacher cache's), so the model is not run.
+                An ensemble's members are run on `x` (skipped when `x` is
+                None).
+        """
         if not self.probes:
             return
         self.warned = True
-        chosen = select_output(
-            self.model(x, training=False), self.output, self._names, self.role
-        )
+        if self.members:
+            if x is not None:
+                for member in self.members:
+                    member.check_probabilities(x)
+            return
+        if chosen is None:
+            chosen = select_output(
+                self.model(x, training=False),
+                self.output,
+                self._names,
+                self.role,
+            )
+        if is_top_k(chosen):
+            return
         if looks_like_probabilities(keras.ops.convert_to_numpy(chosen)):
-            warn_probabilities(self.role)
+            warn_probabilities(self.role, self._type_arg, self._owner)
 
     def logits_shape(self):
         """The static shape of the chosen output, or None if unknown."""

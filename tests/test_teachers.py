@@ -6,8 +6,11 @@ import pytest
 from conftest import NUM_FEATURES
 from conftest import data
 from conftest import mlp
+from conftest import np_kd
+from conftest import np_log_softmax
 from conftest import sparse_ce
 
+import keras_distill
 from keras_distill import Distiller
 from keras_distill import teachers
 from keras_distill.teachers import Ensemble
@@ -328,3 +331,172 @@ def test_cache_of_dict_inputs_and_an_unbuilt_teacher():
     np.testing.assert_allclose(cache.outputs[0], teacher(x), atol=1e-6)
     batch = next(iter(cache.dataset(x, batch_size=12, shuffle=False)))[0]
     np.testing.assert_array_equal(batch["inputs"]["b"], x["b"])
+
+
+# -- ensemble members are seen as single teachers are ----------------------
+
+
+def _softmax_member(seed):
+    """A functional member ending in Dense(..., activation="softmax")."""
+    init = keras.initializers.GlorotUniform(seed=seed)
+    inputs = keras.Input((NUM_FEATURES,))
+    h = keras.layers.Dense(8, activation="relu", kernel_initializer=init)(
+        inputs
+    )
+    outputs = keras.layers.Dense(
+        3, activation="softmax", kernel_initializer=init
+    )(h)
+    return keras.Model(inputs, outputs, name=f"softmax_member_{seed}")
+
+
+def _np_member_logits(model, x):
+    """NumPy logits of a two-Dense member, from its weights (pre-softmax)."""
+    w1, b1, w2, b2 = [np.asarray(w, np.float64) for w in model.get_weights()]
+    return np.maximum(x @ w1 + b1, 0.0) @ w2 + b2
+
+
+def _np_ensemble(logits, weights, mode, temperature):
+    """NumPy reference of the documented ensemble formula."""
+    weights = np.asarray(weights, np.float64) / np.sum(weights)
+    if mode == "logits":
+        return sum(w * z for w, z in zip(weights, logits))
+    p = sum(
+        w * np.exp(np_log_softmax(z / temperature))
+        for w, z in zip(weights, logits)
+    )
+    return temperature * np.log(p)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill_tests")
+class _ProbabilityBox(keras.Model):
+    """A subclassed member that returns probabilities (no inspectable head)."""
+
+    def __init__(self, inner, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = inner
+
+    def call(self, x, training=False):
+        return keras.ops.softmax(self.inner(x), axis=-1)
+
+
+def _distillation_loss(teacher, student, x, y, cache=None, top_k=None):
+    """The distillation term of one step at learning rate 0."""
+    distiller = Distiller(
+        teacher,
+        student,
+        distillation_losses=keras_distill.losses.LogitsDistillation(4.0),
+        student_loss_weight=0.0,
+    )
+    distiller.compile(keras.optimizers.SGD(0.0), sparse_ce())
+    if cache is None:
+        data_ = (x, y)
+        kwargs = {"batch_size": len(x)}
+    else:
+        data_ = (cache.dataset(x, y, batch_size=len(x), shuffle=False),)
+        kwargs = {}
+    history = distiller.fit(*data_, epochs=1, verbose=0, **kwargs)
+    return history.history["distillation_loss"][0]
+
+
+@pytest.mark.parametrize("mode", ["probabilities", "logits"])
+def test_ensemble_of_softmax_and_logits_members_against_numpy(mode):
+    x, y = data(24)
+    soft = _softmax_member(seed=1)
+    plain = mlp(8, "plain", seed=2)
+    box = _ProbabilityBox(mlp(8, "boxed", seed=4), name="box")
+    box(x[:2])
+    ensemble = Ensemble(
+        [soft, plain, box],
+        weights=[0.75, 0.25, 0.5],
+        mode=mode,
+        temperature=4.0,
+        output_types=["auto", "auto", "probabilities"],
+    )
+    student = mlp(4, "student", seed=3)
+    members = [
+        _np_member_logits(soft, x),
+        plain.predict(x, verbose=0).astype(np.float64),
+        box.inner.predict(x, verbose=0).astype(np.float64),
+    ]
+    expected_logits = _np_ensemble(members, [0.75, 0.25, 0.5], mode, 4.0)
+    np.testing.assert_allclose(
+        np_log_softmax(ensemble.predict(x, verbose=0) / 4.0),
+        np_log_softmax(expected_logits / 4.0),
+        atol=1e-5,
+    )
+    s_logits = student.predict(x, verbose=0)
+    expected = np_kd(expected_logits, s_logits, 4.0)
+    online = _distillation_loss(ensemble, student, x, y)
+    np.testing.assert_allclose(online, expected, rtol=1e-4)
+    for top_k in (None, 3):  # top-k at k = V is exact
+        cache = TeacherCache(ensemble, x, top_k=top_k, verbose=0)
+        cached = _distillation_loss(ensemble, student, x, y, cache=cache)
+        np.testing.assert_allclose(cached, expected, rtol=1e-4)
+
+
+def test_ensemble_member_outputs_and_declared_types():
+    x, _ = data(8)
+    inputs = keras.Input((NUM_FEATURES,))
+    h = keras.layers.Dense(8, activation="relu")(inputs)
+    aux = keras.layers.Dense(2, name="aux")(h)
+    main = keras.layers.Dense(3, activation="softmax", name="main")(h)
+    two = keras.Model(inputs, {"aux": aux, "main": main}, name="two")
+    plain = mlp(8, "plain", seed=2)
+    with pytest.raises(ValueError, match=r"`outputs\[0\]=`.*'aux'"):
+        Ensemble([two, plain])
+    ensemble = Ensemble([two, plain], outputs=["main", None], mode="logits")
+    w1, b1 = [np.asarray(w) for w in two.layers[1].get_weights()]
+    w2, b2 = [np.asarray(w) for w in two.get_layer("main").get_weights()]
+    z_main = np.maximum(x @ w1 + b1, 0) @ w2 + b2
+    np.testing.assert_allclose(
+        ensemble.predict(x, verbose=0),
+        0.5 * z_main + 0.5 * plain.predict(x, verbose=0),
+        atol=1e-5,
+    )
+    box = _ProbabilityBox(mlp(8, "boxed", seed=4), name="box")
+    box(x[:2])
+    with pytest.warns(UserWarning, match=r"output_types\[1\]='probabilities'"):
+        TeacherCache(Ensemble([plain, box]), x, verbose=0)
+    with pytest.raises(ValueError, match=r"`output_types\[1\]`"):
+        Ensemble([plain, box], output_types=["auto", "soft"])
+    with pytest.raises(ValueError, match="Expected one value for every"):
+        Ensemble([plain, box], output_types=["auto"])
+    restored = Ensemble.from_config(
+        Ensemble([two, plain], outputs=["main", None]).get_config()
+    )
+    assert restored.outputs_ == ["main", None]
+
+
+@keras.saving.register_keras_serializable(package="keras_distill_tests")
+class _CountingTeacher(keras.Model):
+    """A subclassed teacher that counts the batches it runs on."""
+
+    def __init__(self, inner, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = inner
+        self.calls = keras.Variable(0.0, trainable=False, name="calls")
+
+    def call(self, x, training=False):
+        self.calls.assign_add(1.0)
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_a_cache_serves_without_calling_the_teacher(ensemble):
+    x, y = data(32)
+    counting = _CountingTeacher(mlp(8, "inner", seed=1), name="counting")
+    counting(x[:2])
+    teacher = (
+        Ensemble([counting, mlp(8, "b", seed=2)]) if ensemble else (counting)
+    )
+    cache = TeacherCache(teacher, x, batch_size=32, verbose=0)
+    before = float(counting.calls.numpy())
+    distiller = Distiller(teacher, mlp(4, "student", seed=3))
+    distiller.compile("sgd", sparse_ce())
+    distiller.fit(cache.dataset(x, y, batch_size=8), epochs=2, verbose=0)
+    assert float(counting.calls.numpy()) == before
+    online = Distiller(teacher, mlp(4, "student2", seed=3))
+    online.compile("sgd", sparse_ce())
+    online.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    # Online: four steps, plus at most one probe of the undeclared outputs.
+    assert float(counting.calls.numpy()) - before in (4.0, 5.0)
