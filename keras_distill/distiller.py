@@ -75,6 +75,12 @@ class Distiller(MultiWorkerBuild, keras.Model):
         student_output_type: The same for the student.
         teacher_preprocessing: Optional layer or callable applied to the
             teacher's inputs only (e.g. `Resizing`, `Rescaling`).
+        allow_shared_layers: Whether the student may share layers (and
+            their weights) with the teacher. Defaults to False: a shared
+            layer is refused, naming it, because its weights would train
+            with the student and change the teacher. With True (a trunk
+            shared on purpose, as in self-distillation), the shared weights
+            train with the student and the teacher changes with them.
         name: The model's name. Defaults to `"distiller"`.
         **kwargs: Passed on to `keras.Model`.
 
@@ -116,6 +122,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
         teacher_output_type="auto",
         student_output_type="auto",
         teacher_preprocessing=None,
+        allow_shared_layers=False,
         name="distiller",
         **kwargs,
     ):
@@ -124,6 +131,10 @@ class Distiller(MultiWorkerBuild, keras.Model):
         validation.check_teacher_and_student(teacher, student)
         alpha = validation.check_fraction(
             "student_loss_weight", student_loss_weight
+        )
+        self.allow_shared_layers = bool(allow_shared_layers)
+        validation.check_shared_layers(
+            teacher, student, self.allow_shared_layers
         )
         self.teacher = teacher
         self.student = student
@@ -478,6 +489,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
             "trainable": self.trainable,
             "distillation_loss_weights": self.distillation_loss_weights,
             "student_loss_weight": self.student_loss_weight,
+            "allow_shared_layers": self.allow_shared_layers,
         }
         for role in ("teacher", "student"):
             config[f"{role}_output"] = getattr(self, f"{role}_output")

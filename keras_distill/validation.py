@@ -113,6 +113,64 @@ def check_teacher_and_student(teacher, student):
     check_in_strategy_scope(student)
 
 
+def _layers(model):
+    """Every layer of `model`, nested layers and models included."""
+    found, stack = [], list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop(0)
+        found.append(layer)
+        stack.extend(getattr(layer, "layers", []) or [])
+        stack.extend(getattr(layer, "_layers", []) or [])
+    return found
+
+
+def shared_with_teacher(teacher, student):
+    """The layers and variables a student shares with its teacher.
+
+    Args:
+        teacher: The teacher `keras.Model`, or None.
+        student: The student `keras.Model`.
+
+    Returns:
+        `(layer names, variable paths)`, both sorted; empty when the two
+        models share nothing (built or not).
+    """
+    if teacher is None:
+        return [], []
+    teacher_layers = {id(layer) for layer in _layers(teacher)}
+    layers = sorted(
+        {
+            layer.name
+            for layer in _layers(student)
+            if id(layer) in teacher_layers
+        }
+    )
+    teacher_variables = {id(v) for v in teacher.weights}
+    variables = sorted(
+        {v.path for v in student.weights if id(v) in teacher_variables}
+    )
+    return layers, variables
+
+
+def check_shared_layers(teacher, student, allow_shared_layers):
+    """Refuses a student that shares layers or variables with its teacher,
+    unless `allow_shared_layers` (then the shared weights train with the
+    student, and the teacher changes with them)."""
+    layers, variables = shared_with_teacher(teacher, student)
+    if (layers or variables) and not allow_shared_layers:
+        raise ValueError(
+            "Invalid value for argument `student`. Expected a student that "
+            "shares no layer with the teacher: a shared layer's weights "
+            "would train with the student and change the teacher. "
+            f"Received: a student sharing the layers {layers} (variables "
+            f"{variables}) with the teacher {teacher.name!r}. Give the "
+            "student its own layers (a copy: `keras.models.clone_model`), "
+            "or pass `allow_shared_layers=True` if the shared weights are "
+            "meant to train with the student (a shared trunk)."
+        )
+    return layers, variables
+
+
 def check_in_strategy_scope(student):
     """Under a `tf.distribute` strategy, the student's weights must have
     been made in its scope (Keras' rule; its own error is cryptic)."""

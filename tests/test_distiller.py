@@ -115,6 +115,45 @@ def test_teacher_weights_and_batchnorm_statistics_are_unchanged():
     }
 
 
+def _student_sharing(teacher, unbuilt=False):
+    """A student that reuses the teacher's hidden Dense layer object."""
+    shared = teacher.get_layer("teacher_h")
+    if unbuilt:
+        return keras.Sequential(
+            [shared, keras.layers.Dense(NUM_CLASSES)], name="sharing"
+        )
+    inputs = keras.Input((NUM_FEATURES,))
+    outputs = keras.layers.Dense(NUM_CLASSES, name="own")(shared(inputs))
+    return keras.Model(inputs, outputs, name="sharing")
+
+
+@pytest.mark.parametrize("unbuilt", [False, True])
+def test_a_student_sharing_a_teacher_layer_is_refused(unbuilt):
+    teacher = mlp(16, "teacher", seed=1)
+    student = _student_sharing(teacher, unbuilt)
+    with pytest.raises(ValueError, match=r"sharing the layers \['teacher_h'\]"):
+        Distiller(teacher, student)
+    if not unbuilt:
+        with pytest.raises(ValueError, match="teacher_h/kernel"):
+            Distiller(teacher, student)
+
+
+def test_shared_layers_train_with_the_student_when_allowed():
+    x, y = data(32)
+    teacher = mlp(16, "teacher", seed=1)
+    student = _student_sharing(teacher)
+    kernel = teacher.get_layer("teacher_h").kernel
+    before = [w.copy() for w in teacher.get_weights()]
+    distiller = Distiller(teacher, student, allow_shared_layers=True)
+    assert distiller.get_config()["allow_shared_layers"] is True
+    distiller.compile(keras.optimizers.SGD(0.1), sparse_ce())
+    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert any(w is kernel for w in distiller.trainable_weights)
+    after = teacher.get_weights()
+    assert not np.array_equal(before[0], after[0])  # the shared kernel moved
+    np.testing.assert_array_equal(before[2], after[2])  # the teacher's own
+
+
 # -- sample_weight and class_weight -----------------------------------------
 
 
