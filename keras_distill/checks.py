@@ -202,11 +202,21 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when the training loss becomes NaN or infinite."""
 
 
-def non_finite_message(term, epoch):
-    """The message of `NonFiniteLossError` for a loss term and an epoch."""
+def non_finite_message(term, epoch, batch=None):
+    """The message of `NonFiniteLossError` for a loss term, an epoch and
+    (when known) a batch, both counted from 1 as Keras' progress bar."""
+    where = f"epoch {epoch + 1}"
+    if batch is not None:
+        where += f", batch {batch + 1}"
+    what = (
+        "a gradient of the loss is NaN or infinite"
+        if term == "gradients"
+        else f"{term} is NaN or infinite"
+    )
     return (
-        f"The training loss is not finite at epoch {epoch + 1}: {term} is "
-        "NaN or infinite. Expected finite inputs, labels and teacher "
+        f"The training loss is not finite at {where}: {what}; the "
+        "weights are those after the last finite step. Expected finite "
+        "inputs, labels and teacher "
         "outputs and a stable learning rate. Check the data for NaN or "
         "inf, the teacher's outputs, and lower the learning rate; "
         "compile(nan_policy='ignore') trains on regardless."
@@ -230,6 +240,97 @@ def check_finite(value, term):
     return tf.debugging.check_numerics(value, f"{NAN_TAG}{term}")
 
 
+def finite_step(loss, gradients, optimizer):
+    """Whether a step may be applied: its loss is finite and, unless a
+    `LossScaleOptimizer` handles them itself, so are its gradients (a NaN
+    input can leave the loss finite and the gradients not)."""
+    finite = tf.math.is_finite(tf.cast(loss, "float32"))
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return finite
+    for gradient in gradients:
+        if gradient is not None:
+            finite = tf.logical_and(
+                finite, tf.reduce_all(tf.math.is_finite(gradient))
+            )
+    return finite
+
+
+def check_finite_step(finite):
+    """An in-graph error naming the gradients when `finite` is False."""
+    return tf.debugging.check_numerics(
+        tf.where(finite, 0.0, float("nan")), f"{NAN_TAG}gradients"
+    )
+
+
+def snapshot(variables):
+    """`(variable, value)` pairs of `variables` as they are now (read in
+    program order, before the step's forward pass updates them)."""
+    return [(v, tf.identity(v.value)) for v in variables]
+
+
+def _applied(function, *args):
+    """A `tf.cond` branch: calls `function`, returns a constant."""
+
+    def branch():
+        function(*args)
+        return tf.constant(True)
+
+    return branch
+
+
+def apply_if_finite(optimizer, gradients, variables, finite, saved):
+    """Applies the gradients only where the step's loss is finite.
+
+    Where it is not (on any replica), no weight and no optimizer state
+    changes: the update is skipped and the non-trainable values in `saved`
+    (BatchNormalization statistics the forward pass moved) are put back,
+    so training stopped by `NonFiniteLossError` keeps the model of the
+    last finite step. Under a `tf.distribute` strategy the decision is
+    taken once for all replicas, in a cross-replica `cond`, as Keras'
+    `LossScaleOptimizer` takes its own.
+
+    Args:
+        optimizer: The compiled optimizer.
+        gradients: The gradients, one per variable.
+        variables: The trainable variables.
+        finite: A scalar boolean tensor: this replica's loss is finite.
+        saved: `snapshot(...)` of the non-trainable variables the step
+            may change.
+
+    Returns:
+        A scalar boolean tensor, True once the update was applied.
+    """
+    values = [value for _, value in saved]
+
+    def apply(gradients):
+        optimizer.apply_gradients(zip(gradients, variables))
+
+    def restore(values):
+        for (variable, _), value in zip(saved, values):
+            variable.assign(value)
+
+    if not tf.distribute.has_strategy():
+        return tf.cond(
+            finite, _applied(apply, gradients), _applied(restore, values)
+        )
+
+    def cross_replica(distribution, finite, gradients, values):
+        flags = distribution.experimental_local_results(finite)
+        every = tf.reduce_all(tf.stack(flags))
+        each = distribution.extended.call_for_each_replica
+        return tf.cond(
+            every,
+            _applied(lambda g: each(apply, args=(g,)), gradients),
+            _applied(lambda v: each(restore, args=(v,)), values),
+        )
+
+    # A cond whose branch calls `merge_call` (as apply_gradients does)
+    # must be taken in a cross-replica context.
+    return tf.distribute.get_replica_context().merge_call(
+        cross_replica, args=(finite, gradients, values)
+    )
+
+
 def term_from_error(error):
     """The loss term named in a `check_finite` failure, or None."""
     message = str(getattr(error, "message", error))
@@ -247,16 +348,23 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
     keeps the epoch count for the message and, where the step is compiled
     with XLA (which drops that check), checks the epoch's loss when the
     epoch ends. Either way `fit` raises `NonFiniteLossError`, so training
-    never goes on silently with NaN weights. It has no per-batch hook, so
-    it costs nothing per step.
+    never goes on silently with NaN weights; a step whose loss is not
+    finite changes no weight (`apply_if_finite`). Its batch hook only
+    keeps the batch's index for the message (with `steps_per_execution`,
+    the first batch of the group).
     """
 
     def __init__(self):
         super().__init__()
         self.epoch = 0
+        self.batch = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
+        self.batch = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.batch = batch
 
     def on_epoch_end(self, epoch, logs=None):
         if not logs or "loss" not in logs:
@@ -392,7 +500,7 @@ def guarded_fit(arguments, losses, nan_policy):
         if term is None:
             raise
         raise NonFiniteLossError(
-            non_finite_message(term, guard.epoch)
+            non_finite_message(term, guard.epoch, guard.batch)
         ) from None
 
 

@@ -414,20 +414,35 @@ class Distiller(MultiWorkerBuild, keras.Model):
             if cached is not None:
                 raise ValueError(checks.AUGMENT_WITH_CACHE)
             x, *mix = self.augment.augment(x)
+        guard = self._nan_policy == "raise"
+        # Put back if the loss is not finite: what the forward pass moves.
+        saved = (
+            checks.snapshot(self.student.non_trainable_weights) if guard else []
+        )
         teacher_outputs = self._teacher_outputs(x, cached)
         with tf.GradientTape() as tape:
             y_pred, supervised, distillation, total = self._objective(
                 x, y, sample_weight, teacher_outputs, True, mix
             )
-            if self._nan_policy == "raise" and not self.jit_compile:
-                supervised = checks.check_finite(supervised, "student_loss")
-                distillation = checks.check_finite(
-                    distillation, "distillation_loss"
-                )
             scaled = self.optimizer.scale_loss(total)
         variables = self.trainable_weights
         gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        if not guard:
+            self.optimizer.apply_gradients(zip(gradients, variables))
+        else:
+            finite = checks.finite_step(total, gradients, self.optimizer)
+            done = checks.apply_if_finite(
+                self.optimizer, gradients, variables, finite, saved
+            )
+            # XLA drops the check; the guard then reads the epoch's loss.
+            if not self.jit_compile:
+                with tf.control_dependencies([done]):
+                    supervised = checks.check_finite(supervised, "student_loss")
+                    distillation = checks.check_finite(
+                        distillation, "distillation_loss"
+                    )
+                    with tf.control_dependencies([supervised, distillation]):
+                        checks.check_finite_step(finite)
         terms = (supervised, distillation, total)
         return self._logs(x, y, y_pred, sample_weight, terms)
 

@@ -140,3 +140,39 @@ def test_non_finite_loss_under_xla_stops_at_the_epoch_end():
     x, y = data(16)
     with pytest.raises(NonFiniteLossError, match="epoch 1: distillation_loss"):
         d.fit(x, y, batch_size=8, epochs=3, verbose=0)
+
+
+def _nan_run(x, y, batches=None):
+    """A distiller (BatchNorm student, Adam) fitted on `x` in batches of 8,
+    from the same start each time; `batches` keeps the first few."""
+    keras.utils.set_random_seed(0)
+    d = keras_distill.Distiller(
+        mlp(8, "teacher", seed=1), mlp(4, "student", seed=2, batchnorm=True)
+    )
+    d.compile(keras.optimizers.Adam(0.05), sparse_ce())
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    if batches is not None:
+        ds = ds.take(batches)
+    return d, ds
+
+
+def test_a_non_finite_step_changes_no_weight_and_names_the_batch():
+    x, y = data(48)
+    x[21, 2] = np.nan  # a row of the third batch
+    d, ds = _nan_run(x, y)
+    with pytest.raises(NonFiniteLossError, match="epoch 1, batch 3:"):
+        d.fit(ds, epochs=1, verbose=0)
+    good, good_ds = _nan_run(x, y, batches=2)
+    good.fit(good_ds, epochs=1, verbose=0)
+    student, reference = d.student.weights, good.student.weights
+    assert len(student) == 8  # kernels, biases, BatchNorm statistics
+    for a, b in zip(student, reference):
+        assert a.path == b.path
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        assert np.isfinite(a.numpy()).all()
+    assert int(d.optimizer.iterations.numpy()) == 2
+    for a, b in zip(d.optimizer.variables, good.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The next epoch's error names its own epoch.
+    with pytest.raises(NonFiniteLossError, match="epoch 2, batch 3:"):
+        d.fit(ds, epochs=2, initial_epoch=1, verbose=0)

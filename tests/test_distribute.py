@@ -236,7 +236,7 @@ def test_mirrored_strategy_matches_one_device():
 )
 def test_worker_index_of_a_run(monkeypatch, tf_config, index):
     # Non-chief workers of a run write into `<run>/worker-<index>`.
-    from keras_distill.app.run import _worker_index
+    from keras_distill.app.rundir import _worker_index
 
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -246,7 +246,7 @@ def test_worker_index_of_a_run(monkeypatch, tf_config, index):
 
 
 def test_worker_index_refuses_bad_tf_config(monkeypatch):
-    from keras_distill.app.run import _worker_index
+    from keras_distill.app.rundir import _worker_index
 
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match="Invalid TF_CONFIG.*Expected JSON"):
@@ -254,8 +254,8 @@ def test_worker_index_refuses_bad_tf_config(monkeypatch):
 
 
 def test_each_worker_keeps_its_own_files_and_backups(monkeypatch, tmp_path):
+    from keras_distill.app.config import RunConfig
     from keras_distill.app.run import Run
-    from keras_distill.app.run import RunConfig
 
     backup = str(tmp_path / "backup")
     config = RunConfig(strategy="multi-worker", backup_dir=backup)
@@ -334,3 +334,73 @@ def test_a_student_built_outside_the_strategy_scope_is_refused():
             keras_distill.Distiller(teacher, student)
         inside = mlp(4, "inside_student", seed=2)
         keras_distill.Distiller(teacher, inside)  # built in the scope: fine
+
+
+NAN_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+    import keras
+    import numpy as np
+    import keras_distill
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = rng.integers(0, 3, size=64).astype("int32")
+    x[37, 1] = np.nan  # one row of the third batch, on one replica
+
+    def mlp(hidden, name, seed):
+        init = keras.initializers.GlorotUniform(seed=seed)
+        inputs = keras.Input((6,))
+        h = keras.layers.Dense(hidden, "relu", kernel_initializer=init)(inputs)
+        h = keras.layers.BatchNormalization()(h)
+        out = keras.layers.Dense(3, kernel_initializer=init)(h)
+        return keras.Model(inputs, out, name=name)
+
+    def run(batches):
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            d = keras_distill.Distiller(mlp(8, "t", 1), mlp(4, "s", 2))
+            d.compile(
+                keras.optimizers.Adam(0.05),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+        error = None
+        try:
+            d.fit(ds.take(batches), epochs=1, verbose=0)
+        except keras_distill.checks.NonFiniteLossError as e:
+            error = str(e)
+        return d, error
+
+    bad, error = run(4)
+    good, _ = run(2)
+    print(json.dumps({
+        "error": error,
+        "iterations": int(bad.optimizer.iterations.numpy()),
+        "equal": all(
+            np.array_equal(a.numpy(), b.numpy())
+            for a, b in zip(bad.student.weights + bad.optimizer.variables,
+                            good.student.weights + good.optimizer.variables)
+        ),
+    }))
+    """
+)
+
+
+def test_a_non_finite_step_on_one_replica_changes_no_weight():
+    result = subprocess.run(
+        [sys.executable, "-c", NAN_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "epoch 1, batch 3" in report["error"]
+    assert report["iterations"] == 2 and report["equal"]
