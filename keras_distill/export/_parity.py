@@ -1,0 +1,62 @@
+"""The parity check: the Keras model's outputs, an exported model's, and
+the report's fields that compare them (max error, argmax agreement,
+accuracy on labelled data).
+"""
+
+import keras
+import numpy as np
+
+
+def ordered(names):
+    """Output names in their order: `output_2` before `output_10`."""
+
+    def key(name):
+        stem, _, number = name.rpartition("_")
+        return (stem, int(number)) if number.isdigit() else (name, -1)
+
+    return sorted(names, key=key)
+
+
+def _outputs(values):
+    """A model's outputs as a list of float32 arrays."""
+    if isinstance(values, dict):
+        values = [values[k] for k in sorted(values)]
+    return [
+        np.asarray(keras.ops.convert_to_numpy(v), "float32")
+        for v in keras.tree.flatten(values)
+    ]
+
+
+def keras_outputs(model, specs, named, batch_size=256):
+    """The Keras model's outputs for inputs by name, in eager batches."""
+    n = len(next(iter(named.values())))
+    parts = []
+    for start in range(0, n, batch_size):
+        batch = {k: v[start : start + batch_size] for k, v in named.items()}
+        parts.append(
+            _outputs(model(specs.as_model_input(batch), training=False))
+        )
+    return [np.concatenate(p) for p in zip(*parts)]
+
+
+def compare(report, expected, exported, labels):
+    """Fills the report's parity fields from lists of outputs."""
+    expected = [np.asarray(e, "float32") for e in expected]
+    exported = [
+        np.asarray(x, "float32").reshape(e.shape)
+        for e, x in zip(expected, exported)
+    ]
+    report.compared = int(len(expected[0]))
+    report.max_abs_diff = float(
+        max(np.abs(e - x).max() for e, x in zip(expected, exported))
+    )
+    classes = [(e, x) for e, x in zip(expected, exported) if e.shape[-1] > 1]
+    if classes:
+        report.argmax_agreement = float(
+            np.mean([np.mean(e.argmax(-1) == x.argmax(-1)) for e, x in classes])
+        )
+    if labels is not None and classes:
+        e, x = classes[0]
+        labels = np.asarray(labels).reshape(x.shape[:-1])
+        report.accuracy = float(np.mean(x.argmax(-1) == labels))
+        report.keras_accuracy = float(np.mean(e.argmax(-1) == labels))
