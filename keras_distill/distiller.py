@@ -10,6 +10,7 @@ from keras_distill import binding
 from keras_distill import checks
 from keras_distill import keras_io
 from keras_distill import objective
+from keras_distill import references
 from keras_distill import validation
 from keras_distill import views
 from keras_distill.augment import check_augment
@@ -513,14 +514,26 @@ class Distiller(MultiWorkerBuild, keras.Model):
             config[key] = keras.saving.serialize_keras_object(
                 getattr(self, key)
             )
+        # A teacher's own layer as its preprocessing is saved once.
+        shared = references.reference(self.teacher, self.teacher_preprocessing)
+        if shared is not None:
+            config["teacher_preprocessing"] = shared
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         """Builds a distiller from the dict `get_config` returned."""
         config = copy.deepcopy(config)  # deserialization consumes dicts
+        shared = config.get("teacher_preprocessing")
+        shared = shared if references.is_reference(shared) else None
+        if shared is not None:
+            config["teacher_preprocessing"] = None
         for key in _SERIALIZED:
             config[key] = keras.saving.deserialize_keras_object(
                 config.get(key), custom_objects=custom_objects
+            )
+        if shared is not None:
+            config["teacher_preprocessing"] = references.resolve(
+                config["teacher"], shared
             )
         return cls(**config)

@@ -193,10 +193,23 @@ def test_a_distilled_lm_reloads_in_a_fresh_process_and_continues(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_a_text_classifier_teaches_a_plain_keras_student():
-    words = "the cat sat on mat a dog ran good bad movie film great".split()
-    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
-    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary)
+WORDS = "the cat sat on mat a dog ran good bad movie film great".split()
+CLASSIFIER_TEXTS = np.array(
+    ["the cat sat on the mat", "a good movie", "bad film", "great"] * 3,
+    dtype=object,
+)
+
+
+def text_classifier_distiller(vocabulary_file=None):
+    """A tiny BERT classifier teaching a `TextVectorization` student, the
+    teacher's own preprocessor as its `teacher_preprocessing`."""
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    if vocabulary_file is not None:
+        with open(vocabulary_file, "w") as f:
+            f.write("\n".join(vocabulary) + "\n")
+    tokenizer = keras_hub.models.BertTokenizer(
+        vocabulary=str(vocabulary_file) if vocabulary_file else vocabulary
+    )
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.BertBackbone(
         vocabulary_size=len(vocabulary),
@@ -218,16 +231,11 @@ def test_a_text_classifier_teaches_a_plain_keras_student():
     # teacher's preprocessor.
     inputs = keras.Input((), dtype="string")
     h = keras.layers.TextVectorization(
-        output_sequence_length=8, vocabulary=words
+        output_sequence_length=8, vocabulary=WORDS
     )(inputs)
-    h = keras.layers.Embedding(len(words) + 2, 8)(h)
+    h = keras.layers.Embedding(len(WORDS) + 2, 8)(h)
     h = keras.layers.GlobalAveragePooling1D()(h)
     student = keras.Model(inputs, keras.layers.Dense(3)(h))
-    texts = np.array(
-        ["the cat sat on the mat", "a good movie", "bad film", "great"] * 3,
-        dtype=object,
-    )
-    labels = np.arange(len(texts)) % 3
     distiller = keras_distill.Distiller(
         teacher,
         student,
@@ -239,6 +247,14 @@ def test_a_text_classifier_teaches_a_plain_keras_student():
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         evaluate_distillation=True,
     )
+    return distiller
+
+
+def test_a_text_classifier_teaches_a_plain_keras_student():
+    distiller = text_classifier_distiller()
+    teacher, student = distiller.teacher, distiller.student
+    texts = CLASSIFIER_TEXTS
+    labels = np.arange(len(texts)) % 3
     distiller.fit(texts, labels, batch_size=4, epochs=1, verbose=0)
     logs = distiller.evaluate(
         texts, labels, batch_size=len(texts), verbose=0, return_dict=True
@@ -248,3 +264,70 @@ def test_a_text_classifier_teaches_a_plain_keras_student():
     log_p, log_q = np_log_softmax(t), np_log_softmax(s)
     expected = 4.0 * (np.exp(log_p) * (log_p - log_q)).sum(-1).mean()
     np.testing.assert_allclose(logs["distillation_loss"], expected, rtol=1e-4)
+
+
+RELOAD = """
+import sys
+import numpy as np
+import keras
+import keras_distill
+
+folder = sys.argv[1]
+texts = np.array(
+    ["the cat sat on the mat", "a good movie", "bad film", "great"] * 3,
+    dtype=object,
+)
+distiller = keras.models.load_model(folder + "/distiller.keras")
+assert distiller.teacher_preprocessing is distiller.teacher.preprocessor
+np.savez(
+    folder + "/reloaded.npz",
+    student=distiller.predict(texts, verbose=0),
+    teacher=distiller.teacher.predict(texts, verbose=0),
+)
+"""
+
+
+@pytest.mark.integration
+def test_a_teachers_own_preprocessor_saves_once_and_reloads(tmp_path):
+    distiller = text_classifier_distiller(tmp_path / "vocabulary.txt")
+    texts = CLASSIFIER_TEXTS
+    distiller.fit(texts, np.arange(12) % 3, batch_size=4, epochs=1, verbose=0)
+    config = distiller.get_config()
+    assert config["teacher_preprocessing"] == {
+        "teacher_attribute": "preprocessor"
+    }
+    distiller.save(tmp_path / "distiller.keras")
+    (tmp_path / "vocabulary.txt").unlink()  # the assets travel in the file
+    result = subprocess.run(
+        [sys.executable, "-c", RELOAD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with np.load(tmp_path / "reloaded.npz") as reloaded:
+        np.testing.assert_allclose(
+            reloaded["student"], distiller.predict(texts, verbose=0), atol=1e-6
+        )
+        np.testing.assert_allclose(
+            reloaded["teacher"],
+            distiller.teacher.predict(texts, verbose=0),
+            atol=1e-6,
+        )
+
+
+def test_a_teachers_own_layer_as_preprocessing_is_referenced():
+    inputs = keras.Input((6,))
+    scale = keras.layers.Rescaling(0.5, name="scale")
+    h = scale(inputs)
+    teacher = keras.Model(inputs, keras.layers.Dense(3)(h), name="teacher")
+    student = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(3)], name="student"
+    )
+    distiller = keras_distill.Distiller(
+        teacher, student, teacher_preprocessing=scale
+    )
+    config = distiller.get_config()
+    assert config["teacher_preprocessing"] == {"teacher_layer": "scale"}
+    restored = keras_distill.Distiller.from_config(config)
+    assert restored.teacher_preprocessing is restored.teacher.get_layer("scale")
