@@ -9,8 +9,11 @@ modules behind them are private, one job each:
 
 - `_saved_model`: `saved_model`, and the SavedModel write conversion uses.
 - `_tflite`: `tflite` and `convert`, in every mode of `QUANTIZE_MODES`.
-- `_float32_twin`: the model exported (a `Distiller`'s student), a
-  mixed-precision one replaced by a float32 twin with the same weights.
+- `_prepared`: the model exported (a `Distiller`'s student; a string
+  model from its token ids; a KerasHub task at a sequence length) and how
+  the user's data reaches it.
+- `_float32_twin`: a mixed-precision model's float32 twin, with the same
+  weights.
 - `_specs`: `InputSpecs`, and the data fed by them.
 - `_runner`: `Runner`, a `.tflite` file in the LiteRT interpreter.
 - `_parity`: the check of an exported model against Keras.

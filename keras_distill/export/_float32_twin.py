@@ -1,35 +1,8 @@
-"""The model an export converts: a `Distiller`'s student (never the
-teacher), computing in float32 — a mixed-precision student is replaced by
-its float32 twin, a clone with the same weights.
+"""The float32 twin: a mixed-precision model as a clone with the same
+weights that computes in float32, as TFLite's builtin ops do.
 """
 
 import keras
-
-from keras_distill.distiller import Distiller
-from keras_distill.export._specs import InputSpecs
-from keras_distill.utils import input_shape as _model_input_shape
-
-
-def student(model):
-    """The model to export and its input specs (`InputSpecs`)."""
-    if isinstance(model, Distiller):
-        model = model.student
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            "Invalid value for argument `model`. Expected a `keras.Model` "
-            "or a `keras_distill.Distiller`. Received: "
-            f"model={model!r} of type {type(model).__name__}"
-        )
-    specs = InputSpecs.of(model)
-    if specs is None:
-        shape = _model_input_shape(model)
-        raise ValueError(
-            "Invalid value for argument `model`. Expected a model with a "
-            "defined input shape (a Functional or Sequential model, or a "
-            "subclassed model built with `model.build(input_shape)`). "
-            f"Received: {model.name!r} with input shape {shape}"
-        )
-    return float32_compute(model), specs
 
 
 def float32_compute(model):
@@ -41,7 +14,7 @@ def float32_compute(model):
     exactly the same weights and converts with the builtin ops.
     """
     if all(
-        getattr(layer, "compute_dtype", "float32") == "float32"
+        getattr(layer, "compute_dtype", "float32") in ("float32", "string")
         for layer in _all_layers(model)
     ):
         return model

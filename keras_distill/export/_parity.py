@@ -39,14 +39,37 @@ def keras_outputs(model, specs, named, batch_size=256):
     return [np.concatenate(p) for p in zip(*parts)]
 
 
-def compare(report, expected, exported, labels):
-    """Fills the report's parity fields from lists of outputs."""
+def _valid(values, valid):
+    """`values` at the valid positions of a `(batch, time)` mask, for
+    outputs with that time axis (padding positions left out)."""
+    if valid is None or values.ndim < 3 or values.shape[:2] != valid.shape:
+        return values
+    return values[valid.astype(bool)]
+
+
+def compare(report, expected, exported, labels, valid=None):
+    """Fills the report's parity fields from lists of outputs.
+
+    Args:
+        report: The `ExportReport` to fill.
+        expected: The Keras model's outputs, a list of arrays.
+        exported: The exported model's, in the same order.
+        labels: Labels of the inputs, or None.
+        valid: None, or a `(batch, time)` mask of the valid positions:
+            per-position outputs (and labels) are compared there only.
+    """
     expected = [np.asarray(e, "float32") for e in expected]
     exported = [
         np.asarray(x, "float32").reshape(e.shape)
         for e, x in zip(expected, exported)
     ]
     report.compared = int(len(expected[0]))
+    if valid is not None:
+        valid = np.asarray(valid)
+        if labels is not None and np.shape(labels)[:2] == valid.shape:
+            labels = np.asarray(labels)[valid.astype(bool)]
+        expected = [_valid(e, valid) for e in expected]
+        exported = [_valid(x, valid) for x in exported]
     report.max_abs_diff = float(
         max(np.abs(e - x).max() for e, x in zip(expected, exported))
     )

@@ -27,6 +27,9 @@ class ExportReport:
             interpreter, after warm-up (None for a SavedModel).
         input_quantization: `(scale, zero_point)` of an int8 input, or None.
         output_quantization: `(scale, zero_point)` of an int8 output, or None.
+        vocabulary_path: For a model exported from token ids (its
+            `TextVectorization` split off), the vocabulary file written
+            beside it; else None.
     """
 
     path: str
@@ -43,6 +46,7 @@ class ExportReport:
     latency_ms: object = None
     input_quantization: object = None
     output_quantization: object = None
+    vocabulary_path: object = None
 
     def to_dict(self):
         """The report as a JSON-serializable dict."""

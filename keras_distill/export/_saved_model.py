@@ -7,15 +7,17 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_distill.export._float32_twin import student
 from keras_distill.export._parity import compare
 from keras_distill.export._parity import keras_outputs
 from keras_distill.export._parity import ordered
+from keras_distill.export._prepared import prepare
 from keras_distill.export._report import ExportReport
 from keras_distill.export._specs import examples
 from keras_distill.export._specs import random_inputs
 from keras_distill.utils import atomic_path
 from keras_distill.utils import quiet_native_output
+
+VOCABULARY = "vocabulary.txt"
 
 
 def write_saved_model(model, specs, folder):
@@ -28,7 +30,7 @@ def write_saved_model(model, specs, folder):
     )
 
 
-def saved_model(model, path, check_data=None):
+def saved_model(model, path, check_data=None, sequence_length=None):
     """Exports a model as a TensorFlow SavedModel for serving.
 
     The SavedModel has a `serving_default` signature with a dynamic batch
@@ -43,6 +45,8 @@ def saved_model(model, path, check_data=None):
         check_data: Inputs to compare on: an array, `(x, y)` arrays, a
             `tf.data.Dataset`. Defaults to 7 random
             inputs, enough to check the signature and the batch axis.
+        sequence_length: The length of token inputs whose length is not
+            fixed (a KerasHub task: its preprocessor's by default).
 
     Returns:
         An `ExportReport`.
@@ -58,7 +62,8 @@ def saved_model(model, path, check_data=None):
     print(report.max_abs_diff)
     ```
     """
-    model, specs = student(model)
+    prepared = prepare(model, sequence_length)
+    model, specs = prepared.model, prepared.specs
     path = os.fspath(path)
     if check_data is None:
         rng = np.random.default_rng(0)
@@ -68,7 +73,7 @@ def saved_model(model, path, check_data=None):
         }
         labels = None
     else:
-        named, labels = examples(check_data, specs, limit=1000)
+        named, labels = examples(check_data, specs, 1000, prepared.feed)
     with atomic_path(path, directory=True) as tmp:
         with quiet_native_output():
             write_saved_model(model, specs, tmp)
@@ -77,8 +82,14 @@ def saved_model(model, path, check_data=None):
         outputs = signature(**{k: tf.constant(v) for k, v in named.items()})
         exported = [outputs[k].numpy() for k in ordered(outputs)]
         expected = keras_outputs(model, specs, named)
+        valid = named.get(prepared.mask) if prepared.mask else None
+        if prepared.vocabulary is not None:  # the token ids' strings
+            with open(os.path.join(tmp, VOCABULARY), "w") as f:
+                f.writelines(f"{token}\n" for token in prepared.vocabulary)
         report = ExportReport(path=path, format="saved_model", bytes=_size(tmp))
-        compare(report, expected, exported, labels)
+        if prepared.vocabulary is not None:
+            report.vocabulary_path = os.path.join(path, VOCABULARY)
+        compare(report, expected, exported, labels, valid)
     return report
 
 

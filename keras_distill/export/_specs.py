@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_distill import hub
 from keras_distill.utils import input_shape as _model_input_shape
 
 
@@ -26,8 +27,14 @@ class InputSpecs:
         self.dtypes = dict(dtypes)
 
     @classmethod
-    def of(cls, model):
-        """The specs of a built model, or None if a shape is unknown."""
+    def of(cls, model, sequence_length=None):
+        """The specs of a built model, or None if a shape is unknown.
+
+        Args:
+            model: A built `keras.Model`.
+            sequence_length: Fills an unknown length on the first axis
+                after the batch (token inputs of any length).
+        """
         try:
             inputs = model.input
         except (AttributeError, ValueError):
@@ -49,6 +56,11 @@ class InputSpecs:
         else:
             kind = "single"
             inputs = {"inputs": (tuple(inputs.shape), _dtype([inputs]))}
+        if sequence_length is not None:
+            inputs = {
+                k: (_with_length(shape, sequence_length), dtype)
+                for k, (shape, dtype) in inputs.items()
+            }
         for shape, _ in inputs.values():
             if any(d is None for d in shape[1:]):
                 return None
@@ -102,12 +114,18 @@ class InputSpecs:
         }
 
 
+def _with_length(shape, length):
+    if len(shape) > 1 and shape[1] is None:
+        return (shape[0], length) + tuple(shape[2:])
+    return shape
+
+
 def _dtype(tensors):
     tensor = tensors[0] if tensors else None
     return str(getattr(tensor, "dtype", None) or "float32")
 
 
-def examples(data, specs, limit=None):
+def examples(data, specs, limit=None, feed=None):
     """Inputs by signature name (and labels when present) from many forms.
 
     Args:
@@ -115,6 +133,8 @@ def examples(data, specs, limit=None):
             of `x` or `(x, y)` batches.
         specs: The model's `InputSpecs`.
         limit: Keep at most this many examples.
+        feed: None, or a function that turns raw inputs (strings) into
+            the model's (token ids); applied to strings only.
 
     Returns:
         `(inputs by name, labels or None)`.
@@ -151,6 +171,12 @@ def examples(data, specs, limit=None):
             *xs,
         )
         labels = np.concatenate(ys) if ys else None
+    if feed is not None and hub.is_raw(x):
+        if limit and isinstance(x, (list, tuple, np.ndarray)):
+            x = x[:limit]
+        x = feed(x)
+        if labels is not None and limit:
+            labels = labels[:limit]
     named = specs.by_name(x)
     if limit:
         named = {k: v[:limit] for k, v in named.items()}

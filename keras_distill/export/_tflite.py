@@ -8,9 +8,9 @@ import warnings
 
 import tensorflow as tf
 
-from keras_distill.export._float32_twin import student
 from keras_distill.export._parity import compare
 from keras_distill.export._parity import keras_outputs
+from keras_distill.export._prepared import prepare
 from keras_distill.export._report import ExportReport
 from keras_distill.export._runner import Runner
 from keras_distill.export._saved_model import write_saved_model
@@ -33,6 +33,7 @@ def tflite(
     check_data=None,
     latency_runs=200,
     measure_float32=False,
+    sequence_length=None,
 ):
     """Exports a model to a TFLite/LiteRT flatbuffer, checked against Keras.
 
@@ -44,6 +45,21 @@ def tflite(
     file is written only once it converted and ran the check in the LiteRT
     interpreter; if either fails, the error is raised and `path` is left as
     it was.
+
+    Text models are exported in the form an app runs them, from token ids:
+
+    - A model whose string input goes straight into a
+      `TextVectorization(output_mode="int", output_sequence_length=N)`
+      becomes the model after it, with an int32 `token_ids` input of
+      shape `(batch, N)`; the vectorizer's vocabulary (one token a line,
+      the line number is the id) is written beside the file as
+      `<path without .tflite>.vocabulary.txt` (`report.vocabulary_path`).
+      Data given as strings is tokenized by the vectorizer itself. Any
+      other model that takes strings is refused before converting.
+    - A KerasHub task (`CausalLM`, a classifier) is exported with its
+      `token_ids` and `padding_mask` inputs at `sequence_length` (by
+      default its preprocessor's); data given as strings goes through
+      its preprocessor, and the check compares valid positions only.
 
     Args:
         model: A `keras.Model`, or a `keras_distill.Distiller` (its student
@@ -67,14 +83,17 @@ def tflite(
         measure_float32: Whether a quantized export also converts the
             float32 model, to report `float32_bytes` and `size_ratio`
             (one more conversion). Defaults to False: both stay None.
+        sequence_length: The length of token inputs whose length is not
+            fixed (a KerasHub task: its preprocessor's by default).
 
     Returns:
         An `ExportReport`.
 
     Raises:
         ValueError: For an unknown `quantize` mode, `"int8"` without
-            representative data, `int8_io` without `"int8"`, or a model with
-            no defined input shape.
+            representative data, `int8_io` without `"int8"`, a model with
+            no defined input shape, or one that takes strings other than
+            through a `TextVectorization` with a fixed output length.
         OSError: If the file's folder cannot be written. Nothing is left
             behind on failure.
 
@@ -108,12 +127,13 @@ def tflite(
             "Invalid arguments: `int8_io=True` needs `quantize='int8'`. "
             f"Received: quantize={quantize!r}"
         )
-    model, specs = student(model)
+    prepared = prepare(model, sequence_length)
+    model, specs, feed = prepared.model, prepared.specs, prepared.feed
     path = os.fspath(path)
     calibration = None
     if representative_data is not None:
         calibration, _ = examples(
-            representative_data, specs, limit=REPRESENTATIVE_SAMPLES
+            representative_data, specs, REPRESENTATIVE_SAMPLES, feed
         )
     content = convert(model, specs, quantize, calibration, int8_io)
     report = ExportReport(path=path, format="tflite", quantize=quantize)
@@ -133,15 +153,37 @@ def tflite(
         report.input_quantization = runner.input_quantization
         report.output_quantization = runner.output_quantization
         if check is not None:
-            named, labels = examples(check, specs, limit=1000)
+            named, labels = examples(check, specs, 1000, feed)
             expected = keras_outputs(model, specs, named)
-            compare(report, expected, runner.predict_outputs(named), labels)
+            exported = runner.predict_outputs(named)
+            valid = named.get(prepared.mask) if prepared.mask else None
+            compare(report, expected, exported, labels, valid)
             first = {k: v[:1] for k, v in named.items()}
         else:
             first = specs.zeros()
         report.latency_ms = runner.latency_ms(first, runs=latency_runs)
+        if prepared.vocabulary is not None:
+            report.vocabulary_path = write_vocabulary(path, prepared.vocabulary)
     runner.path = path
     return report
+
+
+def vocabulary_path(path):
+    """Where the vocabulary of a model exported from token ids is written:
+    `student.tflite` -> `student.vocabulary.txt`."""
+    stem = path[: -len(".tflite")] if path.endswith(".tflite") else path
+    return f"{stem}.vocabulary.txt"
+
+
+def write_vocabulary(path, vocabulary):
+    """Writes the tokens one a line (line n holds token id n); returns the
+    file's path."""
+    target = vocabulary_path(path)
+    with atomic_path(target) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for token in vocabulary:
+                f.write(f"{token}\n")
+    return target
 
 
 def convert(model, specs, quantize=None, calibration=None, int8_io=False):
