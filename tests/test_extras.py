@@ -6,9 +6,9 @@ import sys
 import pytest
 
 from keras_distill import export
+from keras_distill.app import config
 from keras_distill.app import datasets as data
 from keras_distill.app import report
-from keras_distill.app import run
 
 
 def _missing(monkeypatch, *modules):
@@ -45,7 +45,7 @@ def test_optional_import_names_the_extra(monkeypatch):
         ),
         (lambda tmp: report._pyplot(), ("matplotlib",), "app"),
         (
-            lambda tmp: run.read_config_file(str(tmp / "c.yaml")),
+            lambda tmp: config.read_config_file(str(tmp / "c.yaml")),
             ("yaml",),
             "app",
         ),

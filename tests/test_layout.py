@@ -106,6 +106,14 @@ def test_moved_modules_still_work_for_one_release():
     assert old.shift_augment is keras_distill.pipelines.shift_augment
     assert keras_distill.zoo is zoo
     assert keras_distill.run is importlib.import_module("keras_distill.app.run")
+    # Names that left `keras_distill.app.run` for modules of their own.
+    from keras_distill.app import config
+
+    with pytest.warns(DeprecationWarning, match="keras_distill.app.config"):
+        from keras_distill.app.run import RunConfig
+    assert RunConfig is config.RunConfig
+    with pytest.warns(DeprecationWarning, match="app.environment.versions"):
+        assert callable(keras_distill.run.versions)
 
 
 OPTIONAL = ("keras_hub", "ai_edge_litert", "matplotlib", "tensorflow_datasets")

@@ -5,8 +5,12 @@ the `app` extra (`pip install "keras-distill[app]"`) for its datasets,
 plots and configuration files:
 
 - `keras_distill.app.cli`: the command line.
-- `keras_distill.app.run`: a run directory (train, distill, compare,
-  export) and its configuration.
+- `keras_distill.app.config`: a run's configuration (`RunConfig`) and
+  the command's choices, without TensorFlow.
+- `keras_distill.app.run`: a run's phases (train, distill, compare,
+  export).
+- `keras_distill.app.rundir`: the run directory (config, models, metrics).
+- `keras_distill.app.environment`: the versions a result was made with.
 - `keras_distill.app.report`: the run's Markdown report and plots.
 - `keras_distill.app.datasets`: the bundled MNIST-5k and digits, TFDS by
   name, and the user's arrays, as `tf.data` pipelines.
@@ -17,7 +21,18 @@ plots and configuration files:
 
 import importlib
 
-_SUBMODULES = ("bench", "cli", "datasets", "report", "robustness", "run", "zoo")
+_SUBMODULES = (
+    "bench",
+    "cli",
+    "config",
+    "datasets",
+    "environment",
+    "report",
+    "robustness",
+    "run",
+    "rundir",
+    "zoo",
+)
 __all__ = list(_SUBMODULES)
 
 

@@ -17,12 +17,30 @@ directory's saved `config.json`, which overrides the defaults.
 """
 
 import argparse
+import dataclasses
+import difflib
 import os
+import re
 import shutil
 import sys
 
 import keras_distill
+from keras_distill.app import bench
+from keras_distill.app.config import AUGMENTS
+from keras_distill.app.config import CONFIG_FILE
+from keras_distill.app.config import MODELS
+from keras_distill.app.config import OPTIMIZERS
+from keras_distill.app.config import RECIPE_DEFAULTS
+from keras_distill.app.config import RECIPES
+from keras_distill.app.config import STRATEGIES
+from keras_distill.app.config import RunConfig
+from keras_distill.app.config import read_config_file
 from keras_distill.utils import import_tensorflow_quietly
+from keras_distill.utils import quiet_native_output
+
+# The phases import TensorFlow: they are imported inside the functions that
+# run them, once the arguments are parsed and TensorFlow has started
+# quietly (`--help` and a usage error answer without it).
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,9 +55,6 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message):
-        import difflib
-        import re
-
         options = _option_strings(self)
         for unknown in re.findall(r"(--?[\w-]+)", message):
             if unknown in options:
@@ -81,8 +96,6 @@ def _option_strings(parser):
 
 def _recipe_defaults(name):
     """`"4.0 for kd, ..."`: each recipe's default for `name`."""
-    from keras_distill.app.config import RECIPE_DEFAULTS
-
     return ", ".join(
         f"{values[name]:g} for {recipe}"
         for recipe, values in RECIPE_DEFAULTS.items()
@@ -91,12 +104,6 @@ def _recipe_defaults(name):
 
 
 def _run_options(parser):
-    from keras_distill.app.config import AUGMENTS
-    from keras_distill.app.config import MODELS
-    from keras_distill.app.config import OPTIMIZERS
-    from keras_distill.app.config import RECIPES
-    from keras_distill.app.config import STRATEGIES
-
     group = parser.add_argument_group("run options (override --config)")
     group.add_argument(
         "--run",
@@ -197,8 +204,6 @@ def _run_options(parser):
 
 def build_parser():
     """Returns the `argparse` parser of the `keras-distill` command."""
-    from keras_distill import __version__
-
     parser = _Parser(
         prog="keras-distill",
         description=(
@@ -208,7 +213,9 @@ def build_parser():
         ),
     )
     parser.add_argument(
-        "--version", action="version", version=f"keras-distill {__version__}"
+        "--version",
+        action="version",
+        version=f"keras-distill {keras_distill.__version__}",
     )
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=_Parser
@@ -244,12 +251,11 @@ def build_parser():
                 help="more seeds: each trains its own teacher and students "
                 "in RUN-seedN/ and the frontier averages them",
             )
-    bench = sub.add_parser(
-        "bench", help="benchmarks (JSON output)", description="Benchmarks."
+    bench.add_arguments(
+        sub.add_parser(
+            "bench", help="benchmarks (JSON output)", description="Benchmarks."
+        )
     )
-    from keras_distill.app import bench as bench_module
-
-    bench_module.add_arguments(bench)
     return parser
 
 
@@ -262,10 +268,6 @@ def resolve_config(args):
     Returns:
         `(run_path, RunConfig)`.
     """
-    from keras_distill.app.config import CONFIG_FILE
-    from keras_distill.app.run import RunConfig
-    from keras_distill.app.run import read_config_file
-
     path = args.run or DEFAULT_RUN
     values = {}
     saved = os.path.join(path, CONFIG_FILE)
@@ -287,12 +289,10 @@ def _start_runtime_quietly(run):
     TensorFlow accepts only before its runtime starts: it is created
     first. Then the runtime's native start-up lines are held back.
     """
-    from keras_distill.utils import quiet_native_output
-
     if run.config.strategy == "multi-worker":
         run.strategy  # noqa: B018 (created now, before any TensorFlow op)
     with quiet_native_output():
-        import tensorflow as tf
+        import tensorflow as tf  # here: after the strategy, quietly
 
         tf.constant(0.0)  # initializes the runtime, quietly
 
@@ -304,12 +304,10 @@ def _log(*args):
 def run_command(args, log=_log):
     """Runs one parsed command. Returns the process exit status."""
     if args.command == "bench":
-        from keras_distill.app import bench
-
         return bench.main(args, log=log)
-    from keras_distill.app.run import Run
+    from keras_distill.app.run import Run  # TensorFlow (see the top)
     from keras_distill.app.run import check_data
-    from keras_distill.app.run import check_phase
+    from keras_distill.app.rundir import check_phase
 
     path, config = resolve_config(args)
     created = _first_missing(path)
@@ -343,8 +341,6 @@ def _first_missing(path):
 
 def _only_config_in(folder):
     """Whether a folder holds nothing but (folders of) run configs."""
-    from keras_distill.app.config import CONFIG_FILE
-
     for _, _, files in os.walk(folder):
         if any(name != CONFIG_FILE for name in files):
             return False
@@ -383,9 +379,7 @@ def _run_phases(args, run, log):
 def _compare(args, run, log):
     """`keras-distill compare`: one run's frontier, or several seeds'
     (each trained in its own run directory) averaged in `run`."""
-    import dataclasses
-
-    from keras_distill.app import compare
+    from keras_distill.app import compare  # TensorFlow (see the top)
     from keras_distill.app.run import Run
 
     results = [compare.compare(run, prune_epochs=args.prune_epochs, log=log)]

@@ -10,7 +10,7 @@ from keras_distill.app import cli
 from keras_distill.app.bench import accuracy as accuracy_bench
 from keras_distill.app.bench import common
 from keras_distill.app.bench import speed as speed_bench
-from keras_distill.app.run import RECIPE_DEFAULTS
+from keras_distill.app.config import RECIPE_DEFAULTS
 
 
 def _record_labels(monkeypatch):

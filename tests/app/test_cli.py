@@ -7,8 +7,8 @@ import warnings
 import pytest
 
 from keras_distill.app import cli
-from keras_distill.app.run import RECIPE_DEFAULTS
-from keras_distill.app.run import RunConfig
+from keras_distill.app.config import RECIPE_DEFAULTS
+from keras_distill.app.config import RunConfig
 
 TINY = [
     "--dataset",

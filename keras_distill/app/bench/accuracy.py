@@ -16,8 +16,8 @@ from keras_distill.app.bench import common
 from keras_distill.app.bench.options import DEFAULT_VARIANTS
 from keras_distill.app.bench.options import PROTOCOLS
 from keras_distill.app.bench.options import VARIANTS
+from keras_distill.app.environment import versions
 from keras_distill.app.report import format_table
-from keras_distill.app.run import versions
 from keras_distill.distiller import Distiller
 from keras_distill.teachers import TeacherCache
 

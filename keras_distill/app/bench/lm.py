@@ -31,8 +31,8 @@ import keras
 import numpy as np
 
 from keras_distill import losses
+from keras_distill.app.environment import versions
 from keras_distill.app.report import format_table
-from keras_distill.app.run import versions
 from keras_distill.distiller import Distiller
 from keras_distill.pipelines import pipeline
 from keras_distill.teachers import TeacherCache

@@ -32,8 +32,8 @@ from keras_distill import augment
 from keras_distill import recipes
 from keras_distill.app.bench import common
 from keras_distill.app.bench.options import KEYS
+from keras_distill.app.environment import versions
 from keras_distill.app.report import format_table
-from keras_distill.app.run import versions
 from keras_distill.distiller import Distiller
 from keras_distill.recipes import MutualLearning
 from keras_distill.teachers import Ensemble

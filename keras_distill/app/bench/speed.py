@@ -37,8 +37,8 @@ from keras_distill import losses
 from keras_distill.app import zoo
 from keras_distill.app.bench.options import PRESETS
 from keras_distill.app.datasets import load_arrays
+from keras_distill.app.environment import versions
 from keras_distill.app.report import format_table
-from keras_distill.app.run import versions
 from keras_distill.distiller import Distiller
 from keras_distill.losses.logits import soft_kl
 from keras_distill.teachers import TeacherCache
