@@ -136,26 +136,36 @@ def generation(
     return distiller
 
 
-def _distill(teacher, student, train_data, name, options):
-    """Distils `student` from `teacher` with the recipe's `options`."""
-    loss = options["loss"] or _sparse_ce()
-    metrics = list(options["metrics"] or [])
-    distiller = generation(
-        teacher,
-        student,
-        options["temperature"],
-        options["alpha"],
-        options["optimizer"],
-        loss,
-        metrics,
-    )
-    history = distiller.fit(
+def _fit(trainer, student, index, train_data, options):
+    """One fit of a recipe: its `fit_fn` when given, else `trainer.fit`."""
+    if options.get("fit_fn") is not None:
+        return options["fit_fn"](trainer, student, index)
+    return trainer.fit(
         train_data,
         validation_data=options["validation_data"],
         epochs=options["epochs"],
         verbose=options["verbose"],
         shuffle=False,  # datasets shuffle themselves
     )
+
+
+def _distill(teacher, student, train_data, name, options, index=None):
+    """Distils `student` from `teacher` with the recipe's `options`."""
+    loss = options["loss"] or _sparse_ce()
+    metrics = list(options["metrics"] or [])
+    if options.get("distiller_fn") is None:
+        distiller = generation(
+            teacher,
+            student,
+            options["temperature"],
+            options["alpha"],
+            options["optimizer"],
+            loss,
+            metrics,
+        )
+    else:
+        distiller = options["distiller_fn"](teacher, student)
+    history = _fit(distiller, student, index, train_data, options)
     student.compile(loss=loss, metrics=metrics)
     return Trained(
         name, student, history.history, _evaluate(student, options["test_data"])
@@ -265,6 +275,9 @@ def born_again(
     test_data=None,
     teacher=None,
     verbose=0,
+    distiller_fn=None,
+    fit_fn=None,
+    on_generation=None,
 ):
     """Born-again networks: distil a model into its own architecture.
 
@@ -280,11 +293,20 @@ def born_again(
     `temperature=4` did worse on both the CNN and the 800-800 MLP of the
     recipes benchmark (`docs/benchmarks.md`).
 
+    Three optional hooks fit the recipe into a training loop of your own
+    (the `keras-distill` command uses them): `distiller_fn` makes each
+    generation's distiller (your losses, your optimizer), `fit_fn` runs
+    each fit (your data pipeline, callbacks and checkpoints), and
+    `on_generation` sees each generation once it is trained. Without
+    them, each generation is `keras_distill.recipes.generation` fitted on
+    `train_data`.
+
     Args:
         build_fn: A function with no argument that returns a new, built,
             uncompiled `keras.Model` (logits), fresh weights each call.
         train_data: Training data (a `tf.data.Dataset` of `(x, y)` batches,
-            or a tuple `(x, y)` of arrays).
+            or a tuple `(x, y)` of arrays). May be None when `fit_fn` is
+            given (it feeds every fit).
         generations: Born-again generations after generation 0, a
             positive integer. Defaults to 3.
         epochs: Training epochs of each generation. Defaults to 20.
@@ -299,13 +321,36 @@ def born_again(
         test_data: Optional data every generation is evaluated on.
         teacher: Optional trained generation 0 (then it is not retrained).
         verbose: Keras' verbosity. Defaults to 0.
+        distiller_fn: Optional function `(teacher, student)` that returns
+            the compiled model whose `fit` trains generation k's `student`
+            from generation k - 1 (`teacher`), e.g. a
+            `keras_distill.Distiller` with losses of your own. Then
+            `temperature`, `alpha` and `optimizer` are not used. Defaults
+            to `keras_distill.recipes.generation` with `temperature`,
+            `alpha`, `optimizer`, `loss` and `metrics`.
+        fit_fn: Optional function `(trainer, model, k)` that trains
+            generation k and returns the `keras.callbacks.History` of its
+            fit. `trainer` is what to fit: generation k's distiller, or,
+            for a generation 0 trained here, `model` itself, compiled on
+            the labels. `model` is generation k's model (save it there to
+            checkpoint it before the next generation starts). Then
+            `train_data`, `validation_data`, `epochs` and `verbose` are
+            not used. Defaults to `trainer.fit(train_data,
+            validation_data=validation_data, epochs=epochs,
+            verbose=verbose)`.
+        on_generation: Optional function `(k, trained)` called with each
+            generation's `Trained` once it is trained, compiled with `loss`
+            and `metrics` and evaluated on `test_data`: generation 0 (the
+            given `teacher`, or the one trained here), then 1 to
+            `generations`, in order.
 
     Returns:
         A `BornAgain`.
 
     Raises:
-        ValueError: If `generations` is not a positive integer or
-            `build_fn` is not callable.
+        ValueError: If `generations` is not a positive integer, `build_fn`
+            or a given hook is not callable, or `train_data` is None
+            without a `fit_fn`.
 
     Example:
 
@@ -317,6 +362,13 @@ def born_again(
         test_data=test_ds,
     )
     [g.metrics["accuracy"] for g in result.generations]
+
+    # Each generation saved as soon as it is trained.
+    keras_distill.recipes.born_again(
+        make_student,
+        train_ds,
+        on_generation=lambda k, g: g.model.save(f"generation_{k}.keras"),
+    )
     ```
     """
     from keras_distill.teachers import Ensemble
@@ -326,6 +378,21 @@ def born_again(
         raise ValueError(
             "Invalid value for argument `build_fn`. Expected a function "
             f"that returns a new model. Received: build_fn={build_fn!r}"
+        )
+    hooks = dict(
+        distiller_fn=distiller_fn, fit_fn=fit_fn, on_generation=on_generation
+    )
+    for name, hook in hooks.items():
+        if hook is not None and not callable(hook):
+            raise ValueError(
+                f"Invalid value for argument `{name}`. Expected a function "
+                f"or None. Received: {name}={hook!r}"
+            )
+    if train_data is None and fit_fn is None:
+        raise ValueError(
+            "Invalid value for argument `train_data`. Expected training "
+            "data (or a `fit_fn` that feeds every fit). Received: "
+            "train_data=None"
         )
     if not isinstance(optimizer, str):
         raise ValueError(
@@ -344,6 +411,7 @@ def born_again(
         test_data,
         verbose,
     )
+    options.update(distiller_fn=distiller_fn, fit_fn=fit_fn)
     train_data = _as_dataset(train_data)
     if teacher is None:
         first = build_fn()
@@ -352,13 +420,7 @@ def born_again(
             loss=loss or _sparse_ce(),
             metrics=list(metrics or []),
         )
-        history = first.fit(
-            train_data,
-            validation_data=validation_data,
-            epochs=epochs,
-            verbose=verbose,
-            shuffle=False,  # datasets shuffle themselves
-        )
+        history = _fit(first, first, 0, train_data, options)
         trained = [
             Trained(
                 "generation_0",
@@ -372,6 +434,8 @@ def born_again(
         trained = [
             Trained("generation_0", teacher, {}, _evaluate(teacher, test_data))
         ]
+    if on_generation is not None:
+        on_generation(0, trained[0])
     for k in range(1, generations + 1):
         trained.append(
             _distill(
@@ -380,8 +444,11 @@ def born_again(
                 train_data,
                 f"generation_{k}",
                 options,
+                index=k,
             )
         )
+        if on_generation is not None:
+            on_generation(k, trained[-1])
     ensemble = Ensemble([t.model for t in trained[1:]], temperature=1.0)
     ensemble_metrics = None
     if test_data is not None:

@@ -81,6 +81,68 @@ def test_born_again_defaults_to_t_1_and_half_weight_labels(monkeypatch):
     np.testing.assert_allclose(float(made[0].student_loss_weight), 0.2)
 
 
+def test_born_again_hooks_make_fit_and_see_every_generation():
+    from keras_distill.distiller import Distiller
+
+    teacher = mlp(8, "g0", seed=0)
+    build = iter([mlp(8, f"g{k}", seed=k) for k in (1, 2)]).__next__
+    calls = []
+
+    def make(previous, student):
+        calls.append(("distiller", previous.name, student.name))
+        distiller = Distiller(previous, student, "kd", student_loss_weight=0.3)
+        distiller.compile(keras.optimizers.SGD(0.01), sparse_ce())
+        return distiller
+
+    def fit(trainer, model, k):
+        calls.append(("fit", k, model.name, trainer.student is model))
+        return trainer.fit(dataset(), epochs=1, verbose=0, shuffle=False)
+
+    def seen(k, trained):
+        calls.append(("seen", k, trained.name, trained.model.compiled))
+
+    result = recipes.born_again(
+        build,
+        None,  # `fit` feeds every fit
+        generations=2,
+        teacher=teacher,
+        distiller_fn=make,
+        fit_fn=fit,
+        on_generation=seen,
+    )
+    assert calls == [
+        ("seen", 0, "generation_0", True),
+        ("distiller", "g0", "g1"),
+        ("fit", 1, "g1", True),
+        ("seen", 1, "generation_1", True),
+        ("distiller", "g1", "g2"),
+        ("fit", 2, "g2", True),
+        ("seen", 2, "generation_2", True),
+    ]
+    epochs = [len(g.history.get("loss", [])) for g in result.generations]
+    assert epochs == [0, 1, 1]  # generation 0 was given, not trained
+    # A generation 0 trained here goes through `fit_fn` too.
+    fits = []
+
+    def fit_labels(trainer, model, k):
+        fits.append((k, trainer is model))
+        return trainer.fit(dataset(), epochs=1, verbose=0, shuffle=False)
+
+    build = iter([mlp(8, f"h{k}", seed=k) for k in range(2)]).__next__
+    recipes.born_again(build, None, generations=1, fit_fn=fit_labels)
+    assert fits == [(0, True), (1, False)]
+
+
+def test_born_again_refuses_bad_hooks_and_no_data():
+    build = lambda: mlp(8, "g", seed=0)  # noqa: E731
+    with pytest.raises(ValueError, match="Received: fit_fn=3"):
+        recipes.born_again(build, dataset(), fit_fn=3)
+    with pytest.raises(ValueError, match="Received: on_generation='x'"):
+        recipes.born_again(build, dataset(), on_generation="x")
+    with pytest.raises(ValueError, match="Received: train_data=None"):
+        recipes.born_again(build, None)
+
+
 def test_mutual_learning_loss_matches_numpy():
     models = [mlp(4, "a", seed=1), mlp(5, "b", seed=2), mlp(6, "c", seed=3)]
     mutual = recipes.MutualLearning(models, temperature=2.0)

@@ -264,9 +264,10 @@ class Run(RunDirectory):
         )
         trainer = self._trainer(teacher)
         trainer.compile(**self._compile_args())
-        return self._train(
+        self._train(
             "teacher", trainer, teacher, epochs, fingerprint=fingerprint
         )
+        return teacher
 
     @_in_scope
     def distill(self):
@@ -289,7 +290,8 @@ class Run(RunDirectory):
             f"{c.architecture('teacher')}, recipe {c.recipe}, "
             f"T={c.temperature}, alpha={c.alpha}, {c.epochs} epochs"
         )
-        return self._train("student", distiller, student, c.epochs)
+        self._train("student", distiller, student, c.epochs)
+        return student
 
     def _distiller(self, teacher, student):
         c = self.config.resolved()
@@ -305,30 +307,53 @@ class Run(RunDirectory):
         return distiller
 
     def _born_again(self, teacher):
-        """Born-again generations; the last one is the run's student."""
+        """Born-again generations (`keras_distill.recipes.born_again`) from
+        the run's teacher, with the run's losses, optimizer and pipelines;
+        the last generation is the run's student."""
         c = self.config.resolved()
         arrays = self.data.arrays
-        generations = []
-        for k in range(1, c.generations + 1):
+        numbers = iter(range(1, c.generations + 1))
+        errors = []
+
+        def build():
             student = self._build("student")
+            k = next(numbers)
             self.log(
                 f"[distill] born-again generation {k}/{c.generations}: "
                 f"{c.teacher} from generation {k - 1}, T={c.temperature}, "
                 f"alpha={c.alpha}, {c.epochs} epochs"
             )
-            distiller = self._distiller(teacher, student)
+            return student
+
+        def fit(distiller, student, k):
+            # Only the last generation is saved, validated and recorded.
             if k < c.generations:
-                self._fit("student", distiller, c.epochs)
-            else:
-                self._train("student", distiller, student, c.epochs)
-            logits = predict(student, arrays.x_test)
-            generations.append(int(np.sum(logits.argmax(-1) != arrays.y_test)))
-            self.log(f"[distill] generation {k}: {generations[-1]} errors")
-            teacher = student
+                return self._fit("student", distiller, c.epochs)
+            return self._train("student", distiller, student, c.epochs)
+
+        def count_errors(k, generation):
+            if k == 0:
+                return  # the run's teacher
+            logits = predict(generation.model, arrays.x_test)
+            errors.append(int(np.sum(logits.argmax(-1) != arrays.y_test)))
+            self.log(f"[distill] generation {k}: {errors[-1]} errors")
+
+        result = recipes.born_again(
+            build,
+            None,  # `fit` feeds every generation
+            generations=c.generations,
+            epochs=c.epochs,
+            temperature=c.temperature,
+            alpha=c.alpha,
+            teacher=teacher,
+            distiller_fn=self._distiller,
+            fit_fn=fit,
+            on_generation=count_errors,
+        )
         metrics = self.metrics()
-        metrics["student"]["generation_errors"] = generations
+        metrics["student"]["generation_errors"] = errors
         self._write_metrics(metrics)
-        return teacher
+        return result.generations[-1].model
 
     def _mutual(self):
         """Two students trained together; the first is the run's student."""
@@ -387,7 +412,8 @@ class Run(RunDirectory):
         trainer = self._trainer(student)
         trainer.compile(**self._compile_args())
         self.log(f"[scratch] {c.student} from labels alone, {c.epochs} epochs")
-        return self._train("scratch", trainer, student, c.epochs)
+        self._train("scratch", trainer, student, c.epochs)
+        return student
 
     def _trainer(self, model):
         """The model itself, or its multi-worker wrapper (keras#20585)."""
@@ -396,7 +422,11 @@ class Run(RunDirectory):
         return model
 
     def _train(self, name, trainer, model, epochs, **extra):
-        """Fits `trainer`, saves `model` as `<name>.keras`, records it."""
+        """Fits `trainer`, saves `model` as `<name>.keras`, records it.
+
+        Returns:
+            The `keras.callbacks.History` of the fit.
+        """
         role = "teacher" if name == "teacher" else "student"
         callbacks = []
         if self.config.backup_dir:
@@ -415,7 +445,7 @@ class Run(RunDirectory):
         seconds = time.perf_counter() - start
         save_model(model, self.file(f"{name}.keras"))
         self._record(name, model, history.history, seconds, **extra)
-        return model
+        return history
 
     def _fit(self, role, trainer, epochs, callbacks=(), **kwargs):
         """Fits `trainer` on a fresh pipeline keyed by the epoch.
