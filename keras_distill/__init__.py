@@ -37,8 +37,15 @@ import sys
 
 
 def _is_the_command():
-    """Whether this process is the `keras-distill` command."""
-    return bool(sys.argv) and os.path.basename(sys.argv[0]) == "keras-distill"
+    """Whether this process is the `keras-distill` command (the installed
+    script, or `python -m keras_distill.app.cli`)."""
+    if not sys.argv:
+        return False
+    # While `python -m` imports the module's packages, `sys.argv[0]` is
+    # "-m" and `sys.orig_argv` names the module.
+    if sys.argv[0] == "-m":
+        return "keras_distill.app.cli" in getattr(sys, "orig_argv", ())
+    return os.path.basename(sys.argv[0]) == "keras-distill"
 
 
 __version__ = "0.1.0"

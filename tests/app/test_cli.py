@@ -652,6 +652,34 @@ def test_help_answers_without_importing_tensorflow():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "TENSORFLOW NOT IMPORTED" in result.stdout
     assert "--temperature" in result.stdout  # the help was printed
+    # `python -m keras_distill.app.cli` answers as fast: `-X importtime`
+    # lists every module the process imports.
+    command = [
+        sys.executable,
+        "-X",
+        "importtime",
+        "-m",
+        "keras_distill.app.cli",
+    ]
+    for argv in (["--help"], ["distill", "--help"], ["bench", "lm", "--help"]):
+        result = subprocess.run(
+            command + argv,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.startswith("usage: keras-distill")
+        imported = [
+            line.rsplit("|", 1)[-1].strip()
+            for line in result.stderr.splitlines()
+            if line.startswith("import time:")
+        ]
+        assert "keras_distill.app.config" in imported  # the list was read
+        heavy = [
+            m for m in imported if m.split(".")[0] in ("keras", "tensorflow")
+        ]
+        assert not heavy, heavy[:5]
 
 
 def test_the_command_lists_every_zoo_model_and_recipe_default():
