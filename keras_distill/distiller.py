@@ -180,6 +180,9 @@ class Distiller(MultiWorkerBuild, keras.Model):
                 checks.build_models(
                     self.teacher, self.student, x, self.teacher_preprocessing
                 )
+                validation.check_shared_layers(
+                    self.teacher, self.student, self.allow_shared_layers
+                )
                 binding.bind_views(self)
             self.built = True
 

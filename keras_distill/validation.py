@@ -132,17 +132,21 @@ def shared_with_teacher(teacher, student):
         student: The student `keras.Model`.
 
     Returns:
-        `(layer names, variable paths)`, both sorted; empty when the two
-        models share nothing (built or not).
+        `(layer names, variable paths)`, both sorted: the layers with
+        weights both models hold, and their variables (empty when the two
+        share nothing; unbuilt layers have no weights yet, so the
+        `Distiller` checks again once the models are built).
     """
     if teacher is None:
         return [], []
+    # Layers without weights (inputs, Concatenate, Activation) share
+    # nothing that trains.
     teacher_layers = {id(layer) for layer in _layers(teacher)}
     layers = sorted(
         {
             layer.name
             for layer in _layers(student)
-            if id(layer) in teacher_layers
+            if id(layer) in teacher_layers and layer.weights
         }
     )
     teacher_variables = {id(v) for v in teacher.weights}

@@ -138,6 +138,17 @@ def test_a_student_sharing_a_teacher_layer_is_refused(unbuilt):
             Distiller(teacher, student)
 
 
+def test_a_layer_shared_by_unbuilt_models_is_refused_once_built():
+    x, y = data(16)
+    shared = keras.layers.Dense(8, activation="relu", name="shared")
+    teacher = keras.Sequential([shared, keras.layers.Dense(NUM_CLASSES)])
+    student = keras.Sequential([shared, keras.layers.Dense(NUM_CLASSES)])
+    distiller = Distiller(teacher, student)  # nothing has weights yet
+    distiller.compile("sgd", sparse_ce())
+    with pytest.raises(ValueError, match=r"sharing the layers \['shared'\]"):
+        distiller.fit(x, y, epochs=1, verbose=0)
+
+
 def test_shared_layers_train_with_the_student_when_allowed():
     x, y = data(32)
     teacher = mlp(16, "teacher", seed=1)
