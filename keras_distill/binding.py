@@ -1,16 +1,19 @@
-"""How a `Distiller` holds its losses and the views they read.
+"""What a `Distiller` holds, made by functions that return it.
 
-A distiller binds each distillation loss to itself (the loss' temperature
-and other scalars become the distiller's non-trainable variables, so a
-callback can assign them), keeps one weight variable per loss, and, once
-both models are built, builds the teacher's and the student's views for
-the features the losses read and checks them against the losses.
+The losses bound to the distiller (the loss' temperature and other scalars
+become the distiller's non-trainable variables, so a callback can assign
+them, and one weight variable per loss), unbuilt models built on a first
+batch, and, once both models are built, the teacher's and the student's
+views for the features the losses read, checked against the losses. The
+`Distiller` assigns what these return; nothing here sets its attributes.
 """
+
+import typing
 
 import keras
 
-from keras_distill import _keras_internals as internals
 from keras_distill import losses as losses_module
+from keras_distill.checks import first_inputs
 from keras_distill.validation import check_models_for_losses
 from keras_distill.validation import check_weights
 from keras_distill.views import make_views
@@ -26,12 +29,6 @@ def scalar_weight(model, value, name):
         autocast=False,
         name=name,
     )
-
-
-def _set_untracked(model, **values):
-    """Sets attributes Keras must not track (saved through the config)."""
-    for attribute, value in values.items():
-        object.__setattr__(model, attribute, value)
 
 
 def check_distillation_losses(losses, weights, teacher):
@@ -69,24 +66,42 @@ def check_distillation_losses(losses, weights, teacher):
     return resolved, weights
 
 
+class BoundLosses(typing.NamedTuple):
+    """The losses a distiller holds, as `bind_losses` returns them.
+
+    Attributes:
+        losses: The resolved `DistillationLoss` list (names made unique).
+        weight_variables: One float32 scalar variable per loss.
+        loss_variables: Those and every variable the losses bound.
+        needs_teacher: Whether a loss reads the teacher.
+    """
+
+    losses: list
+    weight_variables: list
+    loss_variables: list
+    needs_teacher: bool
+
+
 def bind_losses(model, distillation_losses, weights):
     """Resolves the losses and binds their variables to `model`.
 
-    Replaces the losses bound before (their variables are untracked, so
-    they are not saved), renames losses that share a name, and sets
-    `model._distill_losses`, `_weight_variables` (one per loss),
-    `_loss_variables` and `_needs_teacher`.
+    The losses' temperatures and other scalars, and one weight per loss,
+    become `model`'s non-trainable variables (a callback can assign them);
+    losses that share a name are renamed. The caller holds what is
+    returned, and untracks the variables of the losses it replaces.
 
     Args:
-        model: The `keras_distill.Distiller`.
+        model: The `keras_distill.Distiller` (its `add_weight` makes the
+            variables).
         distillation_losses: The constructor's `distillation_losses`.
         weights: The constructor's `distillation_loss_weights`.
+
+    Returns:
+        A `BoundLosses`.
     """
     resolved, weights = check_distillation_losses(
         distillation_losses, weights, model.teacher
     )
-    for variable in model.__dict__.get("_loss_variables", []):
-        internals.untrack_variable(model, variable)
     names = set()
     for i, loss in enumerate(resolved):
         if loss.name in names:
@@ -98,57 +113,117 @@ def bind_losses(model, distillation_losses, weights):
         for loss, weight in zip(resolved, weights)
     ]
     bound = [v for loss in resolved for v in loss._bound.values()]
-    _set_untracked(
-        model,
-        _distill_losses=resolved,
-        _weight_variables=weight_variables,
-        _loss_variables=weight_variables + bound,
-        _needs_teacher=any(loss.needs_teacher for loss in resolved),
+    return BoundLosses(
+        resolved,
+        weight_variables,
+        weight_variables + bound,
+        any(loss.needs_teacher for loss in resolved),
     )
 
 
-def bind_views(model):
-    """Builds both views of a distiller whose models are built, checks
-    them against its losses, and builds the losses' own layers."""
-    losses = model._distill_losses
+def build_models(teacher, student, x, preprocessing=None):
+    """Builds an unbuilt teacher or student on the first batch of `x`.
+
+    Args:
+        teacher: The teacher, or None.
+        student: The student.
+        x: `fit`'s data (arrays, a dataset or a `PyDataset`).
+        preprocessing: The teacher's preprocessing, or None.
+
+    Raises:
+        ValueError: If `x` has no batch, or is of a kind whose first batch
+            cannot be taken without consuming it (a Python generator).
+    """
+    unbuilt = [m.name for m in (teacher, student) if m and not m.built]
+    sample = first_inputs(x)
+    if sample is None:
+        raise ValueError(
+            "Invalid data. Expected at least one batch to build the "
+            f"unbuilt model(s) {unbuilt} on. Received: no batch"
+        )
+    if not all(hasattr(a, "shape") for a in keras.tree.flatten(sample)):
+        raise ValueError(
+            f"Invalid data to build the unbuilt model(s) {unbuilt} on. "
+            "Expected arrays, a `tf.data.Dataset` or a "
+            "`keras.utils.PyDataset`, or models built first (call them on "
+            f"a batch). Received: x of type {type(sample).__name__}"
+        )
+    if not student.built:
+        student(sample, training=False)
+    if teacher is not None and not teacher.built:
+        if preprocessing is not None:
+            sample = preprocessing(sample)
+        teacher(sample, training=False)
+
+
+def bind_views(
+    teacher, student, losses, outputs, output_types, preprocessing=None
+):
+    """Both views of built models, checked against the losses, and the
+    losses' own layers built on them.
+
+    Args:
+        teacher: The teacher, or None.
+        student: The student.
+        losses: The `DistillationLoss` list.
+        outputs: `(teacher_output, student_output)`.
+        output_types: `(teacher_output_type, student_output_type)`.
+        preprocessing: The teacher's preprocessing, or None.
+
+    Returns:
+        `(teacher view or None, student view, the losses' layers)`.
+    """
     teacher_view, student_view = make_views(
-        model.teacher,
-        model.student,
-        losses,
-        (model.teacher_output, model.student_output),
-        (model.teacher_output_type, model.student_output_type),
+        teacher, student, losses, outputs, output_types
     )
     check_models_for_losses(
-        losses,
-        model.teacher,
-        model.student,
-        teacher_view,
-        student_view,
-        model.teacher_preprocessing,
+        losses, teacher, student, teacher_view, student_view, preprocessing
     )
-    _set_untracked(
-        model, _teacher_view=teacher_view, _student_view=student_view
-    )
-    model._loss_layers.clear()
+    layers = []
     for loss in losses:
-        teacher = teacher_view if loss.needs_teacher else None
+        view = teacher_view if loss.needs_teacher else None
         loss.build(
-            teacher.shapes(loss.teacher_layer) if teacher else None,
+            view.shapes(loss.teacher_layer) if view else None,
             student_view.shapes(loss.student_layer),
         )
-        model._loss_layers.extend(loss.layers)
-    if hasattr(model.student, "output_names"):
-        model.output_names = model.student.output_names
+        layers.extend(loss.layers)
+    return teacher_view, student_view, layers
 
 
-def trainable_weights(model):
+def trainable_weights(student, losses):
     """The student's trainable weights, then those of the losses' own
     layers (adapters), each once; never the teacher's."""
-    weights = list(model.student.trainable_weights)
+    weights = list(student.trainable_weights)
     seen = {id(w) for w in weights}
-    for loss in model._distill_losses:
+    for loss in losses:
         for w in getattr(loss, "trainable_weights", []):
             if id(w) not in seen:
                 weights.append(w)
                 seen.add(id(w))
     return weights
+
+
+def _with_temperature(losses):
+    return [x for x in losses if "temperature" in x.variables]
+
+
+def temperature(losses):
+    """The temperature of the first loss that has one, or None."""
+    found = _with_temperature(losses)
+    return found[0].temperature if found else None
+
+
+def set_temperature(losses, value):
+    """Sets the temperature of every loss that has one.
+
+    Raises:
+        ValueError: If none has one.
+    """
+    found = _with_temperature(losses)
+    if not found:
+        raise ValueError(
+            "Cannot set `temperature`: none of the distillation losses "
+            f"{[type(x).__name__ for x in losses]} has one."
+        )
+    for loss in found:
+        loss.temperature = value

@@ -240,7 +240,7 @@ def check_finite(value, term):
     return tf.debugging.check_numerics(value, f"{NAN_TAG}{term}")
 
 
-def finite_step(loss, gradients, optimizer):
+def _finite_step(loss, gradients, optimizer):
     """Whether a step may be applied: its loss is finite and, unless a
     `LossScaleOptimizer` handles them itself, so are its gradients (a NaN
     input can leave the loss finite and the gradients not)."""
@@ -253,13 +253,6 @@ def finite_step(loss, gradients, optimizer):
                 finite, tf.reduce_all(tf.math.is_finite(gradient))
             )
     return finite
-
-
-def check_finite_step(finite):
-    """An in-graph error naming the gradients when `finite` is False."""
-    return tf.debugging.check_numerics(
-        tf.where(finite, 0.0, float("nan")), f"{NAN_TAG}gradients"
-    )
 
 
 def snapshot(variables):
@@ -278,28 +271,9 @@ def _applied(function, *args):
     return branch
 
 
-def apply_if_finite(optimizer, gradients, variables, finite, saved):
-    """Applies the gradients only where the step's loss is finite.
-
-    Where it is not (on any replica), no weight and no optimizer state
-    changes: the update is skipped and the non-trainable values in `saved`
-    (BatchNormalization statistics the forward pass moved) are put back,
-    so training stopped by `NonFiniteLossError` keeps the model of the
-    last finite step. Under a `tf.distribute` strategy the decision is
-    taken once for all replicas, in a cross-replica `cond`, as Keras'
-    `LossScaleOptimizer` takes its own.
-
-    Args:
-        optimizer: The compiled optimizer.
-        gradients: The gradients, one per variable.
-        variables: The trainable variables.
-        finite: A scalar boolean tensor: this replica's loss is finite.
-        saved: `snapshot(...)` of the non-trainable variables the step
-            may change.
-
-    Returns:
-        A scalar boolean tensor, True once the update was applied.
-    """
+def _cond_update(optimizer, gradients, variables, finite, saved):
+    """Applies the gradients where `finite` holds on every replica, else
+    puts the `saved` values back; returns a boolean tensor."""
     values = [value for _, value in saved]
 
     def apply(gradients):
@@ -329,6 +303,48 @@ def apply_if_finite(optimizer, gradients, variables, finite, saved):
     return tf.distribute.get_replica_context().merge_call(
         cross_replica, args=(finite, gradients, values)
     )
+
+
+def apply_if_finite(optimizer, gradients_and_variables, terms, saved, check):
+    """Applies a step's gradients only where its loss is finite.
+
+    Where the loss, or a gradient, is not finite (on any replica), no
+    weight and no optimizer state changes: the update is skipped and the
+    non-trainable values in `saved` (BatchNormalization statistics the
+    forward pass moved) are put back, so training stopped by
+    `NonFiniteLossError` keeps the model of the last finite step. Under a
+    `tf.distribute` strategy the decision is taken once for all replicas,
+    in a cross-replica `cond`, as Keras' `LossScaleOptimizer` takes its
+    own. Then, with `check`, an in-graph check names the first term that
+    is not finite (`"student_loss"`, `"distillation_loss"`, or
+    `"gradients"`).
+
+    Args:
+        optimizer: The compiled optimizer.
+        gradients_and_variables: `(gradient, variable)` pairs.
+        terms: `(total, supervised, distillation)` loss tensors.
+        saved: `snapshot(...)` of the non-trainable variables the step
+            may change, taken before its forward pass.
+        check: Whether to add the in-graph checks (XLA drops them).
+
+    Returns:
+        `(supervised, distillation)`, after the checks.
+    """
+    gradients, variables = zip(*gradients_and_variables)
+    total, supervised, distillation = terms
+    finite = _finite_step(total, gradients, optimizer)
+    done = _cond_update(optimizer, list(gradients), variables, finite, saved)
+    if not check:
+        return supervised, distillation
+    with tf.control_dependencies([done]):
+        supervised = check_finite(supervised, "student_loss")
+        distillation = check_finite(distillation, "distillation_loss")
+        with tf.control_dependencies([supervised, distillation]):
+            gradient_check = tf.debugging.check_numerics(
+                tf.where(finite, 0.0, float("nan")), f"{NAN_TAG}gradients"
+            )
+    with tf.control_dependencies([gradient_check]):
+        return tf.identity(supervised), tf.identity(distillation)
 
 
 def term_from_error(error):
@@ -504,100 +520,34 @@ def guarded_fit(arguments, losses, nan_policy):
         ) from None
 
 
-def bind_and_check(model, method, args, kwargs):
-    """Binds `keras.Model.<method>`'s arguments and checks the data.
+def probe_outputs(teacher_view, student_view, x, preprocessing=None):
+    """Warns once for outputs no graph can vouch for that look like
+    probabilities (see `keras_distill.views.ModelView.check_probabilities`).
 
-    The `Distiller`'s `fit`, `evaluate` and `predict` call this first: it
-    checks `x` and `y` against the student (`check_data`), builds unbuilt
-    models on the first batch and, for `fit` and `evaluate`, probes once
-    the outputs no graph can vouch for (see
-    `keras_distill.views.ModelView.check_probabilities`).
+    The first batch of `x` is read once. From a `TeacherCache` the
+    teacher is never called: its cached outputs are read (an ensemble's
+    members were probed when the cache was built).
 
     Args:
-        model: The `keras_distill.Distiller`.
-        method: `"fit"`, `"evaluate"` or `"predict"`.
-        args: The positional arguments of the call.
-        kwargs: Its keyword arguments.
-
-    Returns:
-        The `inspect.BoundArguments` (with `model` as `self`).
+        teacher_view: The teacher's `ModelView`, or None.
+        student_view: The student's `ModelView`.
+        x: `fit`'s or `evaluate`'s data.
+        preprocessing: The teacher's preprocessing, or None.
     """
-    import inspect
-
-    from keras_distill import hub
-
-    signature = inspect.signature(getattr(keras.Model, method))
-    bound = signature.bind(model, *args, **kwargs)
-    arguments = bound.arguments
-    if hub.has_preprocessor(model.student) and hub.is_raw(arguments.get("x")):
-        arguments["x"] = hub.preprocess(
-            model.student,
-            arguments["x"],
-            arguments.pop("y", None),
-            arguments.pop("sample_weight", None),
-            arguments.pop("batch_size", None),
-        )
-    x, y = arguments.get("x"), arguments.get("y")
-    check_data(method, x, y, model.student, model.augment)
-    if x is None:
-        return bound
-    model._build_on(x)
-    if method == "predict":
-        return bound
-    teacher = (model._teacher_view, model.teacher_preprocessing)
     first = None
-    for view, preprocessing in (teacher, (model._student_view, None)):
+    for view, role in ((teacher_view, "teacher"), (student_view, "student")):
         if view is None or not view.probes:
             continue
         first = first_inputs(x, with_cached=True) if first is None else first
         if first is None:
-            continue
+            return
         inputs, cached = first
-        if view is model._teacher_view and cached is not None:
-            # From a cache the teacher is never called: its outputs are
-            # read from the batch (an ensemble's members were probed when
-            # the cache was built).
+        if role == "teacher" and cached is not None:
             view.check_probabilities(None, chosen=cached)
             continue
-        if preprocessing is not None:
+        if role == "teacher" and preprocessing is not None:
             inputs = preprocessing(inputs)
         view.check_probabilities(inputs)
-    return bound
-
-
-def build_models(teacher, student, x, preprocessing=None):
-    """Builds an unbuilt teacher or student on the first batch of `x`.
-
-    Args:
-        teacher: The teacher, or None.
-        student: The student.
-        x: `fit`'s data (arrays, a dataset or a `PyDataset`).
-        preprocessing: The teacher's preprocessing, or None.
-
-    Raises:
-        ValueError: If `x` has no batch, or is of a kind whose first batch
-            cannot be taken without consuming it (a Python generator).
-    """
-    unbuilt = [m.name for m in (teacher, student) if m and not m.built]
-    sample = first_inputs(x)
-    if sample is None:
-        raise ValueError(
-            "Invalid data. Expected at least one batch to build the "
-            f"unbuilt model(s) {unbuilt} on. Received: no batch"
-        )
-    if not all(hasattr(a, "shape") for a in keras.tree.flatten(sample)):
-        raise ValueError(
-            f"Invalid data to build the unbuilt model(s) {unbuilt} on. "
-            "Expected arrays, a `tf.data.Dataset` or a "
-            "`keras.utils.PyDataset`, or models built first (call them on "
-            f"a batch). Received: x of type {type(sample).__name__}"
-        )
-    if not student.built:
-        student(sample, training=False)
-    if teacher is not None and not teacher.built:
-        if preprocessing is not None:
-            sample = preprocessing(sample)
-        teacher(sample, training=False)
 
 
 def check_labels_given(y, compiled_loss):

@@ -1,6 +1,7 @@
 """The `Distiller`: a `keras.Model` that trains a student from a teacher."""
 
 import copy
+import inspect
 
 import keras
 import tensorflow as tf
@@ -8,6 +9,7 @@ import tensorflow as tf
 from keras_distill import _keras_internals as internals
 from keras_distill import binding
 from keras_distill import checks
+from keras_distill import hub
 from keras_distill import keras_io
 from keras_distill import objective
 from keras_distill import references
@@ -161,30 +163,86 @@ class Distiller(MultiWorkerBuild, keras.Model):
         self._distillation_loss_tracker = keras.metrics.Mean(
             name="distillation_loss"
         )
-        self._teacher_view = self._student_view = None  # set when built
+        # Not tracked by Keras (saved through the config): the losses,
+        # their variables, the views; set by `_set_losses`, `_bind_views`.
+        self._untracked(
+            _distill_losses=[],
+            _weight_variables=[],
+            _loss_variables=[],
+            _needs_teacher=False,
+            _teacher_view=None,
+            _student_view=None,
+        )
         self._set_losses(distillation_losses, distillation_loss_weights)
         self.built = self._student_view is not None
 
     # Losses and the views of the models they read.
 
+    def _untracked(self, **values):
+        for attribute, value in values.items():
+            object.__setattr__(self, attribute, value)
+
     def _set_losses(self, distillation_losses, weights):
-        binding.bind_losses(self, distillation_losses, weights)
+        for variable in self._loss_variables:  # those of the losses replaced
+            internals.untrack_variable(self, variable)
+        bound = binding.bind_losses(self, distillation_losses, weights)
+        self._untracked(
+            _distill_losses=bound.losses,
+            _weight_variables=bound.weight_variables,
+            _loss_variables=bound.loss_variables,
+            _needs_teacher=bound.needs_teacher,
+        )
         self.train_function = self.test_function = None
         if self.student.built and (self.teacher is None or self.teacher.built):
-            binding.bind_views(self)
+            self._bind_views()
+
+    def _bind_views(self):
+        teacher_view, student_view, layers = binding.bind_views(
+            self.teacher,
+            self.student,
+            self._distill_losses,
+            (self.teacher_output, self.student_output),
+            (self.teacher_output_type, self.student_output_type),
+            self.teacher_preprocessing,
+        )
+        self._untracked(_teacher_view=teacher_view, _student_view=student_view)
+        self._loss_layers.clear()  # a tracked list: its layers are saved
+        self._loss_layers.extend(layers)
+        if hasattr(self.student, "output_names"):
+            self.output_names = self.student.output_names
 
     def _build_on(self, x):
         """Builds unbuilt models on the first batch of `x`, then the views."""
         if self._student_view is None:
             with self.distribute_strategy.scope():
-                checks.build_models(
+                binding.build_models(
                     self.teacher, self.student, x, self.teacher_preprocessing
                 )
                 validation.check_shared_layers(
                     self.teacher, self.student, self.allow_shared_layers
                 )
-                binding.bind_views(self)
+                self._bind_views()
             self.built = True
+
+    def _checked(self, method, args, kwargs):
+        """`keras.Model.<method>`'s arguments bound, raw KerasHub data
+        preprocessed, the data checked, unbuilt models built and (for
+        `fit` and `evaluate`) undeclared outputs probed once."""
+        signature = inspect.signature(getattr(keras.Model, method))
+        bound = signature.bind(self, *args, **kwargs)
+        hub.preprocess_arguments(self.student, bound.arguments)
+        x, y = bound.arguments.get("x"), bound.arguments.get("y")
+        checks.check_data(method, x, y, self.student, self.augment)
+        if x is not None:
+            self._build_on(x)
+            if method != "predict":
+                checks.probe_outputs(
+                    self._teacher_view,
+                    self._student_view,
+                    x,
+                    self.teacher_preprocessing,
+                )
+        return bound
 
     def _for_teacher(self, x):
         if self.teacher_preprocessing is None:
@@ -233,29 +291,19 @@ class Distiller(MultiWorkerBuild, keras.Model):
     def temperature(self):
         """The temperature of the first loss that has one, or None.
         Assigning it sets the temperature of every loss that has one."""
-        found = [
-            x for x in self._distill_losses if "temperature" in x.variables
-        ]
-        return found[0].temperature if found else None
+        return binding.temperature(self._distill_losses)
 
     @temperature.setter
     def temperature(self, value):
-        found = [
-            x for x in self._distill_losses if "temperature" in x.variables
-        ]
-        if not found:
-            raise ValueError(
-                "Cannot set `temperature`: none of the distillation losses "
-                f"{[type(x).__name__ for x in self._distill_losses]} has one."
-            )
-        for loss in found:
-            loss.temperature = value
+        binding.set_temperature(self._distill_losses, value)
 
     @property
     def trainable_weights(self):
         """The student's trainable weights and those of the losses' own
         layers; never the teacher's."""
-        return binding.trainable_weights(self) if self.trainable else []
+        if not self.trainable:
+            return []
+        return binding.trainable_weights(self.student, self._distill_losses)
 
     @property
     def trainable_variables(self):
@@ -433,20 +481,14 @@ class Distiller(MultiWorkerBuild, keras.Model):
         gradients = tape.gradient(scaled, variables)
         if not guard:
             self.optimizer.apply_gradients(zip(gradients, variables))
-        else:
-            finite = checks.finite_step(total, gradients, self.optimizer)
-            done = checks.apply_if_finite(
-                self.optimizer, gradients, variables, finite, saved
+        else:  # XLA drops in-graph checks: the guard reads the epoch's loss
+            supervised, distillation = checks.apply_if_finite(
+                self.optimizer,
+                zip(gradients, variables),
+                (total, supervised, distillation),
+                saved,
+                check=not self.jit_compile,
             )
-            # XLA drops the check; the guard then reads the epoch's loss.
-            if not self.jit_compile:
-                with tf.control_dependencies([done]):
-                    supervised = checks.check_finite(supervised, "student_loss")
-                    distillation = checks.check_finite(
-                        distillation, "distillation_loss"
-                    )
-                    with tf.control_dependencies([supervised, distillation]):
-                        checks.check_finite_step(finite)
         terms = (supervised, distillation, total)
         return self._logs(x, y, y_pred, sample_weight, terms)
 
@@ -477,7 +519,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
         Returns:
             A `keras.callbacks.History`.
         """
-        bound = checks.bind_and_check(self, "fit", args, kwargs)
+        bound = self._checked("fit", args, kwargs)
         if "shuffle" not in bound.arguments and isinstance(
             bound.arguments.get("x"), tf.data.Dataset
         ):  # Keras warns when it is left on for a dataset
@@ -490,13 +532,13 @@ class Distiller(MultiWorkerBuild, keras.Model):
     def evaluate(self, *args, **kwargs):
         """Evaluates the student; `keras.Model.evaluate`'s arguments.
         The data is checked as in `fit` first."""
-        bound = checks.bind_and_check(self, "evaluate", args, kwargs)
+        bound = self._checked("evaluate", args, kwargs)
         return super().evaluate(*bound.args[1:], **bound.kwargs)
 
     def predict(self, *args, **kwargs):
         """The student's predictions; `keras.Model.predict`'s arguments.
         The inputs are checked as in `fit` first."""
-        bound = checks.bind_and_check(self, "predict", args, kwargs)
+        bound = self._checked("predict", args, kwargs)
         return super().predict(*bound.args[1:], **bound.kwargs)
 
     # Serialization.

@@ -82,3 +82,27 @@ def preprocess(model, x, y=None, sample_weight=None, batch_size=None):
     return x.map(apply, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
         tf.data.AUTOTUNE
     )
+
+
+def preprocess_arguments(model, arguments):
+    """Raw data in `fit` / `evaluate` / `predict` arguments through a
+    KerasHub task's preprocessor, in place.
+
+    When `model` (the student) is a task with a preprocessor and
+    `arguments["x"]` holds strings, `x` becomes the dataset of `preprocess`
+    and `y`, `sample_weight` and `batch_size` are taken out (they are in
+    its batches). Token ids and models without a preprocessor are left as
+    they are.
+
+    Args:
+        model: The student.
+        arguments: The bound arguments of the call (a dict).
+    """
+    if has_preprocessor(model) and is_raw(arguments.get("x")):
+        arguments["x"] = preprocess(
+            model,
+            arguments["x"],
+            arguments.pop("y", None),
+            arguments.pop("sample_weight", None),
+            arguments.pop("batch_size", None),
+        )
