@@ -18,8 +18,6 @@ from keras_distill.losses.base import DistillationLoss
 from keras_distill.teachers import INPUT_KEY
 from keras_distill.teachers import TEACHER_KEY
 
-NAN_POLICIES = ("raise", "ignore")
-
 
 def _shape_matches(expected, received):
     if len(expected) != len(received):
@@ -183,16 +181,6 @@ def check_labels(method, x, y, classes):
             f"Invalid labels for `{method}()`. Expected finite values. "
             f"Received: {int((~np.isfinite(y)).sum())} NaN or infinite labels"
         )
-
-
-def check_nan_policy(value):
-    """Validates `compile(nan_policy=...)`; returns it."""
-    if value not in NAN_POLICIES:
-        raise ValueError(
-            "Invalid value for argument `nan_policy`. Expected one of "
-            f"{list(NAN_POLICIES)}. Received: nan_policy={value!r}"
-        )
-    return value
 
 
 NAN_TAG = "keras_distill: non-finite "

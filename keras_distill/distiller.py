@@ -144,10 +144,10 @@ class Distiller(MultiWorkerBuild, keras.Model):
         self.augment = check_augment(augment)
         self.teacher_output = teacher_output
         self.student_output = student_output
-        self.teacher_output_type = views.check_output_type(
+        self.teacher_output_type = validation.check_output_type(
             "teacher", teacher_output_type
         )
-        self.student_output_type = views.check_output_type(
+        self.student_output_type = validation.check_output_type(
             "student", student_output_type
         )
         self.teacher_preprocessing = validation.check_preprocessing(
@@ -358,7 +358,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
                 `student_loss_weight` is above 0.
         """
         validation.check_bool("evaluate_distillation", evaluate_distillation)
-        checks.check_nan_policy(nan_policy)
+        validation.check_nan_policy(nan_policy)
         new = keras_io.translate(self._distill_losses, loss, kwargs)
         if new.student_loss_weight is not None:
             self.student_loss_weight = new.student_loss_weight

@@ -22,6 +22,7 @@ from keras_distill.losses.divergences import TOP_K_VALUES
 from keras_distill.pipelines import batch_keys
 from keras_distill.pipelines import shuffled_positions
 from keras_distill.utils import atomic_path
+from keras_distill.validation import check_choice
 from keras_distill.validation import check_int
 from keras_distill.validation import check_positive
 from keras_distill.views import LOGITS
@@ -134,11 +135,7 @@ class Ensemble(keras.Model):
                 f"{len(teachers)} non-negative floats, not all zero. "
                 f"Received: weights={weights!r}"
             )
-        if mode not in ("probabilities", "logits"):
-            raise ValueError(
-                "Invalid value for argument `mode`. Expected 'probabilities' "
-                f"or 'logits'. Received: mode={mode!r}"
-            )
+        check_choice("mode", mode, ("probabilities", "logits"))
         check_positive("temperature", temperature)
         self.teachers = list(teachers)
         total = float(sum(weights))
@@ -443,11 +440,7 @@ class TeacherCache:
                 "images shaped (n, height, width, channels). Received: "
                 f"inputs of shape {np.shape(leaves[0])}"
             )
-        if on_mismatch not in ON_MISMATCH:
-            raise ValueError(
-                "Invalid value for argument `on_mismatch`. Expected one of "
-                f"{list(ON_MISMATCH)}. Received: on_mismatch={on_mismatch!r}"
-            )
+        check_choice("on_mismatch", on_mismatch, ON_MISMATCH)
         if preprocessing is not None and not callable(preprocessing):
             raise ValueError(
                 "Invalid value for argument `preprocessing`. Expected a "
@@ -585,11 +578,7 @@ class TeacherCache:
         """
         import tensorflow as tf
 
-        if augment not in (None, "shift"):
-            raise ValueError(
-                "Invalid value for argument `augment`. Expected None or "
-                f"'shift'. Received: augment={augment!r}"
-            )
+        check_choice("augment", augment, (None, "shift"))
         if augment is not None and self.views == 1:
             raise ValueError(
                 "Random augmentation cannot be used with a fixed teacher "

@@ -7,6 +7,104 @@ and returns the value to use, or raises `ValueError` in Keras' form:
 
 import keras
 
+OUTPUT_TYPES = ("auto", "logits", "probabilities", "log_probabilities")
+NAN_POLICIES = ("raise", "ignore")
+
+
+def check_choice(argument, value, choices):
+    """`value` if it is one of `choices`; the one "Expected one of" error.
+
+    Args:
+        argument: The argument's name, for the message.
+        value: What was received.
+        choices: The values allowed (a sequence).
+
+    Returns:
+        `value`.
+
+    Raises:
+        ValueError: "Invalid value for argument `argument`. Expected one
+            of [...]. Received: argument=value".
+    """
+    if value not in choices:
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected one of "
+            f"{list(choices)}. Received: {argument}={value!r}"
+        )
+    return value
+
+
+def check_output_type(role, value, argument=None):
+    """Validates `teacher_output_type` / `student_output_type` (or the
+    argument named `argument`)."""
+    return check_choice(argument or f"{role}_output_type", value, OUTPUT_TYPES)
+
+
+def check_nan_policy(value):
+    """Validates `compile(nan_policy=...)`; returns it."""
+    return check_choice("nan_policy", value, NAN_POLICIES)
+
+
+def _describe_outputs(names):
+    return ", ".join(f"{i}: {n!r}" for i, n in enumerate(names))
+
+
+def check_output_choice(names, model_name, role, choice, argument=None):
+    """Checks `teacher_output` / `student_output` against a model's outputs.
+
+    Args:
+        names: The model's output names (`keras_distill.views.
+            output_names`): `[]` for one output, None when unknown.
+        model_name: The model's name, for messages.
+        role: `"teacher"` or `"student"` (or an ensemble member).
+        choice: None, an output name or an index.
+        argument: The argument's name in messages (default
+            `<role>_output`).
+
+    Returns:
+        `choice`, unchanged.
+
+    Raises:
+        ValueError: If the model has several outputs and `choice` is None,
+            or `choice` names no output; the message lists the outputs.
+    """
+    argument = argument or f"{role}_output"
+    if choice is not None and (
+        isinstance(choice, bool) or not isinstance(choice, (str, int))
+    ):
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected an output "
+            f"name or index. Received: {argument}={choice!r}"
+        )
+    if names is None or (not names and choice is None):
+        return choice
+    if not names:
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. The {role} "
+            f"{model_name!r} has a single output: pass {argument}=None. "
+            f"Received: {argument}={choice!r}"
+        )
+    described = _describe_outputs(names)
+    if choice is None:
+        raise ValueError(
+            f"Ambiguous {role} outputs. Expected `{argument}=` naming the "
+            f"output the distillation losses compare: the {role} "
+            f"{model_name!r} has {len(names)} outputs ({described}). "
+            f"Received: {argument}=None"
+        )
+    if isinstance(choice, int) and not -len(names) <= choice < len(names):
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected an index "
+            f"below {len(names)} or a name among ({described})."
+            f" Received: {argument}={choice!r}"
+        )
+    if isinstance(choice, str) and choice not in names:
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected one of the "
+            f"{role}'s outputs ({described}). Received: {argument}={choice!r}"
+        )
+    return choice
+
 
 def check_backend():
     """Raises `RuntimeError` unless Keras runs on TensorFlow."""

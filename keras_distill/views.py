@@ -26,25 +26,14 @@ from keras import ops
 
 from keras_distill import _keras_internals as internals
 from keras_distill.losses.divergences import is_top_k
+from keras_distill.validation import check_output_choice
+from keras_distill.validation import check_output_type
 
 OUTPUT = "__output__"
 LOGITS = "__logits__"
 MASK = "__mask__"
-OUTPUT_TYPES = ("auto", "logits", "probabilities", "log_probabilities")
 _TINY = 1e-30
 _SWAP = threading.RLock()
-
-
-def check_output_type(role, value, argument=None):
-    """Validates `teacher_output_type` / `student_output_type` (or the
-    argument named `argument`)."""
-    argument = argument or f"{role}_output_type"
-    if value not in OUTPUT_TYPES:
-        raise ValueError(
-            f"Invalid value for argument `{argument}`. Expected one "
-            f"of {list(OUTPUT_TYPES)}. Received: {argument}={value!r}"
-        )
-    return value
 
 
 def to_logits(outputs, output_type):
@@ -137,66 +126,6 @@ def output_names(model):
     return []
 
 
-def _describe_outputs(names):
-    return ", ".join(f"{i}: {n!r}" for i, n in enumerate(names))
-
-
-def check_output_choice(model, role, choice, argument=None):
-    """Checks `teacher_output` / `student_output` against the model.
-
-    Args:
-        model: The `keras.Model`.
-        role: `"teacher"` or `"student"`.
-        choice: None, an output name or an index.
-        argument: The argument's name in messages (default
-            `<role>_output`).
-
-    Returns:
-        `choice`, unchanged.
-
-    Raises:
-        ValueError: If the model has several outputs and `choice` is None,
-            or `choice` names no output; the message lists the outputs.
-    """
-    argument = argument or f"{role}_output"
-    if choice is not None and (
-        isinstance(choice, bool) or not isinstance(choice, (str, int))
-    ):
-        raise ValueError(
-            f"Invalid value for argument `{argument}`. Expected an output "
-            f"name or index. Received: {argument}={choice!r}"
-        )
-    names = output_names(model)
-    if names is None or (not names and choice is None):
-        return choice
-    if not names:
-        raise ValueError(
-            f"Invalid value for argument `{argument}`. The {role} "
-            f"{model.name!r} has a single output: pass {argument}=None. "
-            f"Received: {argument}={choice!r}"
-        )
-    if choice is None:
-        raise ValueError(
-            f"Ambiguous {role} outputs. Expected `{argument}=` naming the "
-            f"output the distillation losses compare: the {role} "
-            f"{model.name!r} has {len(names)} outputs "
-            f"({_describe_outputs(names)}). Received: {argument}=None"
-        )
-    if isinstance(choice, int) and not -len(names) <= choice < len(names):
-        raise ValueError(
-            f"Invalid value for argument `{argument}`. Expected an index "
-            f"below {len(names)} or a name among ({_describe_outputs(names)})."
-            f" Received: {argument}={choice!r}"
-        )
-    if isinstance(choice, str) and choice not in names:
-        raise ValueError(
-            f"Invalid value for argument `{argument}`. Expected one of the "
-            f"{role}'s outputs ({_describe_outputs(names)}). Received: "
-            f"{argument}={choice!r}"
-        )
-    return choice
-
-
 def select_output(outputs, choice, names=None, role="model"):
     """The output `choice` names in a model's (possibly nested) output.
 
@@ -231,10 +160,11 @@ def select_output(outputs, choice, names=None, role="model"):
             return outputs[choice]
         if isinstance(choice, str) and names and choice in names:
             return outputs[list(names).index(choice)]
+        described = ", ".join(f"{i}: {n!r}" for i, n in enumerate(names or []))
         raise ValueError(
             f"Ambiguous {role} outputs. Expected `{role}_output=` naming one "
             f"of its {len(outputs)} outputs by index"
-            + (f" or name ({_describe_outputs(names)})" if names else "")
+            + (f" or name ({described})" if names else "")
             + f". Received: {role}_output={choice!r}"
         )
     return outputs
@@ -458,7 +388,9 @@ class ModelView:
             None,
         )
         self._type_arg = type_arg
-        self.output = check_output_choice(model, role, output, output_arg)
+        self.output = check_output_choice(
+            output_names(model), model.name, role, output, output_arg
+        )
         self.output_type = check_output_type(role, output_type, type_arg)
         self.features = sorted(set(features))
         self.head = softmax_head(model, self.output)

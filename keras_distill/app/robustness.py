@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from keras_distill.augment import shift_images
+from keras_distill.validation import check_choice
 
 CONDITIONS = ("clean", "noise 0.1", "noise 0.3", "shift 2px", "contrast 0.5")
 
@@ -35,11 +36,7 @@ def shifted(x, condition, seed=0):
     Raises:
         ValueError: If `condition` is unknown.
     """
-    if condition not in CONDITIONS:
-        raise ValueError(
-            f"Invalid value for argument `condition`. Expected one of "
-            f"{list(CONDITIONS)}. Received: condition={condition!r}"
-        )
+    check_choice("condition", condition, CONDITIONS)
     x = np.asarray(x, dtype=np.float32)
     rng = np.random.default_rng(seed)
     low, high = float(x.min()), float(x.max())

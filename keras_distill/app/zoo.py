@@ -18,6 +18,7 @@ uncompiled Functional `keras.Model` that outputs logits.
 import keras
 
 from keras_distill.app.config import MODELS
+from keras_distill.validation import check_choice
 
 _BUILDERS = {}
 
@@ -62,11 +63,7 @@ def build(name, input_shape, num_classes, *, seed=None, **kwargs):
     >>> model.count_params()
     20490
     """
-    if name not in _BUILDERS:
-        raise ValueError(
-            f"Invalid value for argument `name`. Expected one of {names()}. "
-            f"Received: name={name!r}"
-        )
+    check_choice("name", name, names())
     input_shape = tuple(int(d) for d in input_shape)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int):
         raise ValueError(

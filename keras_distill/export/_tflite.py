@@ -19,6 +19,7 @@ from keras_distill.export._specs import examples
 from keras_distill.utils import atomic_path
 from keras_distill.utils import quiet_native_output
 from keras_distill.utils import write_bytes
+from keras_distill.validation import check_choice
 
 QUANTIZE_MODES = (None, "float16", "dynamic", "int8")
 REPRESENTATIVE_SAMPLES = 200
@@ -110,11 +111,7 @@ def tflite(
     print(report.bytes, report.argmax_agreement, report.latency_ms)
     ```
     """
-    if quantize not in QUANTIZE_MODES:
-        raise ValueError(
-            "Invalid value for argument `quantize`. Expected one of "
-            f"{list(QUANTIZE_MODES)}. Received: quantize={quantize!r}"
-        )
+    check_choice("quantize", quantize, QUANTIZE_MODES)
     if quantize == "int8" and representative_data is None:
         raise ValueError(
             "Invalid arguments: `quantize='int8'` needs "

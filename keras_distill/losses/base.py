@@ -344,16 +344,6 @@ def weighted_mean(values, sample_weight=None, reduction="sum_over_batch_size"):
     return total / keras.ops.cast(keras.ops.size(values), "float32")
 
 
-def check_reduction(reduction):
-    """Validates a loss' `reduction`; returns it."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(
-            "Invalid value for argument `reduction`. Expected one of "
-            f"{list(REDUCTIONS)}. Received: reduction={reduction!r}"
-        )
-    return reduction
-
-
 def merge_mask(sample_weight, mask):
     """Folds a Keras mask into the sample weights, as Keras' losses do.
 

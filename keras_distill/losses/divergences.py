@@ -32,6 +32,8 @@ import math
 
 from keras import ops
 
+from keras_distill.validation import check_choice
+
 TOP_K_VALUES = "top_k_values"
 TOP_K_INDICES = "top_k_indices"
 LOG_NORMALIZER = "log_normalizer"
@@ -121,11 +123,7 @@ def top_k_log_probs(teacher, student_logits, temperature=1.0, form="rest"):
         log_p = ops.log_softmax(values / t, axis=-1)
         gathered = ops.take_along_axis(student / t, indices, axis=-1)
         return log_p, ops.log_softmax(gathered, axis=-1)
-    if form != "rest":
-        raise ValueError(
-            "Invalid value for argument `top_k_form`. Expected one of "
-            f"{list(TOP_K_FORMS)}. Received: top_k_form={form!r}"
-        )
+    check_choice("top_k_form", form, TOP_K_FORMS)
     z = ops.cast(teacher[LOG_NORMALIZER], "float32")[..., None]
     log_rest = ops.cast(teacher[LOG_REST], "float32")[..., None]
     log_p = ops.concatenate([values - z, log_rest], axis=-1)

@@ -3,9 +3,9 @@
 import keras
 from keras import ops
 
+from keras_distill.losses.base import REDUCTIONS
 from keras_distill.losses.base import DistillationLoss
 from keras_distill.losses.base import as_float
-from keras_distill.losses.base import check_reduction
 from keras_distill.losses.base import is_kl_divergence
 from keras_distill.losses.base import keras_loss_mean
 from keras_distill.losses.base import resolve_keras_loss
@@ -19,6 +19,7 @@ from keras_distill.losses.divergences import log_probs
 from keras_distill.losses.divergences import reverse_kl
 from keras_distill.losses.divergences import top_k_log_probs
 from keras_distill.losses.registry import register
+from keras_distill.validation import check_choice
 from keras_distill.validation import check_int
 from keras_distill.validation import check_non_negative
 from keras_distill.validation import check_positive
@@ -202,8 +203,8 @@ class LogitsDistillation(DistillationLoss):
     ):
         super().__init__(name=name)
         self.temperature = temperature
-        self.reduction = check_reduction(reduction)
-        self.top_k_form = check_top_k_form(top_k_form)
+        self.reduction = check_choice("reduction", reduction, REDUCTIONS)
+        self.top_k_form = check_choice("top_k_form", top_k_form, TOP_K_FORMS)
         if isinstance(loss, (list, tuple, dict)):
             raise ValueError(
                 "Invalid value for argument `loss`. Expected one loss: "
@@ -284,8 +285,8 @@ class _TokenDivergence(DistillationLoss):
     ):
         super().__init__(name=name)
         self.temperature = temperature
-        self.reduction = check_reduction(reduction)
-        self.top_k_form = check_top_k_form(top_k_form)
+        self.reduction = check_choice("reduction", reduction, REDUCTIONS)
+        self.top_k_form = check_choice("top_k_form", top_k_form, TOP_K_FORMS)
 
     def divergence(self, log_p, log_q):
         raise NotImplementedError
@@ -455,22 +456,12 @@ class SoftTargetDistillation(LogitsDistillation):
     ):
         DistillationLoss.__init__(self, name=name)
         self.temperature = temperature
-        self.reduction = check_reduction(reduction)
+        self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.top_k_form = "rest"
         self.loss = loss
         # Always the given loss on probabilities, KL included (the
         # example's form); `compute` and the config are LogitsDistillation's.
         self._loss_fn = resolve_keras_loss(loss)
-
-
-def check_top_k_form(form):
-    """Validates a loss' `top_k_form`; returns it."""
-    if form not in TOP_K_FORMS:
-        raise ValueError(
-            "Invalid value for argument `top_k_form`. Expected one of "
-            f"{list(TOP_K_FORMS)}. Received: top_k_form={form!r}"
-        )
-    return form
 
 
 def divergence_mean(

@@ -42,6 +42,7 @@ from keras_distill.app.report import format_table
 from keras_distill.distiller import Distiller
 from keras_distill.losses.logits import soft_kl
 from keras_distill.teachers import TeacherCache
+from keras_distill.validation import check_choice
 
 VARIANTS = {
     "student_alone": "student alone (student.fit)",
@@ -291,11 +292,7 @@ def run(preset="mlp", quick=False, rounds=5, batch_size=64, log=print):
     Raises:
         ValueError: If `preset` is unknown.
     """
-    if preset not in PRESETS:
-        raise ValueError(
-            f"Invalid value for argument `preset`. Expected one of "
-            f"{sorted(PRESETS)}. Received: preset={preset!r}"
-        )
+    check_choice("preset", preset, sorted(PRESETS))
     rounds = 3 if quick else rounds
     x, y, dataset = _data(quick, batch_size)
     shape, classes = x.shape[1:], 10
