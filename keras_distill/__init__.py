@@ -14,12 +14,15 @@ The library (it needs keras, tensorflow and numpy only):
   matching).
 - `keras_distill.pipelines`: seeded `tf.data` shuffles and shifts.
 - `keras_distill.prune`: magnitude pruning to a target sparsity.
-- `keras_distill.hub`: KerasHub tasks' preprocessors in a `Distiller`.
 - `keras_distill.teachers`: cached teacher outputs and teacher ensembles.
 - `keras_distill.distribute`: multi-worker training for any model.
-- `keras_distill.checks`: the data checks and the NaN policy of `fit`.
+- `keras_distill.NonFiniteLossError`: what `fit` raises when the loss is
+  not finite (under `compile(nan_policy="raise")`).
 - `keras_distill.export`: SavedModel and TFLite/LiteRT export, checked
   against Keras (LiteRT from the `export` extra).
+
+Every other module is private (a leading underscore): internal, free to
+change in any release.
 
 The application behind the `keras-distill` command lives in
 `keras_distill.app` (datasets, the model zoo, runs, reports, benchmarks;
@@ -50,34 +53,23 @@ def _is_the_command():
 
 __version__ = "0.1.0"
 
+# The public modules. Every other module is private (its name starts with
+# an underscore): what it holds may change in any release. docs/api.md
+# documents exactly these names and `NonFiniteLossError`, `Distiller`.
 _SUBMODULES = (
     "app",
     "augment",
     "callbacks",
-    "checks",
     "distribute",
     "export",
-    "hub",
     "losses",
     "pipelines",
     "prune",
     "recipes",
     "teachers",
-    "utils",
-    "validation",
-    "views",
 )
-# Application modules that lived at the top level before `keras_distill.app`:
-# still reachable as attributes (`keras_distill.zoo.build`), for one release.
-_MOVED = {
-    "bench": "keras_distill.app.bench",
-    "report": "keras_distill.app.report",
-    "robustness": "keras_distill.app.robustness",
-    "run": "keras_distill.app.run",
-    "zoo": "keras_distill.app.zoo",
-}
 
-__all__ = ["Distiller", *_SUBMODULES, "__version__"]
+__all__ = ["Distiller", "NonFiniteLossError", *_SUBMODULES, "__version__"]
 
 # The modules whose classes Keras must find by name on reload.
 _REGISTERING = ("augment", "callbacks", "distribute", "losses", "recipes")
@@ -107,10 +99,12 @@ def __getattr__(name):
         from keras_distill.distiller import Distiller
 
         return Distiller
+    if name == "NonFiniteLossError":
+        from keras_distill._checks import NonFiniteLossError
+
+        return NonFiniteLossError
     if name in _SUBMODULES:
         return importlib.import_module(f"keras_distill.{name}")
-    if name in _MOVED:
-        return importlib.import_module(_MOVED[name])
     raise AttributeError(f"module 'keras_distill' has no attribute {name!r}")
 
 

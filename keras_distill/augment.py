@@ -14,7 +14,7 @@ seeded run replays the same augmentation, and is a no-op outside training.
 import keras
 from keras import ops
 
-from keras_distill.validation import check_int
+from keras_distill._validation import check_int
 
 
 def shift_images(images, offsets, pixels):

@@ -14,9 +14,9 @@ import math
 
 import keras
 
+from keras_distill._validation import check_int
 from keras_distill.pipelines import record_passes
 from keras_distill.pipelines import stop_recording
-from keras_distill.validation import check_int
 
 FORMS = ("constant", "linear", "cosine", "warmup")
 

@@ -6,15 +6,15 @@ import inspect
 import keras
 import tensorflow as tf
 
+from keras_distill import _binding as binding
+from keras_distill import _checks as checks
+from keras_distill import _hub as hub
 from keras_distill import _keras_internals as internals
-from keras_distill import binding
-from keras_distill import checks
-from keras_distill import hub
-from keras_distill import keras_io
-from keras_distill import objective
-from keras_distill import references
-from keras_distill import validation
-from keras_distill import views
+from keras_distill import _keras_io as keras_io
+from keras_distill import _objective as objective
+from keras_distill import _references as references
+from keras_distill import _validation as validation
+from keras_distill import _views as views
 from keras_distill.augment import check_augment
 from keras_distill.distribute import MultiWorkerBuild
 from keras_distill.distribute import multi_worker_logs
@@ -249,6 +249,9 @@ class Distiller(MultiWorkerBuild, keras.Model):
             return x
         return self.teacher_preprocessing(x)
 
+    # `keras.distillation`'s names for the two views. Nothing here reads
+    # them, but Keras' own distiller tests (run by tests/test_keras_suite.py)
+    # do: keep them.
     @property
     def _teacher_feature_extractor(self):
         """The teacher's functional view (`keras.distillation`'s name)."""
@@ -337,7 +340,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
         (`loss` is its supervised loss, `metrics` are computed on its
         predictions), and the keras.io Distiller example's keywords
         `student_loss_fn`, `distillation_loss_fn`, `alpha` and
-        `temperature`, with the same meaning (`keras_distill.keras_io`).
+        `temperature`, with the same meaning (`keras_distill._keras_io`).
 
         Args:
             optimizer: Optimizer name or instance, for the student.
@@ -348,7 +351,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
                 teacher, reports `distillation_loss`, and its `loss` is the
                 training objective. Defaults to False.
             nan_policy: `"raise"` (the default): `fit` stops with a
-                `keras_distill.checks.NonFiniteLossError` naming the term
+                `keras_distill.NonFiniteLossError` naming the term
                 once the loss is not finite; `"ignore"`: train on.
             **kwargs: The keras.io keywords, and other `keras.Model.compile`
                 arguments.
@@ -514,7 +517,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
         The data is checked against the student first; losses that change
         with the epoch get each epoch's index; under
         `compile(nan_policy="raise")` a non-finite loss stops training
-        with `keras_distill.checks.NonFiniteLossError`.
+        with `keras_distill.NonFiniteLossError`.
 
         Returns:
             A `keras.callbacks.History`.

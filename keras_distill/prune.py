@@ -27,7 +27,7 @@ compression report).
 import keras
 import numpy as np
 
-from keras_distill.validation import check_int
+from keras_distill._validation import check_int
 
 PRUNABLE = (
     keras.layers.Dense,

@@ -15,7 +15,7 @@ from conftest import sparse_ce
 
 import keras_distill
 from keras_distill import losses
-from keras_distill.checks import NonFiniteLossError
+from keras_distill._checks import NonFiniteLossError
 
 
 def distiller(**compile_kwargs):

@@ -15,8 +15,8 @@ from conftest import sparse_ce
 
 import keras_distill
 from keras_distill import Distiller
+from keras_distill import _objective as objective
 from keras_distill import losses
-from keras_distill import objective
 
 
 def make(alpha=0.5, counter=False, **kwargs):

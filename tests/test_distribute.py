@@ -374,7 +374,7 @@ NAN_SCRIPT = textwrap.dedent(
         error = None
         try:
             d.fit(ds.take(batches), epochs=1, verbose=0)
-        except keras_distill.checks.NonFiniteLossError as e:
+        except keras_distill._checks.NonFiniteLossError as e:
             error = str(e)
         return d, error
 

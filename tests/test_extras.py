@@ -17,7 +17,7 @@ def _missing(monkeypatch, *modules):
 
 
 def test_optional_import_names_the_extra(monkeypatch):
-    from keras_distill.utils import optional_import
+    from keras_distill._utils import optional_import
 
     _missing(monkeypatch, "yaml")
     with pytest.raises(ImportError) as info:

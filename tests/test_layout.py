@@ -3,13 +3,12 @@ no two modules import each other, even inside functions."""
 
 import ast
 import pathlib
+import re
 
 import keras_distill
 
 PACKAGE = pathlib.Path(keras_distill.__file__).parent
-# `keras_distill.data` forwards to `keras_distill.app.datasets` for one
-# release; it is the one library module that may import the application.
-SHIMS = {"keras_distill.data"}
+API = PACKAGE.parent / "docs" / "api.md"
 
 
 def _module_name(path):
@@ -51,7 +50,7 @@ def test_the_library_imports_no_application_module():
     offenders = {
         name: sorted(m for m in imported if m.startswith("keras_distill.app"))
         for name, imported in _graph().items()
-        if not name.startswith("keras_distill.app") and name not in SHIMS
+        if not name.startswith("keras_distill.app")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
 
@@ -90,30 +89,62 @@ def test_the_graph_sees_imports_inside_functions(tmp_path):
     assert "keras_distill.app.zoo" in _imports(source, "keras_distill")
 
 
-def test_moved_modules_still_work_for_one_release():
+def _documented():
+    """The `keras_distill.NAME` (top-level) names docs/api.md documents."""
+    text = API.read_text()
+    return set(re.findall(r"`keras_distill\.([A-Za-z]\w*)", text))
+
+
+def test_docs_api_documents_exactly_the_public_names():
+    public = set(keras_distill.__all__) - {"__version__"}
+    assert _documented() == public
+    for name in public:  # each one is there
+        assert getattr(keras_distill, name) is not None
+    # The package's own modules are the public ones and private ones.
+    modules = {
+        p.stem if p.suffix else p.name
+        for p in PACKAGE.iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__")
+        or (p.is_dir() and (p / "__init__.py").exists())
+    }
+    assert {m for m in modules if not m.startswith("_")} == (
+        public - {"Distiller", "NonFiniteLossError"}
+    ) | {"distiller"}
+
+
+def test_docs_name_no_private_module_and_every_name_resolves():
     import importlib
-    import sys
+
+    docs = [API, *sorted((PACKAGE.parent / "docs").glob("*.md"))]
+    docs.append(PACKAGE.parent / "README.md")
+    unresolved = []
+    for page in docs:
+        text = page.read_text()
+        assert not re.search(r"keras_distill\._[a-z]", text), page.name
+        for path in set(re.findall(r"keras_distill(?:\.\w+)+", text)):
+            parts = path.split(".")
+            target = importlib.import_module(parts[0])
+            for i, part in enumerate(parts[1:], start=1):
+                if hasattr(target, part):
+                    target = getattr(target, part)
+                    continue
+                try:
+                    target = importlib.import_module(".".join(parts[: i + 1]))
+                except ImportError:
+                    unresolved.append(f"{page.name}: {path}")
+                    break
+    assert unresolved == []
+
+
+def test_the_one_release_shims_are_gone():
+    import importlib
 
     import pytest
 
-    from keras_distill.app import datasets
-    from keras_distill.app import zoo
-
-    sys.modules.pop("keras_distill.data", None)
-    with pytest.warns(DeprecationWarning, match="keras_distill.app.datasets"):
-        old = importlib.import_module("keras_distill.data")
-    assert old.load is datasets.load
-    assert old.shift_augment is keras_distill.pipelines.shift_augment
-    assert keras_distill.zoo is zoo
-    assert keras_distill.run is importlib.import_module("keras_distill.app.run")
-    # Names that left `keras_distill.app.run` for modules of their own.
-    from keras_distill.app import config
-
-    with pytest.warns(DeprecationWarning, match="keras_distill.app.config"):
-        from keras_distill.app.run import RunConfig
-    assert RunConfig is config.RunConfig
-    with pytest.warns(DeprecationWarning, match="app.environment.versions"):
-        assert callable(keras_distill.run.versions)
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("keras_distill.data")
+    for old in ("zoo", "run", "report", "robustness", "bench", "checks"):
+        assert not hasattr(keras_distill, old)
 
 
 OPTIONAL = ("keras_hub", "ai_edge_litert", "matplotlib", "tensorflow_datasets")
@@ -124,7 +155,7 @@ def test_the_library_imports_no_optional_dependency_at_import_time():
     found = {}
     for path in PACKAGE.rglob("*.py"):
         name = _module_name(path)
-        if name.startswith("keras_distill.app") or name in SHIMS:
+        if name.startswith("keras_distill.app"):
             continue
         for node in ast.parse(path.read_text()).body:  # module level only
             names = []

@@ -18,7 +18,8 @@ from conftest import np_kd
 from conftest import sparse_ce
 
 import keras_distill
-from keras_distill import views
+from keras_distill import _graphs as graphs
+from keras_distill import _views as views
 from keras_distill.teachers import TeacherCache
 
 T = 3.0
@@ -71,7 +72,7 @@ def reported_distillation(distiller, x, y, **kwargs):
 def test_softmax_teacher_distils_from_its_logits(head):
     x, y = data(32)
     teacher = head_mlp("teacher", head, seed=1)
-    assert views.softmax_head(teacher) is not None
+    assert graphs.softmax_head(teacher) is not None
     student = mlp(4, "student", seed=2)
     distiller = keras_distill.Distiller(
         teacher, student, keras_distill.losses.LogitsDistillation(T)

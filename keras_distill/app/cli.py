@@ -25,6 +25,8 @@ import shutil
 import sys
 
 import keras_distill
+from keras_distill._utils import import_tensorflow_quietly
+from keras_distill._utils import quiet_native_output
 from keras_distill.app import bench
 from keras_distill.app.config import AUGMENTS
 from keras_distill.app.config import CONFIG_FILE
@@ -35,8 +37,6 @@ from keras_distill.app.config import RECIPES
 from keras_distill.app.config import STRATEGIES
 from keras_distill.app.config import RunConfig
 from keras_distill.app.config import read_config_file
-from keras_distill.utils import import_tensorflow_quietly
-from keras_distill.utils import quiet_native_output
 
 # The phases import TensorFlow: they are imported inside the functions that
 # run them, once the arguments are parsed and TensorFlow has started

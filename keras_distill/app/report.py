@@ -2,8 +2,8 @@
 
 import os
 
-from keras_distill.utils import atomic_path
-from keras_distill.utils import write_text
+from keras_distill._utils import atomic_path
+from keras_distill._utils import write_text
 
 ROWS = (
     ("teacher", "teacher"),
@@ -216,7 +216,7 @@ def write(run):
 
 
 def _pyplot():
-    from keras_distill.utils import optional_import
+    from keras_distill._utils import optional_import
 
     matplotlib = optional_import("matplotlib", "app", "The report's plots")
     matplotlib.use("Agg")

@@ -15,8 +15,8 @@ each deterministic for a seed:
 import keras
 import numpy as np
 
+from keras_distill._validation import check_choice
 from keras_distill.augment import shift_images
-from keras_distill.validation import check_choice
 
 CONDITIONS = ("clean", "noise 0.1", "noise 0.3", "shift 2px", "contrast 0.5")
 
@@ -80,7 +80,7 @@ def evaluate(model, x, y, seed=0, batch_size=256):
     >>> sorted(table)[:2]
     ['clean', 'contrast 0.5']
     """
-    from keras_distill.utils import predict
+    from keras_distill._utils import predict
 
     y = np.asarray(y).reshape(-1)
     result = {}

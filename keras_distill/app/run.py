@@ -7,11 +7,9 @@ at once. The configuration is `keras_distill.app.config.RunConfig`.
 """
 
 import functools
-import importlib
 import os
 import sys
 import time
-import warnings
 
 import keras
 import numpy as np
@@ -20,6 +18,8 @@ import tensorflow as tf
 from keras_distill import export
 from keras_distill import losses as losses_module
 from keras_distill import recipes
+from keras_distill._utils import predict
+from keras_distill._utils import save_model
 from keras_distill.app import datasets as data
 from keras_distill.app import robustness
 from keras_distill.app import zoo
@@ -34,8 +34,6 @@ from keras_distill.distribute import MultiWorkerModel
 from keras_distill.distribute import in_multi_worker_mode
 from keras_distill.pipelines import pipeline
 from keras_distill.pipelines import shift_augment
-from keras_distill.utils import predict
-from keras_distill.utils import save_model
 
 # Random 2-pixel shifts help 28×28 digits and wreck 8×8 ones.
 MIN_SHIFT_SIZE = 16
@@ -541,40 +539,3 @@ class Run(RunDirectory):
     def report(self):
         """Writes `report.md` and the PNG plots; returns the table text."""
         return write_report(self)
-
-
-# Names that lived here before the configuration, the run directory and
-# the environment report had modules of their own: still reachable here
-# (and as `keras_distill.run`), with a warning, for one release.
-_MOVED = {
-    **{
-        name: "keras_distill.app.config"
-        for name in (
-            "AUGMENTS",
-            "CONFIG_FILE",
-            "METRICS_FILE",
-            "OPTIMIZERS",
-            "RECIPES",
-            "RECIPE_DEFAULTS",
-            "STRATEGIES",
-            "RunConfig",
-            "read_config_file",
-        )
-    },
-    "check_phase": "keras_distill.app.rundir",
-    "versions": "keras_distill.app.environment",
-}
-
-
-def __getattr__(name):
-    if name in _MOVED:
-        warnings.warn(
-            f"`keras_distill.app.run.{name}` moved to `{_MOVED[name]}."
-            f"{name}`; the old name goes in the next release.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(
-        f"module 'keras_distill.app.run' has no attribute {name!r}"
-    )

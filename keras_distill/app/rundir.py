@@ -13,11 +13,11 @@ import os
 
 import keras
 
+from keras_distill._utils import write_text
 from keras_distill.app.config import CONFIG_FILE
 from keras_distill.app.config import METRICS_FILE
 from keras_distill.app.config import RunConfig
 from keras_distill.app.environment import versions
-from keras_distill.utils import write_text
 
 
 def _worker_index():

@@ -17,8 +17,8 @@ uncompiled Functional `keras.Model` that outputs logits.
 
 import keras
 
+from keras_distill._validation import check_choice
 from keras_distill.app.config import MODELS
-from keras_distill.validation import check_choice
 
 _BUILDERS = {}
 

@@ -5,10 +5,10 @@ window, in Keras or in the LiteRT interpreter.
 import keras
 import numpy as np
 
+from keras_distill._validation import check_int
 from keras_distill.export._prepared import PADDING_MASK
 from keras_distill.export._prepared import TOKEN_IDS
 from keras_distill.export._runner import Runner
-from keras_distill.validation import check_int
 
 
 def generate(model, prompt, max_new_tokens, pad_id=0, window=None):

@@ -22,11 +22,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_distill import hub
+from keras_distill import _hub as hub
+from keras_distill._utils import input_shape as _model_input_shape
 from keras_distill.distiller import Distiller
 from keras_distill.export._float32_twin import float32_compute
 from keras_distill.export._specs import InputSpecs
-from keras_distill.utils import input_shape as _model_input_shape
 
 TOKEN_IDS = "token_ids"
 PADDING_MASK = "padding_mask"

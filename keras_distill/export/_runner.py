@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 
+from keras_distill._utils import optional_import
+from keras_distill._utils import quiet_native_output
 from keras_distill.export._parity import ordered
-from keras_distill.utils import optional_import
-from keras_distill.utils import quiet_native_output
 
 
 class Runner:

@@ -7,6 +7,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_distill._utils import atomic_path
+from keras_distill._utils import quiet_native_output
 from keras_distill.export._parity import compare
 from keras_distill.export._parity import keras_outputs
 from keras_distill.export._parity import ordered
@@ -14,8 +16,6 @@ from keras_distill.export._prepared import prepare
 from keras_distill.export._report import ExportReport
 from keras_distill.export._specs import examples
 from keras_distill.export._specs import random_inputs
-from keras_distill.utils import atomic_path
-from keras_distill.utils import quiet_native_output
 
 VOCABULARY = "vocabulary.txt"
 

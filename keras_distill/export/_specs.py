@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_distill import hub
-from keras_distill.utils import input_shape as _model_input_shape
+from keras_distill import _hub as hub
+from keras_distill._utils import input_shape as _model_input_shape
 
 
 class InputSpecs:

@@ -8,6 +8,10 @@ import warnings
 
 import tensorflow as tf
 
+from keras_distill._utils import atomic_path
+from keras_distill._utils import quiet_native_output
+from keras_distill._utils import write_bytes
+from keras_distill._validation import check_choice
 from keras_distill.export._parity import compare
 from keras_distill.export._parity import keras_outputs
 from keras_distill.export._prepared import prepare
@@ -16,10 +20,6 @@ from keras_distill.export._runner import Runner
 from keras_distill.export._saved_model import write_saved_model
 from keras_distill.export._specs import InputSpecs
 from keras_distill.export._specs import examples
-from keras_distill.utils import atomic_path
-from keras_distill.utils import quiet_native_output
-from keras_distill.utils import write_bytes
-from keras_distill.validation import check_choice
 
 QUANTIZE_MODES = (None, "float16", "dynamic", "int8")
 REPRESENTATIVE_SAMPLES = 200

@@ -14,13 +14,13 @@ from keras_distill.losses.features import FeatureDistillation
 from keras_distill.losses.features import RelationalDistillation
 from keras_distill.losses.features import attention_map
 from keras_distill.losses.features import rkd
-from keras_distill.losses.logits import DKD
+from keras_distill.losses.labels import DKD
+from keras_distill.losses.labels import TeacherFreeKD
+from keras_distill.losses.labels import dkd
 from keras_distill.losses.logits import GeneralizedJSD
 from keras_distill.losses.logits import LogitsDistillation
 from keras_distill.losses.logits import ReverseKL
 from keras_distill.losses.logits import SoftTargetDistillation
-from keras_distill.losses.logits import TeacherFreeKD
-from keras_distill.losses.logits import dkd
 from keras_distill.losses.logits import soft_kl
 from keras_distill.losses.registry import get
 from keras_distill.losses.registry import known_names

@@ -403,7 +403,7 @@ def variable_property(attr, check):
 
     Args:
         attr: The attribute name, also listed in the class' `variables`.
-        check: A `keras_distill.validation` check, `check(attr, value)`,
+        check: A `keras_distill._validation` check, `check(attr, value)`,
             that returns a valid value as a float and raises `ValueError`
             otherwise.
 

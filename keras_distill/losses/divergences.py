@@ -32,7 +32,7 @@ import math
 
 from keras import ops
 
-from keras_distill.validation import check_choice
+from keras_distill._validation import check_choice
 
 TOP_K_VALUES = "top_k_values"
 TOP_K_INDICES = "top_k_indices"

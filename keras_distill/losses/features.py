@@ -3,13 +3,13 @@
 import keras
 from keras import ops
 
+from keras_distill._validation import check_non_negative
+from keras_distill._validation import check_positive
 from keras_distill.losses.base import DistillationLoss
 from keras_distill.losses.base import keras_loss_mean
 from keras_distill.losses.base import resolve_keras_loss
 from keras_distill.losses.base import variable_property
 from keras_distill.losses.registry import register
-from keras_distill.validation import check_non_negative
-from keras_distill.validation import check_positive
 
 
 def _alias(name, value, alias, alias_value):

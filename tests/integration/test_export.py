@@ -234,7 +234,7 @@ def test_nothing_half_written_on_failure(trained, tmp_path, monkeypatch):
             self._file.write(content[: len(content) // 2])
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("keras_distill.utils.open", FailingFile, raising=False)
+    monkeypatch.setattr("keras_distill._utils.open", FailingFile, raising=False)
     with pytest.raises(OSError, match="No space left"):
         export.tflite(trained, target, latency_runs=1)
     assert target.read_bytes() == b"previous"

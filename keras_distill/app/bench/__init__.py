@@ -13,8 +13,8 @@ Results of past runs are in `docs/benchmarks.md`, not here.
 
 import json
 
+from keras_distill._utils import write_text
 from keras_distill.app.bench import options
-from keras_distill.utils import write_text
 
 SPEED_DESCRIPTION = (
     "Speed benchmark: the median epoch time of keras_distill's Distiller "

@@ -12,12 +12,12 @@ import time
 
 import keras
 
+from keras_distill._utils import predict
+from keras_distill._utils import write_text
 from keras_distill.app import datasets
 from keras_distill.app import zoo
 from keras_distill.callbacks import ResumableData
 from keras_distill.pipelines import shift_augment
-from keras_distill.utils import predict
-from keras_distill.utils import write_text
 
 
 @dataclasses.dataclass

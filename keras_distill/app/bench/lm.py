@@ -31,13 +31,13 @@ import keras
 import numpy as np
 
 from keras_distill import losses
+from keras_distill._utils import optional_import
+from keras_distill._utils import predict
 from keras_distill.app.environment import versions
 from keras_distill.app.report import format_table
 from keras_distill.distiller import Distiller
 from keras_distill.pipelines import pipeline
 from keras_distill.teachers import TeacherCache
-from keras_distill.utils import optional_import
-from keras_distill.utils import predict
 
 WINDOW = 64
 VOCABULARY = 2048

@@ -34,6 +34,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_distill import losses
+from keras_distill._validation import check_choice
 from keras_distill.app import zoo
 from keras_distill.app.bench.options import PRESETS
 from keras_distill.app.datasets import load_arrays
@@ -42,7 +43,6 @@ from keras_distill.app.report import format_table
 from keras_distill.distiller import Distiller
 from keras_distill.losses.logits import soft_kl
 from keras_distill.teachers import TeacherCache
-from keras_distill.validation import check_choice
 
 VARIANTS = {
     "student_alone": "student alone (student.fit)",

@@ -53,7 +53,7 @@ def check_output_choice(names, model_name, role, choice, argument=None):
     """Checks `teacher_output` / `student_output` against a model's outputs.
 
     Args:
-        names: The model's output names (`keras_distill.views.
+        names: The model's output names (`keras_distill._views.
             output_names`): `[]` for one output, None when unknown.
         model_name: The model's name, for messages.
         role: `"teacher"` or `"student"` (or an ensemble member).
@@ -327,11 +327,11 @@ def check_models_for_losses(
         losses: The resolved `DistillationLoss` list.
         teacher: The teacher `keras.Model`, or None.
         student: The student `keras.Model`.
-        teacher_view: The teacher's `keras_distill.views.ModelView`.
+        teacher_view: The teacher's `keras_distill._views.ModelView`.
         student_view: The student's `ModelView`.
         preprocessing: The teacher's preprocessing, or None.
     """
-    from keras_distill.utils import input_shape
+    from keras_distill._utils import input_shape
 
     if teacher is None:
         for loss in losses:

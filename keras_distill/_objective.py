@@ -11,12 +11,12 @@ import tensorflow as tf
 from keras import ops
 
 from keras_distill._keras_internals import keras_mask
+from keras_distill._views import MASK
+from keras_distill._views import select
 from keras_distill.distribute import replica_count
 from keras_distill.distribute import replica_share
 from keras_distill.losses.base import accepts_sample_weight
 from keras_distill.losses.base import merge_mask
-from keras_distill.views import MASK
-from keras_distill.views import select
 
 
 def supervised_loss(compiled, y, y_pred, sample_weight, mix=(None, None)):

@@ -42,7 +42,7 @@ def expected_inputs(model):
         shapes keyed by input name (dict keys, or the `keras.Input` names
         of a list of inputs); None when unknown (a model not built).
     """
-    from keras_distill.utils import input_shape
+    from keras_distill._utils import input_shape
 
     try:
         inputs = model.input
@@ -187,7 +187,22 @@ NAN_TAG = "keras_distill: non-finite "
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Raised when the training loss becomes NaN or infinite."""
+    """Raised by `Distiller.fit` when the training loss becomes NaN or
+    infinite (under `compile(nan_policy="raise")`, the default).
+
+    Public as `keras_distill.NonFiniteLossError`. The message names the
+    epoch, the batch and the term; the student keeps the weights of the
+    last finite step.
+
+    Example:
+
+    ```python
+    try:
+        distiller.fit(dataset, epochs=5)
+    except keras_distill.NonFiniteLossError as error:
+        print(error)  # ... at epoch 2, batch 7: distillation_loss ...
+    ```
+    """
 
 
 def non_finite_message(term, epoch, batch=None):
@@ -510,7 +525,7 @@ def guarded_fit(arguments, losses, nan_policy):
 
 def probe_outputs(teacher_view, student_view, x, preprocessing=None):
     """Warns once for outputs no graph can vouch for that look like
-    probabilities (see `keras_distill.views.ModelView.check_probabilities`).
+    probabilities (see `keras_distill._views.ModelView.check_probabilities`).
 
     The first batch of `x` is read once. From a `TeacherCache` the
     teacher is never called: its cached outputs are read (an ensemble's

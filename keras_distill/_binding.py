@@ -13,10 +13,10 @@ import typing
 import keras
 
 from keras_distill import losses as losses_module
-from keras_distill.checks import first_inputs
-from keras_distill.validation import check_models_for_losses
-from keras_distill.validation import check_weights
-from keras_distill.views import make_views
+from keras_distill._checks import first_inputs
+from keras_distill._validation import check_models_for_losses
+from keras_distill._validation import check_weights
+from keras_distill._views import make_views
 
 
 def scalar_weight(model, value, name):
