@@ -13,7 +13,8 @@ from conftest import needs_keras_distillation
 
 import keras_distill
 
-SCRIPT = textwrap.dedent(
+# Two logical CPU devices, for a MirroredStrategy of two replicas.
+TWO_DEVICES = textwrap.dedent(
     """
     import json, os, sys
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -25,6 +26,11 @@ SCRIPT = textwrap.dedent(
     import keras
     import numpy as np
     import keras_distill
+    """
+)
+
+SCRIPT = TWO_DEVICES + textwrap.dedent(
+    """
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(160, 6)).astype("float32")
@@ -336,18 +342,8 @@ def test_a_student_built_outside_the_strategy_scope_is_refused():
         keras_distill.Distiller(teacher, inside)  # built in the scope: fine
 
 
-NAN_SCRIPT = textwrap.dedent(
+NAN_SCRIPT = TWO_DEVICES + textwrap.dedent(
     """
-    import json, os
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
-    )
-    import keras
-    import numpy as np
-    import keras_distill
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 6)).astype("float32")

@@ -200,9 +200,9 @@ CLASSIFIER_TEXTS = np.array(
 )
 
 
-def text_classifier_distiller(vocabulary_file=None):
-    """A tiny BERT classifier teaching a `TextVectorization` student, the
-    teacher's own preprocessor as its `teacher_preprocessing`."""
+def bert_classifier(vocabulary_file=None):
+    """A tiny BERT text classifier (3 classes, logits) with its
+    preprocessor; its vocabulary written to `vocabulary_file` if given."""
     vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     if vocabulary_file is not None:
         with open(vocabulary_file, "w") as f:
@@ -219,7 +219,7 @@ def text_classifier_distiller(vocabulary_file=None):
         intermediate_dim=32,
         max_sequence_length=12,
     )
-    teacher = keras_hub.models.BertTextClassifier(
+    return keras_hub.models.BertTextClassifier(
         backbone,
         num_classes=3,
         activation=None,
@@ -227,6 +227,12 @@ def text_classifier_distiller(vocabulary_file=None):
             tokenizer, sequence_length=12
         ),
     )
+
+
+def text_classifier_distiller(vocabulary_file=None):
+    """A tiny BERT classifier teaching a `TextVectorization` student, the
+    teacher's own preprocessor as its `teacher_preprocessing`."""
+    teacher = bert_classifier(vocabulary_file)
     # The student reads the strings itself; only the teacher is given the
     # teacher's preprocessor.
     inputs = keras.Input((), dtype="string")

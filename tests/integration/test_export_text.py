@@ -164,26 +164,10 @@ def test_a_kerashub_causal_lm_exports_in_every_mode(quantize, tmp_path):
 
 
 def test_a_kerashub_classifier_student_exports(tmp_path):
-    keras_hub = hub()
-    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary)
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=len(vocabulary),
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        max_sequence_length=12,
-    )
-    classifier = keras_hub.models.BertTextClassifier(
-        backbone,
-        num_classes=3,
-        activation=None,
-        preprocessor=keras_hub.models.BertTextClassifierPreprocessor(
-            tokenizer, sequence_length=12
-        ),
-    )
+    hub()
+    from test_hub import bert_classifier
+
+    classifier = bert_classifier()
     report = export.tflite(
         classifier,
         tmp_path / "classifier.tflite",
