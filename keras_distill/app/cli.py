@@ -113,11 +113,42 @@ def _run_options(parser):
     group.add_argument("--config", help="a YAML or JSON run configuration")
     group.add_argument(
         "--dataset",
-        help="mnist5k (default), digits, tfds:<name>, or a .npz file",
+        help="mnist5k (default), digits, tfds:<name>, a .npz file, or a "
+        "folder of images or text files in class subfolders",
+    )
+    group.add_argument(
+        "--test-dataset", help="a separate test folder (same classes)"
+    )
+    group.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("HEIGHT", "WIDTH"),
+        help="a folder's image size (default: the student's input size)",
     )
     group.add_argument("--data-dir", help="TFDS data directory")
-    group.add_argument("--teacher", choices=MODELS, help="teacher model")
-    group.add_argument("--student", choices=MODELS, help="student model")
+    models = ", ".join(MODELS)
+    group.add_argument(
+        "--teacher",
+        help="teacher: a zoo name (" + models + "), a trained .keras file "
+        "(used as it is, never retrained), a factory package.module:function"
+        ", or a JSON Keras model config",
+    )
+    group.add_argument(
+        "--student",
+        help="student: the same forms (a .keras file starts from its "
+        "weights)",
+    )
+    group.add_argument(
+        "--teacher-preprocessing",
+        choices=("auto", "none"),
+        help="auto (default): resize the teacher's inputs to its own size",
+    )
+    group.add_argument(
+        "--teacher-scale",
+        type=float,
+        help="a factor for the teacher's inputs (e.g. 255 for 0..255)",
+    )
     group.add_argument(
         "--temperature",
         type=float,

@@ -25,7 +25,6 @@ import keras
 import numpy as np
 
 from keras_distill import prune
-from keras_distill._utils import predict
 from keras_distill._utils import write_text
 from keras_distill.app.report import markdown_table
 
@@ -50,10 +49,11 @@ def pareto_front(points):
     return front
 
 
-def error_rate(model, arrays):
-    """The share of misclassified test examples, in Keras."""
-    logits = predict(model, arrays.x_test)
-    return float(np.mean(logits.argmax(-1) != arrays.y_test))
+def error_rate(model, run):
+    """The share of the run's test examples `model` misclassifies, in
+    Keras (a folder's streamed from disk)."""
+    predicted, labels = run._test_predictions(model)
+    return float(np.mean(predicted != labels))
 
 
 def _fine_tune(run, model, sparsity, epochs, teacher=None):
@@ -88,21 +88,20 @@ def measure(name, model, run, folder, int8=False):
     """One row: error, parameters, non-zeros, bytes, gzip bytes, latency."""
     from keras_distill import export
 
-    arrays = run.data.arrays
     path = os.path.join(folder, f"{name}.tflite")
     report = export.tflite(
         model,
         path,
         quantize="int8" if int8 else None,
-        representative_data=arrays.x_train,
-        check_data=(arrays.x_test, arrays.y_test),
+        representative_data=run.train_sample(),
+        check_data=run.test_arrays(),
     )
     with open(path, "rb") as f:
         compressed = len(gzip.compress(f.read(), compresslevel=9))
     return {
         "model": name,
         "test_error": 1.0 - report.accuracy,
-        "keras_test_error": error_rate(model, arrays),
+        "keras_test_error": error_rate(model, run),
         "params": int(model.count_params()),
         "nonzero": prune.nonzero_count(model),
         "tflite_bytes": int(report.bytes),
@@ -125,7 +124,9 @@ def compare(run, prune_epochs=4, log=print):
     """
     folder = run.file("frontier")
     os.makedirs(folder, exist_ok=True)
-    teacher, student = run.load("teacher"), run.load("student")
+    # The user's teacher, behind its preprocessing when its inputs differ.
+    teacher = run._on_data("teacher", run.load("teacher"))
+    student = run.load("student")
     rows = []
 
     def add(name, model, int8=False):

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 
 from keras_distill import _defaults as defaults
 from keras_distill._utils import optional_import
@@ -33,6 +34,57 @@ MODELS = (
     "mlp-tiny",
     "resnet-small",
 )
+# A Python factory that returns a model: `package.module:function`.
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+MODEL_FORMS = (
+    f"a zoo name (one of {sorted(MODELS)}), a saved `.keras` file, a "
+    "factory `package.module:function` that returns a model, or a Keras "
+    '{"class_name": ..., "config": ...} model config'
+)
+TEACHER_PREPROCESSING = ("auto", "none")
+
+
+def model_kind(reference):
+    """What a `teacher` / `student` reference names, without loading it.
+
+    Args:
+        reference: A zoo name, a path to a `.keras` file, a factory
+            `package.module:function`, a Keras `{"class_name", "config"}`
+            dict, or that dict as a JSON string.
+
+    Returns:
+        `"zoo"`, `"file"`, `"factory"` or `"config"`, or None for anything
+        else (a missing file included).
+    """
+    if isinstance(reference, dict):
+        ok = {"class_name", "config"} <= set(reference)
+        return "config" if ok else None
+    if not isinstance(reference, str):
+        return None
+    if reference.lstrip().startswith("{"):
+        try:
+            return model_kind(json.loads(reference))
+        except ValueError:
+            return None
+    if reference in MODELS:
+        return "zoo"
+    if reference.endswith(".keras"):
+        return "file" if os.path.isfile(reference) else None
+    if _FACTORY.match(reference):
+        return "factory"
+    return None
+
+
+def file_digest(path):
+    """The SHA-256 of a file's bytes (a trained teacher's, to notice a
+    change)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 # The temperature and the supervised weight (alpha) of each recipe, where
 # a config leaves them unset. `kd` is the command's own choice (Hinton et
 # al.'s protocol: T = 4, the labels at a tenth); the others are the
@@ -51,10 +103,31 @@ class RunConfig:
     file (YAML or JSON) or a command-line flag of the same name.
 
     Attributes:
-        dataset: A data source (see `keras_distill.app.datasets.load`).
+        dataset: A data source (see `keras_distill.app.datasets.load`):
+            a bundled name, `tfds:<name>`, a `.npz` file, or a folder of
+            images or text files in class subfolders.
         data_dir: The TFDS data directory, for `tfds:<name>` datasets.
-        teacher: A `keras_distill.app.zoo` model name for the teacher.
-        student: A `keras_distill.app.zoo` model name for the student.
+        test_dataset: A separate test folder (the same classes) for a
+            folder dataset, or null: a stratified split from `seed`.
+        image_size: `[height, width]` of a folder's images, or null: the
+            student's input size (else the first image's).
+        teacher: The teacher: a `keras_distill.app.zoo` name (trained by
+            the run), a trained `.keras` file (used as it is, never
+            retrained or overwritten; the run records its SHA-256 and
+            refuses to go on if the file changes), a factory
+            `package.module:function` returning a model (importable from
+            the working directory), or a Keras `{"class_name", "config"}`
+            model config (both trained by the run).
+        student: The student, in the same forms. A `.keras` file starts
+            from its weights (distilled and from scratch alike); the other
+            forms start from the same fresh weights for both.
+        teacher_preprocessing: `auto` (the default): when the teacher's
+            input size differs from the student's, its inputs are resized
+            (and grey images repeated to three channels); `none`: inputs
+            go to the teacher as they are.
+        teacher_scale: A factor applied to the teacher's inputs (for
+            example 255 for a teacher trained on pixel values in 0..255
+            while the data is in [0, 1]), or null.
         temperature: The distillation temperature T, or null for the
             recipe's (`RECIPE_DEFAULTS`: 4 for `kd` and `reverse`, 1 for
             `born-again` and `mutual`).
@@ -114,8 +187,12 @@ class RunConfig:
 
     dataset: str = "mnist5k"
     data_dir: object = None
-    teacher: str = "cnn-medium"
-    student: str = "mlp-compact"
+    test_dataset: object = None
+    image_size: object = None
+    teacher: object = "cnn-medium"
+    student: object = "mlp-compact"
+    teacher_preprocessing: str = "auto"
+    teacher_scale: object = None
     temperature: object = None
     alpha: object = None
     losses: object = None
@@ -159,8 +236,34 @@ class RunConfig:
             )
 
         for field in ("teacher", "student"):
-            if getattr(self, field) not in MODELS:
-                fail(field, f"one of {sorted(MODELS)}")
+            value = getattr(self, field)
+            if isinstance(value, str) and value.endswith(".keras"):
+                if not os.path.isfile(value):
+                    fail(field, f"an existing .keras file ({value} is not)")
+            if model_kind(value) is None:
+                fail(field, MODEL_FORMS)
+            if isinstance(value, str) and value.lstrip().startswith("{"):
+                setattr(self, field, json.loads(value))
+        if self.teacher_preprocessing not in TEACHER_PREPROCESSING:
+            fail("teacher_preprocessing", f"one of {TEACHER_PREPROCESSING}")
+        if self.teacher_scale is not None and (
+            not is_number(self.teacher_scale) or not self.teacher_scale > 0
+        ):
+            fail("teacher_scale", "a positive float or null")
+        if self.image_size is not None and (
+            not isinstance(self.image_size, (list, tuple))
+            or len(self.image_size) != 2
+            or not all(is_int(v) and v > 0 for v in self.image_size)
+        ):
+            fail("image_size", "[height, width], two positive ints, or null")
+        if self.image_size is not None:
+            self.image_size = list(self.image_size)
+        if self.test_dataset is not None and (
+            not isinstance(self.test_dataset, str)
+            or not os.path.isdir(self.test_dataset)
+            or not os.path.isdir(self.dataset)
+        ):
+            fail("test_dataset", "a folder, beside a folder `dataset`")
         if self.temperature is not None and (
             not is_number(self.temperature) or not self.temperature > 0
         ):
@@ -203,7 +306,7 @@ class RunConfig:
         ):
             fail("backup_dir", "a directory path or null")
         if not isinstance(self.dataset, str) or not self.dataset:
-            fail("dataset", "a data source name or a .npz path")
+            fail("dataset", "a data source name, a .npz path or a folder")
         modes = ("float32", "float16", "dynamic", "int8")
         if isinstance(self.quantize, str):
             self.quantize = [self.quantize]
@@ -339,6 +442,8 @@ class RunConfig:
         )
         values = {k: getattr(self, k) for k in keys}
         values["teacher"] = self.architecture("teacher")
+        for key in ("test_dataset", "image_size", "teacher_preprocessing"):
+            values[key] = getattr(self, key)
         values["teacher_epochs"] = self.teacher_epochs or self.epochs
         del values["epochs"]
         text = json.dumps(values, sort_keys=True)
