@@ -13,7 +13,9 @@ plots and configuration files:
 - `keras_distill.app.environment`: the versions a result was made with.
 - `keras_distill.app.report`: the run's Markdown report and plots.
 - `keras_distill.app.datasets`: the bundled MNIST-5k and digits, TFDS by
-  name, and the user's arrays, as `tf.data` pipelines.
+  name, the user's arrays and data folders, as `tf.data` pipelines.
+- `keras_distill.app.folders`: data folders (one subfolder per class),
+  checked without TensorFlow.
 - `keras_distill.app.zoo`: reference teacher and student models by name.
 - `keras_distill.app.robustness`: accuracy on perturbed test sets.
 - `keras_distill.app.bench`: the benchmarks (`keras-distill bench`).
@@ -27,6 +29,7 @@ _SUBMODULES = (
     "config",
     "datasets",
     "environment",
+    "folders",
     "report",
     "robustness",
     "run",
