@@ -1,7 +1,11 @@
-"""Datasets: bundled offline sets, TFDS by name, and the user's arrays.
+"""Datasets: bundled offline sets, TFDS by name, the user's arrays and
+folders.
 
 One function, `keras_distill.app.datasets.load`, returns batched `tf.data`
-pipelines plus the input shape and class count, whatever the source.
+pipelines plus the input shape and class count, whatever the source. The
+array sources are loaded into memory (`load_arrays`); a data folder (one
+subfolder per class, see `keras_distill.app.folders`) is streamed from
+disk, and `take_arrays` draws a bounded NumPy subset from any pipeline.
 """
 
 import dataclasses
@@ -10,9 +14,12 @@ import os
 
 import numpy as np
 
+from keras_distill.app import folders
 from keras_distill.pipelines import pipeline
+from keras_distill.pipelines import shuffled_positions
 
-SOURCES = ("mnist5k", "digits", "tfds:<name>", "<file>.npz")
+SOURCES = ("mnist5k", "digits", "tfds:<name>", "<file>.npz", "<folder>")
+TEST_FRACTION = 0.2  # The test share of a folder without a test folder.
 SPLIT_SEED = 1234  # The fixed seed of every train/test split made here.
 
 
@@ -55,9 +62,15 @@ class Data:
             `(x, y)`.
         validation: The same for the validation slice, or None.
         test: The same for the test split (not shuffled).
-        input_shape: The shape of one example.
+        input_shape: The shape of one example: `(height, width,
+            channels)` for images, `()` for text (one string each).
         num_classes: The number of classes.
-        arrays: The `Arrays` the pipelines were made from.
+        arrays: The `Arrays` the pipelines were made from, or None for a
+            folder (streamed from disk; see `take_arrays`).
+        class_names: The class names of a folder (its subfolders' names,
+            sorted), or None.
+        kind: `"arrays"` for the in-memory sources, `"image"` or `"text"`
+            for a folder.
     """
 
     train: object
@@ -66,6 +79,8 @@ class Data:
     input_shape: tuple
     num_classes: int
     arrays: Arrays
+    class_names: list = None
+    kind: str = "arrays"
 
 
 def load(
@@ -75,6 +90,9 @@ def load(
     validation_split=0.0,
     seed=0,
     data_dir=None,
+    test_source=None,
+    image_size=None,
+    channels=None,
 ):
     """Loads a dataset as train / validation / test `tf.data` pipelines.
 
@@ -89,19 +107,38 @@ def load(
               Datasets image classification set already on disk under
               `data_dir` (never downloaded here);
             - a path to a `.npz` file with `x_train, y_train, x_test,
-              y_test`.
+              y_test`;
+            - a folder with one subfolder per class, of images (`.png`,
+              `.jpg`, `.jpeg`, `.gif`, `.bmp`) or text files (`.txt`), as
+              `keras.utils.image_dataset_from_directory` reads (see
+              `keras_distill.app.folders`). It is streamed from disk: only
+              the file paths and labels are kept in memory. Images come
+              resized to `image_size`, float32 in [0, 1] with `channels`
+              channels; texts as one `tf.string` per file. Without
+              `test_source`, a stratified 20% of each class (drawn with
+              `seed`) is the test part.
         batch_size: Positive int.
         validation_split: Fraction of the train part held out for
-            validation (stratified by the seeded shuffle), in [0, 1).
-        seed: Seed of the shuffling and of the validation slice.
+            validation (stratified: by the seeded shuffle for arrays, class
+            by class for a folder), in [0, 1).
+        seed: Seed of the shuffling, of the validation slice, and of a
+            folder's train/test split.
         data_dir: The TFDS data directory (defaults to TFDS' own).
+        test_source: A folder's separate test folder, with the same class
+            subfolders, or None. Folders only.
+        image_size: `(height, width)` that a folder's images are resized
+            to, or None for the first image's size. Image folders only.
+        channels: 1 (grey) or 3 (RGB) for a folder's images, or None for
+            the first image's (1 for grey images, else 3). Image folders
+            only.
 
     Returns:
         A `keras_distill.app.datasets.Data`.
 
     Raises:
-        ValueError: For an unknown source, invalid arguments, or a file
-            whose content is not what is expected.
+        ValueError: For an unknown source, invalid arguments, a file
+            whose content is not what is expected, or a bad folder (see
+            `keras_distill.app.folders.scan`).
         FileNotFoundError: For a `.npz` path or a TFDS dataset that is not
             on disk, with a message that says how to get it.
 
@@ -121,6 +158,27 @@ def load(
             "Invalid value for argument `batch_size`. Expected a positive "
             f"int. Received: batch_size={batch_size!r}"
         )
+    if _is_folder(source):
+        return _load_folder(
+            os.fspath(source),
+            test_source=test_source,
+            batch_size=batch_size,
+            validation_split=validation_split,
+            seed=seed,
+            image_size=image_size,
+            channels=channels,
+        )
+    for name, value in (
+        ("test_source", test_source),
+        ("image_size", image_size),
+        ("channels", channels),
+    ):
+        if value is not None:
+            raise ValueError(
+                f"Invalid value for argument `{name}`. Expected None: it "
+                f"applies to data folders only, and source={source!r} is "
+                f"not one. Received: {name}={value!r}"
+            )
     arrays = load_arrays(
         source, validation_split=validation_split, seed=seed, data_dir=data_dir
     )
@@ -140,13 +198,66 @@ def load(
     )
 
 
+def take_arrays(dataset, limit):
+    """The first examples of a batched `(x, y)` dataset, as NumPy arrays.
+
+    Reads batches only until `limit` examples are in hand, so that an
+    evaluation subset of a streamed folder has a bounded size.
+
+    Args:
+        dataset: A `tf.data.Dataset` of `(x, y)` batches (a `Data`
+            pipeline).
+        limit: The most examples to take, a positive int.
+
+    Returns:
+        `(x, y)`: NumPy arrays of at most `limit` examples (fewer when the
+        dataset has fewer); `x` holds bytes objects for text.
+
+    Raises:
+        ValueError: For a `limit` that is not a positive int.
+
+    Example:
+
+    >>> data = keras_distill.app.datasets.load("digits", batch_size=32)
+    >>> x, y = keras_distill.app.datasets.take_arrays(data.test, 100)
+    >>> x.shape, y.shape
+    ((100, 8, 8, 1), (100,))
+    """
+    if (
+        isinstance(limit, bool)
+        or not isinstance(limit, (int, np.integer))
+        or limit <= 0
+    ):
+        raise ValueError(
+            "Invalid value for argument `limit`. Expected a positive int. "
+            f"Received: limit={limit!r}"
+        )
+    xs, ys, count = [], [], 0
+    for x, y in dataset:
+        xs.append(x.numpy()[: limit - count])
+        ys.append(y.numpy()[: limit - count])
+        count += len(xs[-1])
+        if count >= limit:
+            break
+    if not xs:
+        x_spec, y_spec = dataset.element_spec
+        return (
+            _empty(x_spec),
+            _empty(y_spec),
+        )
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def load_arrays(
     source="mnist5k", *, validation_split=0.0, seed=0, data_dir=None
 ):
     """Loads a dataset as NumPy arrays; see `load` for the sources.
 
+    A data folder is streamed from disk, never loaded whole: `load` reads
+    it, and `take_arrays` draws a NumPy subset of bounded size.
+
     Args:
-        source: A source name or a `.npz` path.
+        source: A source name or a `.npz` path (not a folder).
         validation_split: Fraction of the train part held out, in [0, 1).
         seed: Seed of the validation slice.
         data_dir: The TFDS data directory.
@@ -155,20 +266,23 @@ def load_arrays(
         A `keras_distill.app.datasets.Arrays`.
 
     Raises:
-        ValueError: For an unknown source or invalid content.
+        ValueError: For an unknown source, invalid content, or a data
+            folder.
         FileNotFoundError: When the data is not on disk.
     """
-    if not isinstance(validation_split, (int, float)) or not (
-        0.0 <= validation_split < 1.0
-    ):
-        raise ValueError(
-            "Invalid value for argument `validation_split`. Expected a float "
-            f"in [0, 1). Received: validation_split={validation_split!r}"
-        )
+    _check_validation_split(validation_split)
     if not isinstance(source, (str, os.PathLike)):
         raise ValueError(
             f"Invalid value for argument `source`. Expected one of {SOURCES}."
             f" Received: source={source!r}"
+        )
+    if _is_folder(source):
+        raise ValueError(
+            "Invalid value for argument `source`. Expected an in-memory "
+            f"source (one of {SOURCES[:-1]}). Received: source={source!r}, "
+            "a data folder, which is streamed from disk rather than loaded "
+            "as arrays: use `keras_distill.app.datasets.load` (and "
+            "`take_arrays` for a NumPy subset of bounded size)."
         )
     source = os.fspath(source)
     if source == "mnist5k":
@@ -182,9 +296,12 @@ def load_arrays(
     elif source.endswith(".npz"):
         x_train, y_train, x_test, y_test = _npz(source)
     else:
+        missing = ""
+        if os.sep in source or "/" in source:
+            missing = " (no such file or directory)"
         raise ValueError(
             f"Invalid value for argument `source`. Expected one of {SOURCES}."
-            f" Received: source={source!r}"
+            f" Received: source={source!r}{missing}"
         )
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     x_val = x_train[:0]
@@ -231,6 +348,207 @@ def stratified_split(x, y, test_fraction, seed=SPLIT_SEED):
     train = rng.permutation(np.concatenate(train))
     test = rng.permutation(np.concatenate(test))
     return x[train], y[train], x[test], y[test]
+
+
+def _check_validation_split(validation_split):
+    if not isinstance(validation_split, (int, float)) or not (
+        0.0 <= validation_split < 1.0
+    ):
+        raise ValueError(
+            "Invalid value for argument `validation_split`. Expected a float "
+            f"in [0, 1). Received: validation_split={validation_split!r}"
+        )
+
+
+def _is_folder(source):
+    """Whether `source` names a data folder (not a bundled or TFDS name)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return False
+    source = os.fspath(source)
+    if source in ("mnist5k", "digits") or str(source).startswith("tfds:"):
+        return False
+    return os.path.isdir(source)
+
+
+def _load_folder(
+    source,
+    *,
+    test_source,
+    batch_size,
+    validation_split,
+    seed,
+    image_size,
+    channels,
+):
+    """`load` for a data folder: pipelines that read the files."""
+    _check_validation_split(validation_split)
+    _check_image_options(image_size, channels)
+    if test_source is not None and not isinstance(
+        test_source, (str, os.PathLike)
+    ):
+        raise ValueError(
+            "Invalid value for argument `test_source`. Expected a folder "
+            f"path or None. Received: test_source={test_source!r}"
+        )
+    train, test = folders.check(
+        source, None if test_source is None else os.fspath(test_source)
+    )
+    if test is None:
+        train_indices, test_indices = folders.split(train, TEST_FRACTION, seed)
+        train, test = train.subset(train_indices), train.subset(test_indices)
+    kept, held = folders.stratified_indices(
+        train.labels, validation_split, seed
+    )
+    validation = None
+    if len(held):
+        train, validation = train.subset(kept), train.subset(held)
+    if train.kind == "image":
+        image_size, channels = _image_options(
+            train.files[0], image_size, channels
+        )
+        read = _image_reader(image_size, channels)
+        input_shape = (*image_size, channels)
+    else:
+        for name, value in (("image_size", image_size), ("channels", channels)):
+            if value is not None:
+                raise ValueError(
+                    f"Invalid value for argument `{name}`. Expected None: "
+                    f"it applies to image folders only, and {source!r} "
+                    f"holds text files. Received: {name}={value!r}"
+                )
+        read = _read_text
+        input_shape = ()
+    return Data(
+        train=_stream(train, read, batch_size, shuffle=True, seed=seed),
+        validation=(
+            _stream(validation, read, batch_size)
+            if validation is not None
+            else None
+        ),
+        test=_stream(test, read, batch_size),
+        input_shape=input_shape,
+        num_classes=train.num_classes,
+        arrays=None,
+        class_names=list(train.classes),
+        kind=train.kind,
+    )
+
+
+def _check_image_options(image_size, channels):
+    if image_size is not None:
+        ok = isinstance(image_size, (tuple, list)) and len(image_size) == 2
+        ok = ok and all(
+            isinstance(v, (int, np.integer))
+            and not isinstance(v, bool)
+            and v > 0
+            for v in image_size
+        )
+        if not ok:
+            raise ValueError(
+                "Invalid value for argument `image_size`. Expected "
+                "`(height, width)`, two positive ints, or None. Received: "
+                f"image_size={image_size!r}"
+            )
+    if channels is not None and (
+        isinstance(channels, bool) or channels not in (1, 3)
+    ):
+        raise ValueError(
+            "Invalid value for argument `channels`. Expected 1 (grey), 3 "
+            f"(RGB) or None. Received: channels={channels!r}"
+        )
+
+
+def _image_options(file, image_size, channels):
+    """`image_size` and `channels`, from the image `file` where None."""
+    if image_size is None or channels is None:
+        import tensorflow as tf
+
+        try:
+            image = tf.io.decode_image(
+                tf.io.read_file(file), expand_animations=False
+            )
+        except tf.errors.OpError as error:
+            raise ValueError(
+                "Invalid value for `dataset`. Expected readable images. "
+                f"Received: {file!r}, which cannot be decoded "
+                f"({error.message.strip()}). Convert it or remove it."
+            ) from None
+        height, width, depth = image.shape
+        if image_size is None:
+            image_size = (height, width)
+        if channels is None:
+            channels = 1 if depth in (1, 2) else 3
+    return tuple(int(v) for v in image_size), int(channels)
+
+
+def _image_reader(image_size, channels):
+    """A function of a file path that returns the image, float32 in
+    [0, 1], resized to `image_size`, with `channels` channels."""
+    import tensorflow as tf
+
+    def read(path):
+        image = tf.io.decode_image(
+            tf.io.read_file(path), dtype=tf.float32, expand_animations=False
+        )
+        depth = tf.shape(image)[-1]  # 1 (grey), 2 (+ alpha), 3, 4 (+ alpha)
+        if channels == 3:
+            image = tf.cond(
+                depth >= 3,
+                lambda: image[..., :3],
+                lambda: tf.image.grayscale_to_rgb(image[..., :1]),
+            )
+        else:
+            image = tf.cond(
+                depth >= 3,
+                lambda: tf.image.rgb_to_grayscale(image[..., :3]),
+                lambda: image[..., :1],
+            )
+        image = tf.image.resize(image, image_size)
+        image = tf.clip_by_value(image, 0.0, 1.0)
+        image.set_shape((*image_size, channels))
+        return image
+
+    return read
+
+
+def _read_text(path):
+    import tensorflow as tf
+
+    return tf.io.read_file(path)
+
+
+def _stream(folder, read, batch_size, shuffle=False, seed=0):
+    """A batched, prefetched dataset of `(read(file), label)`.
+
+    With `shuffle`, each pass is in a new order that depends on `seed`
+    alone, the order `keras_distill.pipelines.pipeline` serves arrays of
+    the same length in.
+    """
+    import tensorflow as tf
+
+    files = tf.constant(folder.files)
+    labels = tf.constant(folder.labels)
+
+    def example(i):
+        return read(tf.gather(files, i)), tf.gather(labels, i)
+
+    n = len(folder)
+    if shuffle:
+        positions = shuffled_positions(n, batch_size, seed).unbatch()
+    else:
+        positions = tf.data.Dataset.range(n)
+    ds = positions.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if shuffle:  # `unbatch` hides it
+        steps = -(-n // batch_size)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _empty(spec):
+    """An empty NumPy array for a batched `tf.TensorSpec`."""
+    shape = tuple(0 if d is None else d for d in spec.shape[1:])
+    return np.zeros((0, *shape), dtype=spec.dtype.as_numpy_dtype)
 
 
 def _images(x):
