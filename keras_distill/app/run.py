@@ -8,6 +8,7 @@ at once. The configuration is `keras_distill.app.config.RunConfig`.
 
 import functools
 import os
+import shutil
 import sys
 import time
 
@@ -21,8 +22,11 @@ from keras_distill import recipes
 from keras_distill._utils import predict
 from keras_distill._utils import save_model
 from keras_distill.app import datasets as data
+from keras_distill.app import folders
+from keras_distill.app import models
 from keras_distill.app import robustness
-from keras_distill.app import zoo
+from keras_distill.app.config import file_digest
+from keras_distill.app.config import model_kind
 from keras_distill.app.report import write as write_report
 from keras_distill.app.rundir import RunDirectory
 from keras_distill.augment import ConsistentAugment
@@ -37,6 +41,8 @@ from keras_distill.pipelines import shift_augment
 
 # Random 2-pixel shifts help 28×28 digits and wreck 8×8 ones.
 MIN_SHIFT_SIZE = 16
+# A folder's examples held in memory for robustness and export checks.
+EVALUATION_LIMIT = 1000
 
 
 def _in_scope(phase):
@@ -61,6 +67,9 @@ def check_data(config):
         ValueError: For an unknown source or invalid content.
         FileNotFoundError: When the data is not on disk.
     """
+    if os.path.isdir(config.dataset):  # streamed: scanned, not loaded
+        folders.check(config.dataset, config.test_dataset)
+        return
     data.load_arrays(
         config.dataset,
         validation_split=config.validation_split,
@@ -131,15 +140,46 @@ class Run(RunDirectory):
     def data(self):
         """The run's `keras_distill.app.datasets.Data` (loaded once)."""
         if self._data is None:
-            c = self.config
-            self._data = data.load(
-                c.dataset,
-                batch_size=c.batch_size,
-                validation_split=c.validation_split,
-                seed=c.seed,
-                data_dir=c.data_dir,
-            )
+            self._data = self._load_data()
         return self._data
+
+    def _load_data(self):
+        c = self.config
+        folder = {}
+        if os.path.isdir(c.dataset):  # streamed from disk
+            shape = models.image_shape(c.architecture("student"))
+            folder = dict(
+                test_source=c.test_dataset,
+                image_size=c.image_size or (shape and shape[:2]),
+                channels=shape[2] if shape else None,
+            )
+        return data.load(
+            c.dataset,
+            batch_size=c.batch_size,
+            validation_split=c.validation_split,
+            seed=c.seed,
+            data_dir=c.data_dir,
+            **folder,
+        )
+
+    @property
+    def streamed(self):
+        """Whether the data is a folder streamed from disk (no arrays)."""
+        return self.data.arrays is None
+
+    def test_arrays(self, limit=EVALUATION_LIMIT):
+        """`(x_test, y_test)`: the test split's arrays, or for a folder its
+        first `limit` examples (memory bounded by `limit`)."""
+        if not self.streamed:
+            return self.data.arrays.x_test, self.data.arrays.y_test
+        return data.take_arrays(self.data.test, limit)
+
+    def train_sample(self, limit=export.REPRESENTATIVE_SAMPLES):
+        """Training inputs for int8 calibration (at most `limit` for a
+        folder)."""
+        if not self.streamed:
+            return self.data.arrays.x_train
+        return data.take_arrays(self.data.train, limit)[0]
 
     def train_dataset(self, role="student"):
         """A fresh training pipeline, with the role's augmentation applied.
@@ -150,14 +190,17 @@ class Run(RunDirectory):
         same phase gives inside `keras-distill demo`.
         """
         c = self.config
-        arrays = self.data.arrays
-        train = pipeline(
-            arrays.x_train,
-            arrays.y_train,
-            c.batch_size,
-            shuffle=True,
-            seed=c.seed,
-        )
+        if self.streamed:  # a fresh pipeline, shuffled from the seed
+            train = self._load_data().train
+        else:
+            arrays = self.data.arrays
+            train = pipeline(
+                arrays.x_train,
+                arrays.y_train,
+                c.batch_size,
+                shuffle=True,
+                seed=c.seed,
+            )
         augment = self.augmentation(role)
         if augment in ("shift", "consistent"):
             if not (augment == "consistent" and role == "student"):
@@ -182,7 +225,7 @@ class Run(RunDirectory):
         )
         if value is not None:
             return value
-        shape = self.data.arrays.x_train.shape[1:]
+        shape = tuple(self.data.input_shape)
         images = len(shape) == 3 and min(shape[:2]) >= MIN_SHIFT_SIZE
         return "shift" if images else "none"
 
@@ -214,12 +257,60 @@ class Run(RunDirectory):
     def _build(self, role, seed=None):
         c = self.config
         keras.utils.set_random_seed(c.seed)
-        name = c.architecture(role)
         if seed is None:
             seed = c.seed if role == "teacher" else c.seed + 1
-        return zoo.build(
-            name, self.data.input_shape, self.data.num_classes, seed=seed
+        return models.build(
+            c.architecture(role),
+            self.data.input_shape,
+            self.data.num_classes,
+            seed=seed,
         )
+
+    def _teacher_preprocessing(self, teacher, student):
+        c = self.config
+        return models.teacher_preprocessing(
+            teacher, student, c.teacher_preprocessing, c.teacher_scale
+        )
+
+    def _on_data(self, name, model):
+        """A model that takes the run's inputs: the teacher behind its
+        preprocessing when it needs one."""
+        if name != "teacher":
+            return model
+        student = self._build("student")
+        preprocessing = self._teacher_preprocessing(model, student)
+        if preprocessing is None:
+            return model
+        inputs = keras.Input(tuple(self.data.input_shape))
+        return keras.Model(inputs, model(preprocessing(inputs)), name="teacher")
+
+    # -- a trained teacher given as a file -----------------------------------
+
+    def _teacher_file(self):
+        """The user's trained teacher file, or None (the run trains it)."""
+        reference = self.config.architecture("teacher")
+        return reference if model_kind(reference) == "file" else None
+
+    def _check_teacher_file(self):
+        """Refuses to go on when the user's teacher file changed since the
+        run recorded it."""
+        path = self._teacher_file()
+        recorded = self.metrics().get("teacher", {}).get("sha256")
+        if path is None or recorded is None:
+            return
+        digest = file_digest(path)
+        if digest != recorded:
+            raise ValueError(
+                f"The teacher file {path!r} changed since this run recorded "
+                f"it (sha256 {recorded[:12]}... then, {digest[:12]}... now)."
+                " Expected the same trained teacher for every phase of a "
+                "run. Restore the file, or start a new run directory."
+            )
+
+    def load(self, name):
+        if name == "teacher":
+            self._check_teacher_file()
+        return super().load(name)
 
     def _compile_args(self):
         return dict(
@@ -240,6 +331,8 @@ class Run(RunDirectory):
         Returns:
             The teacher `keras.Model`.
         """
+        if self._teacher_file() is not None:
+            return self._use_teacher_file()
         fingerprint = self.config.teacher_fingerprint()
         metrics = self.metrics()
         previous = metrics.get("teacher", {}).get("fingerprint")
@@ -265,6 +358,31 @@ class Run(RunDirectory):
         self._train(
             "teacher", trainer, teacher, epochs, fingerprint=fingerprint
         )
+        return teacher
+
+    def _use_teacher_file(self):
+        """The user's trained teacher, used as it is: never trained here,
+        never written to; the run keeps a byte copy as `teacher.keras`
+        and records the file's path and SHA-256."""
+        path = self._teacher_file()
+        self._check_teacher_file()
+        digest = file_digest(path)
+        teacher = keras.models.load_model(path)
+        self.log(
+            f"[teacher] using the trained teacher {path} as it is "
+            f"({teacher.count_params():,} parameters, sha256 "
+            f"{digest[:12]}...): not trained by this run"
+        )
+        shutil.copyfile(path, self.file("teacher.keras"))
+        metrics = self.metrics()
+        metrics["teacher"] = dict(
+            metrics.get("teacher", {}),
+            source=os.path.abspath(path),
+            sha256=digest,
+            trained_by_run=False,
+            params=int(teacher.count_params()),
+        )
+        self._write_metrics(metrics)
         return teacher
 
     @_in_scope
@@ -300,6 +418,9 @@ class Run(RunDirectory):
             distillation_loss_weights=c.loss_weights,
             student_loss_weight=c.alpha,
             augment=self.consistent_augment(),
+            teacher_preprocessing=self._teacher_preprocessing(
+                teacher, student
+            ),
         )
         distiller.compile(**self._compile_args())
         return distiller
@@ -309,7 +430,6 @@ class Run(RunDirectory):
         the run's teacher, with the run's losses, optimizer and pipelines;
         the last generation is the run's student."""
         c = self.config.resolved()
-        arrays = self.data.arrays
         numbers = iter(range(1, c.generations + 1))
         errors = []
 
@@ -332,8 +452,8 @@ class Run(RunDirectory):
         def count_errors(k, generation):
             if k == 0:
                 return  # the run's teacher
-            logits = predict(generation.model, arrays.x_test)
-            errors.append(int(np.sum(logits.argmax(-1) != arrays.y_test)))
+            predicted, labels = self._test_predictions(generation.model)
+            errors.append(int(np.sum(predicted != labels)))
             self.log(f"[distill] generation {k}: {errors[-1]} errors")
 
         result = recipes.born_again(
@@ -369,12 +489,9 @@ class Run(RunDirectory):
             f"T={c.temperature}, {c.epochs} epochs"
         )
         self._train("student", mutual, student, c.epochs)
-        arrays = self.data.arrays
-        logits = predict(peer, arrays.x_test)
+        predicted, labels = self._test_predictions(peer)
         metrics = self.metrics()
-        metrics["student"]["peer_errors"] = int(
-            np.sum(logits.argmax(-1) != arrays.y_test)
-        )
+        metrics["student"]["peer_errors"] = int(np.sum(predicted != labels))
         self._write_metrics(metrics)
         return student
 
@@ -471,30 +588,46 @@ class Run(RunDirectory):
             The updated metrics dict (also written to `metrics.json`).
         """
         metrics = self.metrics()
-        arrays = self.data.arrays
+        x_sample, y_sample = self.test_arrays()
         for name in ("teacher", "scratch", "student"):
             if not os.path.exists(self.file(f"{name}.keras")):
                 continue
             model = self.load(name)
-            logits = predict(model, arrays.x_test)
-            errors = int(np.sum(logits.argmax(-1) != arrays.y_test))
+            params = int(model.count_params())
+            model = self._on_data(name, model)
+            predicted, labels = self._test_predictions(model)
+            errors = int(np.sum(predicted != labels))
             entry = metrics.setdefault(name, {})
             entry.update(
-                test_examples=int(len(arrays.y_test)),
+                test_examples=int(len(labels)),
                 errors=errors,
-                accuracy=1.0 - errors / len(arrays.y_test),
-                params=int(model.count_params()),
+                accuracy=1.0 - errors / len(labels),
+                params=params,
                 keras_bytes=os.path.getsize(self.file(f"{name}.keras")),
-                robustness=robustness.evaluate(
-                    model, arrays.x_test, arrays.y_test, seed=self.config.seed
-                ),
             )
+            if len(np.shape(x_sample)) == 4:  # images only
+                entry["robustness"] = robustness.evaluate(
+                    model, x_sample, y_sample, seed=self.config.seed
+                )
             self.log(
                 f"[evaluate] {name}: accuracy {entry['accuracy']:.4f} "
-                f"({errors} errors in {len(arrays.y_test)})"
+                f"({errors} errors in {len(labels)})"
             )
         self._write_metrics(metrics)
         return metrics
+
+    def _test_predictions(self, model):
+        """`(predicted classes, labels)` over the whole test split (a
+        folder's batch by batch, from disk)."""
+        if not self.streamed:
+            arrays = self.data.arrays
+            return predict(model, arrays.x_test).argmax(-1), arrays.y_test
+        predicted, labels = [], []
+        for x, y in self.data.test:
+            logits = keras.ops.convert_to_numpy(model(x, training=False))
+            predicted.append(logits.argmax(-1))
+            labels.append(np.asarray(y))
+        return np.concatenate(predicted), np.concatenate(labels)
 
     def export(self, modes=None):
         """Exports the distilled student, and the teacher and the student
@@ -508,8 +641,8 @@ class Run(RunDirectory):
             The dict of reports written under `tflite` in `metrics.json`.
         """
         modes = modes or self.config.quantize
-        arrays = self.data.arrays
-        check = (arrays.x_test, arrays.y_test)
+        check = self.test_arrays()
+        representative = self.train_sample()
         metrics = self.metrics()
         reports = metrics.setdefault("tflite", {})
         targets = [("student", m) for m in modes]
@@ -519,7 +652,7 @@ class Run(RunDirectory):
             if os.path.exists(self.file(f"{other}.keras")):
                 targets.insert(0, (other, "float32"))
         for name, mode in targets:
-            model = self.load(name)
+            model = self._on_data(name, self.load(name))
             suffix = "" if mode == "float32" else f"_{mode}"
             path = self.file(f"{name}{suffix}.tflite")
             self.log(f"[export] {name} {mode} -> {path}")
@@ -527,7 +660,7 @@ class Run(RunDirectory):
                 model,
                 path,
                 quantize=None if mode == "float32" else mode,
-                representative_data=arrays.x_train,
+                representative_data=representative,
                 check_data=check,
             )
             entry = report.to_dict()

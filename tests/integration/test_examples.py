@@ -111,3 +111,18 @@ def test_distill_language_model(tmp_path):
     )
     assert "bytes a token" in out and "generated:" in out
     assert (tmp_path / "student_lm.tflite").exists()
+
+
+@pytest.mark.slow
+def test_own_teacher_and_folder(tmp_path):
+    _run(
+        [
+            sys.executable,
+            str(EXAMPLES / "own_teacher_and_folder.py"),
+            "--epochs",
+            "1",
+        ],
+        tmp_path,
+    )
+    assert (tmp_path / "saved_models" / "my_images" / "report.md").exists()
+    assert (tmp_path / "my_teacher.keras").exists()
