@@ -61,7 +61,23 @@ if not os.path.exists("my_teacher.keras"):
     teacher.fit(images, epochs=2 * args.epochs, verbose=2)
     teacher.save("my_teacher.keras")
 
-# 3. The command on them: the teacher file, a zoo student, the folder.
+# 3. Your student: a factory function the command imports from the
+# working directory (`module:function`), called with the data's input
+# shape and class count.
+with open("my_student.py", "w") as f:
+    f.write(
+        "import keras\n\n\n"
+        "def small_cnn(input_shape, num_classes):\n"
+        "    return keras.Sequential([\n"
+        "        keras.Input(input_shape),\n"
+        "        keras.layers.Conv2D(8, 3, strides=2, activation='relu'),\n"
+        "        keras.layers.Conv2D(16, 3, strides=2, activation='relu'),\n"
+        "        keras.layers.GlobalAveragePooling2D(),\n"
+        "        keras.layers.Dense(num_classes),\n"
+        "    ], name='small_cnn')\n"
+    )
+
+# 4. The command on them: the teacher file, the student, the folder.
 subprocess.run(
     [
         "keras-distill",
@@ -71,7 +87,7 @@ subprocess.run(
         "--teacher",
         "my_teacher.keras",
         "--student",
-        "mlp-tiny",
+        "my_student:small_cnn",
         "--epochs",
         str(args.epochs),
         "--run",

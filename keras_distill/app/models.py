@@ -95,10 +95,16 @@ def build(reference, input_shape, num_classes, seed):
 
 
 def image_shape(reference):
-    """The `(height, width, channels)` a non-zoo model takes, or None (a
-    zoo name, which takes the data's shape, or inputs of another rank)."""
-    if model_kind(reference) == "zoo":
+    """The `(height, width, channels)` a model takes, or None (a zoo name
+    or a factory that takes `input_shape`: they take the data's shape;
+    inputs of another rank)."""
+    kind = model_kind(reference)
+    if kind == "zoo":
         return None
+    if kind == "factory":
+        wanted = inspect.signature(_factory(reference)).parameters
+        if "input_shape" in wanted:  # it takes the data's shape
+            return None
     model = build(reference, None, None, 0)
     inputs = getattr(model, "inputs", None)
     if not inputs or len(inputs) != 1 or len(inputs[0].shape) != 4:
