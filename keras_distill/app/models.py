@@ -103,8 +103,8 @@ def image_shape(reference):
         return None
     if kind == "factory":
         wanted = inspect.signature(_factory(reference)).parameters
-        if "input_shape" in wanted:  # it takes the data's shape
-            return None
+        if {"input_shape", "num_classes"} & set(wanted):
+            return None  # it is made for the data's shape
     model = build(reference, None, None, 0)
     inputs = getattr(model, "inputs", None)
     if not inputs or len(inputs) != 1 or len(inputs[0].shape) != 4:
