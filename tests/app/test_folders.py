@@ -322,22 +322,21 @@ BAD_FOLDERS = [
 ]
 
 
-@pytest.mark.parametrize(
-    "make, match",
-    BAD_FOLDERS,
-    ids=[
-        "missing",
-        "file",
-        "loose-files",
-        "empty",
-        "one-class",
-        "empty-class",
-        "mixed",
-        "bad-image",
-        "unopenable",
-        "bad-text",
-    ],
-)
+BAD_IDS = [
+    "missing",
+    "file",
+    "loose-files",
+    "empty",
+    "one-class",
+    "empty-class",
+    "mixed",
+    "bad-image",
+    "unopenable",
+    "bad-text",
+]
+
+
+@pytest.mark.parametrize("make, match", BAD_FOLDERS, ids=BAD_IDS)
 def test_bad_folder_errors(tmp_path, make, match):
     root = tmp_path / "data"
     make(root)

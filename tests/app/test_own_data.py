@@ -6,9 +6,11 @@ folder refused before anything is written."""
 import hashlib
 import json
 import os
+import re
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_distill.app import cli
@@ -104,12 +106,42 @@ def test_a_text_folder_with_the_users_string_models(tmp_path, monkeypatch):
     assert metrics["tflite"]["student_float32"]["argmax_agreement"] == 1.0
 
 
-def test_a_bad_folder_is_refused_before_anything_is_written(tmp_path, capsys):
-    (tmp_path / "one_class" / "cats").mkdir(parents=True)
-    png = tf.io.encode_png(np.zeros((4, 4, 3), "uint8"))
-    tf.io.write_file(str(tmp_path / "one_class" / "cats" / "a.png"), png)
+@pytest.mark.parametrize(
+    "case",
+    [
+        "loose-files",
+        "empty",
+        "one-class",
+        "empty-class",
+        "mixed",
+        "bad-image",
+        "bad-text",
+    ],
+)
+def test_a_bad_folder_is_refused_before_anything_is_written(
+    tmp_path, capsys, case
+):
+    from test_folders import BAD_FOLDERS
+    from test_folders import BAD_IDS
+
+    make, match = BAD_FOLDERS[BAD_IDS.index(case)]
+    make(tmp_path / "data")
     run = tmp_path / "run"
-    argv = ["demo", "--run", str(run), "--dataset", str(tmp_path / "one_class")]
+    argv = ["demo", "--run", str(run), "--dataset", str(tmp_path / "data")]
     assert cli.main(argv) == 1
-    assert "at least two class subfolders" in capsys.readouterr().err
+    assert re.search(match, capsys.readouterr().err)
+    assert not os.path.exists(run)
+
+
+def test_test_folder_classes_must_match_before_any_write(tmp_path, capsys):
+    _image_folder(tmp_path / "train")
+    _image_folder(tmp_path / "test")
+    for f in (tmp_path / "test" / "class_2").iterdir():
+        f.unlink()
+    (tmp_path / "test" / "class_2").rmdir()
+    run = tmp_path / "run"
+    argv = ["demo", "--run", str(run), "--dataset", str(tmp_path / "train")]
+    argv += ["--test-dataset", str(tmp_path / "test")]
+    assert cli.main(argv) == 1
+    assert "class_2" in capsys.readouterr().err
     assert not os.path.exists(run)
