@@ -52,7 +52,7 @@ def pareto_front(points):
 def error_rate(model, run):
     """The share of the run's test examples `model` misclassifies, in
     Keras (a folder's streamed from disk)."""
-    predicted, labels = run._test_predictions(model)
+    predicted, labels = run.test_predictions(model)
     return float(np.mean(predicted != labels))
 
 
@@ -125,7 +125,7 @@ def compare(run, prune_epochs=4, log=print):
     folder = run.file("frontier")
     os.makedirs(folder, exist_ok=True)
     # The user's teacher, behind its preprocessing when its inputs differ.
-    teacher = run._on_data("teacher", run.load("teacher"))
+    teacher = run.on_data("teacher", run.load("teacher"))
     student = run.load("student")
     rows = []
 

@@ -19,7 +19,6 @@ import tensorflow as tf
 from keras_distill import export
 from keras_distill import losses as losses_module
 from keras_distill import recipes
-from keras_distill._utils import predict
 from keras_distill._utils import save_model
 from keras_distill.app import datasets as data
 from keras_distill.app import folders
@@ -28,21 +27,12 @@ from keras_distill.app import robustness
 from keras_distill.app.config import file_digest
 from keras_distill.app.config import model_kind
 from keras_distill.app.report import write as write_report
+from keras_distill.app.run_data import RunData
 from keras_distill.app.rundir import RunDirectory
-from keras_distill.augment import ConsistentAugment
-from keras_distill.augment import Mixup
-from keras_distill.augment import RandomShift
 from keras_distill.callbacks import ResumableData
 from keras_distill.distiller import Distiller
 from keras_distill.distribute import MultiWorkerModel
 from keras_distill.distribute import in_multi_worker_mode
-from keras_distill.pipelines import pipeline
-from keras_distill.pipelines import shift_augment
-
-# Random 2-pixel shifts help 28×28 digits and wreck 8×8 ones.
-MIN_SHIFT_SIZE = 16
-# A folder's examples held in memory for robustness and export checks.
-EVALUATION_LIMIT = 1000
 
 
 def _in_scope(phase):
@@ -78,7 +68,7 @@ def check_data(config):
     )
 
 
-class Run(RunDirectory):
+class Run(RunData, RunDirectory):
     """The phases of one distillation job, over one run directory.
 
     The directory, its config, models and metrics are those of
@@ -136,114 +126,6 @@ class Run(RunDirectory):
 
     # -- data and models -----------------------------------------------------
 
-    @property
-    def data(self):
-        """The run's `keras_distill.app.datasets.Data` (loaded once)."""
-        if self._data is None:
-            self._data = self._load_data()
-        return self._data
-
-    def _load_data(self):
-        c = self.config
-        folder = {}
-        if os.path.isdir(c.dataset):  # streamed from disk
-            shape = models.image_shape(c.architecture("student"))
-            folder = dict(
-                test_source=c.test_dataset,
-                image_size=c.image_size or (shape and shape[:2]),
-                channels=shape[2] if shape else None,
-            )
-        return data.load(
-            c.dataset,
-            batch_size=c.batch_size,
-            validation_split=c.validation_split,
-            seed=c.seed,
-            data_dir=c.data_dir,
-            **folder,
-        )
-
-    @property
-    def streamed(self):
-        """Whether the data is a folder streamed from disk (no arrays)."""
-        return self.data.arrays is None
-
-    def test_arrays(self, limit=EVALUATION_LIMIT):
-        """`(x_test, y_test)`: the test split's arrays, or for a folder its
-        first `limit` examples (memory bounded by `limit`)."""
-        if not self.streamed:
-            return self.data.arrays.x_test, self.data.arrays.y_test
-        return data.take_arrays(self.data.test, limit)
-
-    def train_sample(self, limit=export.REPRESENTATIVE_SAMPLES):
-        """Training inputs for int8 calibration (at most `limit` for a
-        folder)."""
-        if not self.streamed:
-            return self.data.arrays.x_train
-        return data.take_arrays(self.data.train, limit)[0]
-
-    def train_dataset(self, role="student"):
-        """A fresh training pipeline, with the role's augmentation applied.
-
-        Each phase gets its own pipeline, so its shuffling and shifts depend
-        on the seed alone, not on how many epochs an earlier phase of the
-        same process drew: `keras-distill distill` run alone gives what the
-        same phase gives inside `keras-distill demo`.
-        """
-        c = self.config
-        if self.streamed:  # a fresh pipeline, shuffled from the seed
-            train = self._load_data().train
-        else:
-            arrays = self.data.arrays
-            train = pipeline(
-                arrays.x_train,
-                arrays.y_train,
-                c.batch_size,
-                shuffle=True,
-                seed=c.seed,
-            )
-        augment = self.augmentation(role)
-        if augment in ("shift", "consistent"):
-            if not (augment == "consistent" and role == "student"):
-                train = shift_augment(train, seed=self.config.seed)
-        return train
-
-    def augmentation(self, role="student"):
-        """The role's augmentation: the config's, or by image size.
-
-        Args:
-            role: `"teacher"` or `"student"`.
-
-        Returns:
-            `"shift"`, `"none"` or `"consistent"`. An unset (null) value
-            means `"shift"` for images of at least `MIN_SHIFT_SIZE` pixels
-            a side and `"none"` otherwise.
-        """
-        value = (
-            self.config.teacher_augment
-            if role == "teacher"
-            else self.config.augment
-        )
-        if value is not None:
-            return value
-        shape = tuple(self.data.input_shape)
-        images = len(shape) == 3 and min(shape[:2]) >= MIN_SHIFT_SIZE
-        return "shift" if images else "none"
-
-    def consistent_augment(self):
-        """The distiller's in-step augmentation, or None.
-
-        With `augment: consistent`: shifts of up to 2 pixels (images only)
-        and mixup (alpha 0.2), seeded by the run's seed.
-        """
-        if self.config.augment != "consistent":
-            return None
-        seed = self.config.seed
-        layers = []
-        if len(self.data.input_shape) == 3:
-            layers.append(RandomShift(2, seed=seed))
-        layers.append(Mixup(0.2, seed=seed + 1))
-        return ConsistentAugment(layers)
-
     def _optimizer(self):
         c = self.config
         classes = {
@@ -272,7 +154,7 @@ class Run(RunDirectory):
             teacher, student, c.teacher_preprocessing, c.teacher_scale
         )
 
-    def _on_data(self, name, model):
+    def on_data(self, name, model):
         """A model that takes the run's inputs: the teacher behind its
         preprocessing when it needs one."""
         if name != "teacher":
@@ -418,9 +300,7 @@ class Run(RunDirectory):
             distillation_loss_weights=c.loss_weights,
             student_loss_weight=c.alpha,
             augment=self.consistent_augment(),
-            teacher_preprocessing=self._teacher_preprocessing(
-                teacher, student
-            ),
+            teacher_preprocessing=self._teacher_preprocessing(teacher, student),
         )
         distiller.compile(**self._compile_args())
         return distiller
@@ -452,7 +332,7 @@ class Run(RunDirectory):
         def count_errors(k, generation):
             if k == 0:
                 return  # the run's teacher
-            predicted, labels = self._test_predictions(generation.model)
+            predicted, labels = self.test_predictions(generation.model)
             errors.append(int(np.sum(predicted != labels)))
             self.log(f"[distill] generation {k}: {errors[-1]} errors")
 
@@ -489,7 +369,7 @@ class Run(RunDirectory):
             f"T={c.temperature}, {c.epochs} epochs"
         )
         self._train("student", mutual, student, c.epochs)
-        predicted, labels = self._test_predictions(peer)
+        predicted, labels = self.test_predictions(peer)
         metrics = self.metrics()
         metrics["student"]["peer_errors"] = int(np.sum(predicted != labels))
         self._write_metrics(metrics)
@@ -594,8 +474,8 @@ class Run(RunDirectory):
                 continue
             model = self.load(name)
             params = int(model.count_params())
-            model = self._on_data(name, model)
-            predicted, labels = self._test_predictions(model)
+            model = self.on_data(name, model)
+            predicted, labels = self.test_predictions(model)
             errors = int(np.sum(predicted != labels))
             entry = metrics.setdefault(name, {})
             entry.update(
@@ -615,19 +495,6 @@ class Run(RunDirectory):
             )
         self._write_metrics(metrics)
         return metrics
-
-    def _test_predictions(self, model):
-        """`(predicted classes, labels)` over the whole test split (a
-        folder's batch by batch, from disk)."""
-        if not self.streamed:
-            arrays = self.data.arrays
-            return predict(model, arrays.x_test).argmax(-1), arrays.y_test
-        predicted, labels = [], []
-        for x, y in self.data.test:
-            logits = keras.ops.convert_to_numpy(model(x, training=False))
-            predicted.append(logits.argmax(-1))
-            labels.append(np.asarray(y))
-        return np.concatenate(predicted), np.concatenate(labels)
 
     def export(self, modes=None):
         """Exports the distilled student, and the teacher and the student
@@ -652,7 +519,7 @@ class Run(RunDirectory):
             if os.path.exists(self.file(f"{other}.keras")):
                 targets.insert(0, (other, "float32"))
         for name, mode in targets:
-            model = self._on_data(name, self.load(name))
+            model = self.on_data(name, self.load(name))
             suffix = "" if mode == "float32" else f"_{mode}"
             path = self.file(f"{name}{suffix}.tflite")
             self.log(f"[export] {name} {mode} -> {path}")
