@@ -145,3 +145,29 @@ def test_test_folder_classes_must_match_before_any_write(tmp_path, capsys):
     assert cli.main(argv) == 1
     assert "class_2" in capsys.readouterr().err
     assert not os.path.exists(run)
+
+
+def test_a_teacher_cache_from_a_folder(tmp_path):
+    from keras_distill.app import datasets
+    from keras_distill.teachers import TeacherCache
+
+    _image_folder(tmp_path / "images", per_class=4)
+    folder = datasets.load(tmp_path / "images", batch_size=5, seed=0)
+    teacher = keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
+    cache = TeacherCache(teacher, folder.train, verbose=0)
+    x, y = datasets.take_arrays(folder.train, 100)
+    assert len(x) == 9  # 12 images, a stratified test fifth: 1 per class
+    batches = list(cache.dataset(batch_size=9, shuffle=False))
+    features, labels = batches[0][0], batches[0][1]
+    np.testing.assert_allclose(
+        features["teacher_outputs"],
+        keras.ops.convert_to_numpy(teacher(features["inputs"])),
+        atol=1e-5,
+    )
+    assert sorted(np.asarray(labels)) == sorted(y)
