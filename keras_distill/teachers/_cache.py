@@ -406,30 +406,35 @@ class TeacherCache:
         labels = None if y is None else tf.constant(np.asarray(y))
         weights = None if weights is None else tf.constant(weights)
         views, pixels, view_seed = self.views, self.pixels, self.seed
-        data = tf.data.Dataset.zip((index, batch_keys(seed + 1)))
+        if views == 1:
+            # One view: no per-batch keys to draw, a plain gather of the
+            # outputs (the cheapest pipeline, as the student's own).
+            outputs = keras.tree.map_structure(lambda t: t[0], outputs)
+
+        def teacher_outputs(positions, view):
+            if views == 1:
+                return keras.tree.map_structure(
+                    lambda t: tf.gather(t, positions), outputs
+                )
+            return keras.tree.map_structure(
+                lambda t: tf.gather_nd(t, tf.stack([view, positions], axis=1)),
+                outputs,
+            )
 
         def lookup(positions, key):
             positions = tf.cast(positions, tf.int32)
-            # Each example's view this epoch.
-            if views == 1:
-                view = tf.zeros_like(positions)
-            else:
-                view = tf.random.stateless_uniform(
-                    tf.shape(positions), key, 0, views, tf.int32
-                )
             batch = keras.tree.map_structure(
                 lambda t: tf.gather(t, positions), inputs
             )
-            if views > 1:
+            view = None
+            if views > 1:  # each example's view this epoch
+                view = tf.random.stateless_uniform(
+                    tf.shape(positions), key, 0, views, tf.int32
+                )
                 batch = shift_view(batch, positions, view, pixels, view_seed)
             features = {
                 INPUT_KEY: batch,
-                TEACHER_KEY: keras.tree.map_structure(
-                    lambda t: tf.gather_nd(
-                        t, tf.stack([view, positions], axis=1)
-                    ),
-                    outputs,
-                ),
+                TEACHER_KEY: teacher_outputs(positions, view),
             }
             if labels is None:
                 return (features,)
@@ -441,9 +446,16 @@ class TeacherCache:
                 tf.gather(weights, positions),
             )
 
-        data = data.map(lookup, num_parallel_calls=tf.data.AUTOTUNE)
-        steps = -(-n // batch_size)  # the zip with endless keys hides it
-        data = data.apply(tf.data.experimental.assert_cardinality(steps))
+        if views == 1:
+            data = index.map(
+                lambda positions: lookup(positions, None),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+        else:
+            data = tf.data.Dataset.zip((index, batch_keys(seed + 1)))
+            data = data.map(lookup, num_parallel_calls=tf.data.AUTOTUNE)
+            steps = -(-n // batch_size)  # the zip with endless keys hides it
+            data = data.apply(tf.data.experimental.assert_cardinality(steps))
         return data.prefetch(tf.data.AUTOTUNE)
 
 
