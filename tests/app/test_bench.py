@@ -151,6 +151,14 @@ def test_bench_speed_quick_writes_every_field(tmp_path, capsys):
     assert result["ratios"]["cached/student_alone"] == (
         median["cached"] / median["student_alone"]
     )
+    # Within-round ratios: each round's own ratio, summarised.
+    walls = result["epoch_seconds"]
+    summary = result["round_ratios"]["cached/student_alone"]
+    per_round = [a / b for a, b in zip(walls["cached"], walls["student_alone"])]
+    assert summary["rounds"] == per_round
+    assert summary["q1"] <= summary["median"] <= summary["q3"]
+    assert summary["median"] == sorted(per_round)[1]  # 3 rounds
+    assert set(result["config"]["epochs_per_unit"]) == set(speed_bench.VARIANTS)
     assert result["cache_build_seconds"] > 0
     assert (
         result["config"]["teacher_params"] > result["config"]["student_params"]

@@ -116,7 +116,13 @@ def add_arguments(parser):
     speed_parser.add_argument(
         "--quick", action="store_true", help="512 examples, 3 rounds"
     )
-    speed_parser.add_argument("--rounds", type=int, default=5)
+    speed_parser.add_argument("--rounds", type=int, default=7)
+    speed_parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=2.0,
+        help="the least time of a timed unit (epochs repeat until then)",
+    )
     speed_parser.add_argument("--batch-size", type=int, default=64)
     speed_parser.add_argument(
         "--output", default="bench_speed.json", help="JSON file to write"
@@ -167,7 +173,11 @@ def main(args, log=print):
         text = lm_bench.table(result)
     else:
         result = speed_bench.run(
-            preset=args.preset, quick=args.quick, rounds=args.rounds, **common
+            preset=args.preset,
+            quick=args.quick,
+            rounds=args.rounds,
+            min_seconds=args.min_seconds,
+            **common,
         )
         text = speed_bench.table(result)
     write_text(args.output, json.dumps(result, indent=2) + "\n")

@@ -1,9 +1,14 @@
 """The speed benchmark behind `keras-distill bench speed`.
 
 Every variant trains (or runs) on the same data with the same models, in
-one process; after a warm-up epoch each, the variants take turns (A B C ...
-A B C ...) so that a slow patch of a shared machine hits them all, and the
-median epoch time of each is reported.
+one process. After a warm-up epoch each, one timed epoch sets how many
+epochs make a timed unit of at least `min_seconds` (2 s by default: a
+short epoch sits on the timer plateaus of a virtual machine). Then the
+variants take turns, unit by unit (A B C ... A B C ...), so that a slow
+patch of a shared machine hits them all. Each ratio of `GOALS` is taken
+within each round, from units timed side by side, and reported as the
+median over rounds with its interquartile range, for wall time and for
+process CPU time.
 
 Variants (`VARIANTS`):
     student_alone: the student alone (`student.fit`);
@@ -26,6 +31,7 @@ only layer the reference teacher and student share in shape; naming it
 sends both distillers through their intermediate-feature code path.
 """
 
+import math
 import statistics
 import time
 
@@ -149,8 +155,19 @@ def _data(quick, batch_size):
     return x, y, dataset
 
 
-def _one_epoch(model, data):
-    return lambda: model.fit(data, epochs=1, verbose=0, shuffle=False)
+def _epochs(model, data):
+    """`n` epochs of `model.fit`, in one call (one fit's set-up per unit)."""
+    return lambda n=1: model.fit(data, epochs=n, verbose=0, shuffle=False)
+
+
+def _repeated(function):
+    """`n` calls of a function of no argument."""
+
+    def run(n=1):
+        for _ in range(n):
+            function()
+
+    return run
 
 
 def _keras_losses(feature):
@@ -209,7 +226,7 @@ def _ce():
 
 
 def epochs_of_variants(teacher, new_student, x, y, dataset, batch_size):
-    """One epoch of each variant, as a function of no argument.
+    """The epochs of each variant, as a function of their number `n`.
 
     Returns:
         `(epochs by variant, seconds the teacher cache took to build)`.
@@ -221,49 +238,65 @@ def epochs_of_variants(teacher, new_student, x, y, dataset, batch_size):
     cache_seconds = time.perf_counter() - start
     cached = cache.dataset(x, y, batch_size=batch_size, seed=0)
     epochs = {
-        "student_alone": _one_epoch(alone, dataset),
-        "teacher_inference": lambda: teacher.predict(
-            x, batch_size=batch_size, verbose=0
+        "student_alone": _epochs(alone, dataset),
+        "teacher_inference": _repeated(
+            lambda: teacher.predict(x, batch_size=batch_size, verbose=0)
         ),
-        "online": _one_epoch(_ours(teacher, new_student()), dataset),
-        "cached": _one_epoch(_ours(teacher, new_student()), cached),
-        "keras": _one_epoch(_keras(teacher, new_student()), dataset),
-        "keras_io": _one_epoch(_keras_io(teacher, new_student()), dataset),
-        "online_feature": _one_epoch(
+        "online": _epochs(_ours(teacher, new_student()), dataset),
+        "cached": _epochs(_ours(teacher, new_student()), cached),
+        "keras": _epochs(_keras(teacher, new_student()), dataset),
+        "keras_io": _epochs(_keras_io(teacher, new_student()), dataset),
+        "online_feature": _epochs(
             _ours(teacher, new_student(), feature=True), dataset
         ),
-        "keras_feature": _one_epoch(
+        "keras_feature": _epochs(
             _keras(teacher, new_student(), feature=True), dataset
         ),
-        "bound": _bound_epoch(
-            teacher, new_student(), keras.optimizers.Adam(), dataset
+        "bound": _repeated(
+            _bound_epoch(
+                teacher, new_student(), keras.optimizers.Adam(), dataset
+            )
         ),
     }
     return epochs, cache_seconds
 
 
-def time_rounds(epochs, rounds, log, prefix):
-    """Times `rounds` turns of every epoch function after a warm-up.
+def units(epochs, min_seconds):
+    """How many epochs make a timed unit of at least `min_seconds`, per
+    variant: from one timed epoch after a warm-up epoch (tracing, first
+    allocations)."""
+    counts = {}
+    for k, epoch in epochs.items():
+        epoch(1)  # warm-up
+        start = time.perf_counter()
+        epoch(1)
+        seconds = time.perf_counter() - start
+        counts[k] = max(1, math.ceil(min_seconds / max(seconds, 1e-6)))
+    return counts
+
+
+def time_rounds(epochs, rounds, log, prefix, min_seconds=2.0):
+    """Times `rounds` turns of every variant's unit, after a warm-up.
 
     Returns:
-        `(wall seconds by variant, process CPU seconds by variant)`, lists
-        of one value per round.
+        `(wall seconds by variant, process CPU seconds by variant, epochs
+        per unit by variant)`; the seconds are per epoch (a unit's time
+        divided by its epochs), one value per round.
     """
+    counts = units(epochs, min_seconds)
     times = {k: [] for k in epochs}
     cpu = {k: [] for k in epochs}
-    for epoch in epochs.values():  # warm-up: tracing, first allocations
-        epoch()
     for r in range(rounds):
         for k, epoch in epochs.items():
             start, start_cpu = time.perf_counter(), time.process_time()
-            epoch()
-            times[k].append(time.perf_counter() - start)
-            cpu[k].append(time.process_time() - start_cpu)
+            epoch(counts[k])
+            times[k].append((time.perf_counter() - start) / counts[k])
+            cpu[k].append((time.process_time() - start_cpu) / counts[k])
         log(
             f"[{prefix}] round {r + 1}/{rounds}: "
-            + " ".join(f"{k}={times[k][-1]:.2f}s" for k in epochs)
+            + " ".join(f"{k}={times[k][-1]:.3f}s" for k in epochs)
         )
-    return times, cpu
+    return times, cpu, counts
 
 
 def ratios(values):
@@ -275,14 +308,57 @@ def ratios(values):
     return out
 
 
-def run(preset="mlp", quick=False, rounds=5, batch_size=64, log=print):
+def _quartiles(values):
+    """`(first quartile, median, third quartile)` of a list."""
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, median, q3
+
+
+def round_ratios(times):
+    """Each ratio of `GOALS` within each round, summarised over rounds.
+
+    Args:
+        times: Seconds by variant, one value per round.
+
+    Returns:
+        `{ratio: {"median", "q1", "q3", "iqr_share", "rounds"}}`, where
+        `iqr_share` is `(q3 - q1) / median`: the ratio's spread.
+    """
+    out = {}
+    for pair in GOALS:
+        a, b = pair.split("/")
+        per_round = [x / y for x, y in zip(times[a], times[b])]
+        q1, median, q3 = _quartiles(per_round)
+        out[pair] = {
+            "median": median,
+            "q1": q1,
+            "q3": q3,
+            "iqr_share": (q3 - q1) / median,
+            "rounds": per_round,
+        }
+    return out
+
+
+def run(
+    preset="mlp",
+    quick=False,
+    rounds=7,
+    batch_size=64,
+    min_seconds=2.0,
+    log=print,
+):
     """Runs the speed benchmark.
 
     Args:
         preset: A name from `PRESETS`.
-        quick: A short run (512 examples, 3 timed rounds) for smoke tests.
-        rounds: Timed epochs per variant (after one warm-up epoch each).
+        quick: A short run (512 examples, 3 rounds, one epoch a unit) for
+            smoke tests.
+        rounds: Timed units per variant (after the warm-up).
         batch_size: Batch size.
+        min_seconds: The least time of a timed unit (epochs are repeated
+            until a unit takes this long).
         log: A function that prints a progress line.
 
     Returns:
@@ -294,6 +370,7 @@ def run(preset="mlp", quick=False, rounds=5, batch_size=64, log=print):
     """
     check_choice("preset", preset, sorted(PRESETS))
     rounds = 3 if quick else rounds
+    min_seconds = 0.0 if quick else min_seconds
     x, y, dataset = _data(quick, batch_size)
     shape, classes = x.shape[1:], 10
     keras.utils.set_random_seed(0)
@@ -305,7 +382,9 @@ def run(preset="mlp", quick=False, rounds=5, batch_size=64, log=print):
     epochs, cache_seconds = epochs_of_variants(
         teacher, new_student, x, y, dataset, batch_size
     )
-    times, cpu = time_rounds(epochs, rounds, log, f"speed {preset}")
+    times, cpu, counts = time_rounds(
+        epochs, rounds, log, f"speed {preset}", min_seconds
+    )
     median = {k: statistics.median(v) for k, v in times.items()}
     median_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     return {
@@ -317,6 +396,8 @@ def run(preset="mlp", quick=False, rounds=5, batch_size=64, log=print):
             batch_size=batch_size,
             rounds=rounds,
             quick=quick,
+            min_seconds=min_seconds,
+            epochs_per_unit=counts,
             temperature=TEMPERATURE,
             alpha=ALPHA,
             teacher_params=int(teacher.count_params()),
@@ -332,6 +413,9 @@ def run(preset="mlp", quick=False, rounds=5, batch_size=64, log=print):
         "cache_build_seconds": cache_seconds,
         "ratios": ratios(median),
         "ratios_cpu": ratios(median_cpu),
+        # Within-round ratios: the medians and spreads the goals read.
+        "round_ratios": round_ratios(times),
+        "round_ratios_cpu": round_ratios(cpu),
         "goals": {k: v for k, v in GOALS.items() if v is not None},
     }
 
@@ -352,10 +436,19 @@ def table(result):
     )
     goals = result["goals"]
     lines = [text, "", f"cache build: {result['cache_build_seconds']:.2f} s"]
-    lines.append(f"{'ratio':22s} wall   CPU    goal")
-    for name, value in result["ratios"].items():
+    lines.append(
+        f"{'ratio (median of rounds)':26s} wall [IQR]              "
+        "CPU [IQR]               goal"
+    )
+    for name, wall in result["round_ratios"].items():
         goal = goals.get(name)
-        cpu_value = result["ratios_cpu"][name]
+        cpu_value = result["round_ratios_cpu"][name]
         verdict = "" if goal is None else f"<= {goal:.2f}"
-        lines.append(f"{name:22s} {value:.3f}  {cpu_value:.3f}  {verdict}")
+        lines.append(
+            f"{name:26s} {_spread(wall):23s} {_spread(cpu_value):23s} {verdict}"
+        )
     return "\n".join(lines)
+
+
+def _spread(summary):
+    return f"{summary['median']:.3f} [{summary['q1']:.3f}-{summary['q3']:.3f}]"
