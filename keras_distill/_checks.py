@@ -247,15 +247,18 @@ def _finite_step(loss, gradients, optimizer):
     """Whether a step may be applied: its loss is finite and, unless a
     `LossScaleOptimizer` handles them itself, so are its gradients (a NaN
     input can leave the loss finite and the gradients not)."""
-    finite = tf.math.is_finite(tf.cast(loss, "float32"))
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        return finite
-    for gradient in gradients:
-        if gradient is not None:
-            finite = tf.logical_and(
-                finite, tf.reduce_all(tf.math.is_finite(gradient))
-            )
-    return finite
+    total = tf.cast(loss, "float32")
+    if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        # One reduction a gradient (no boolean copy): a NaN or an infinity
+        # anywhere makes the sum NaN or infinite.
+        sums = [
+            tf.reduce_sum(tf.cast(g, "float32"))
+            for g in gradients
+            if g is not None
+        ]
+        if sums:
+            total = total + tf.add_n(sums) * 0.0
+    return tf.math.is_finite(total)
 
 
 def snapshot(variables):
