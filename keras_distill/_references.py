@@ -9,18 +9,10 @@ So the distiller's config names such a layer by where it sits in the
 teacher, and loading points back at the teacher's own object.
 """
 
+from keras_distill._utils import nested_layers
+
 _ATTRIBUTE = "teacher_attribute"
 _LAYER = "teacher_layer"
-
-
-def _layers(model):
-    """Every layer of `model`, nested ones included, outer first."""
-    found, stack = [], list(getattr(model, "layers", []) or [])
-    while stack:
-        layer = stack.pop(0)
-        found.append(layer)
-        stack.extend(getattr(layer, "layers", []) or [])
-    return found
 
 
 def reference(teacher, layer):
@@ -39,7 +31,7 @@ def reference(teacher, layer):
         return None
     if layer is getattr(teacher, "preprocessor", None):
         return {_ATTRIBUTE: "preprocessor"}
-    named = [x for x in _layers(teacher) if x.name == layer.name]
+    named = [x for x in nested_layers(teacher) if x.name == layer.name]
     if len(named) == 1 and named[0] is layer:
         return {_LAYER: layer.name}
     return None
@@ -60,7 +52,8 @@ def resolve(teacher, config):
         found = getattr(teacher, config[_ATTRIBUTE], None)
     else:
         found = next(
-            (x for x in _layers(teacher) if x.name == config[_LAYER]), None
+            (x for x in nested_layers(teacher) if x.name == config[_LAYER]),
+            None,
         )
     if found is None:
         raise ValueError(

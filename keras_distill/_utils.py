@@ -247,3 +247,14 @@ def predict(model, x, batch_size=256):
 def write_text(path, text):
     """Writes `text` (UTF-8) to `path` atomically (see `atomic_path`)."""
     write_bytes(path, text.encode("utf-8"))
+
+
+def nested_layers(model):
+    """Every layer of `model`, nested layers and models included, outer
+    first (through the public `layers` of each model)."""
+    found, stack = [], list(getattr(model, "layers", []) or [])
+    while stack:
+        layer = stack.pop(0)
+        found.append(layer)
+        stack.extend(getattr(layer, "layers", []) or [])
+    return found

@@ -7,6 +7,8 @@ and returns the value to use, or raises `ValueError` in Keras' form:
 
 import keras
 
+from keras_distill._utils import nested_layers
+
 OUTPUT_TYPES = ("auto", "logits", "probabilities", "log_probabilities")
 NAN_POLICIES = ("raise", "ignore")
 
@@ -211,17 +213,6 @@ def check_teacher_and_student(teacher, student):
     check_in_strategy_scope(student)
 
 
-def _layers(model):
-    """Every layer of `model`, nested layers and models included."""
-    found, stack = [], list(getattr(model, "layers", []))
-    while stack:
-        layer = stack.pop(0)
-        found.append(layer)
-        stack.extend(getattr(layer, "layers", []) or [])
-        stack.extend(getattr(layer, "_layers", []) or [])
-    return found
-
-
 def shared_with_teacher(teacher, student):
     """The layers and variables a student shares with its teacher.
 
@@ -239,11 +230,11 @@ def shared_with_teacher(teacher, student):
         return [], []
     # Layers without weights (inputs, Concatenate, Activation) share
     # nothing that trains.
-    teacher_layers = {id(layer) for layer in _layers(teacher)}
+    teacher_layers = {id(layer) for layer in nested_layers(teacher)}
     layers = sorted(
         {
             layer.name
-            for layer in _layers(student)
+            for layer in nested_layers(student)
             if id(layer) in teacher_layers and layer.weights
         }
     )

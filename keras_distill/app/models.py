@@ -113,12 +113,13 @@ def image_shape(reference):
     return shape if all(shape) else None
 
 
-def teacher_preprocessing(teacher, student, mode="auto", scale=None):
-    """The layer that brings the student's inputs to the teacher, or None.
+def teacher_preprocessing(teacher, input_shape, mode="auto", scale=None):
+    """The layer that brings the run's inputs to the teacher, or None.
 
     Args:
         teacher: The teacher `keras.Model`.
-        student: The student `keras.Model`.
+        input_shape: The shape of one of the run's inputs (the
+            student's), without the batch axis.
         mode: `"auto"`: resize images to the teacher's size (and repeat a
             grey channel three times); `"none"`: nothing.
         scale: A factor for the teacher's inputs, or None.
@@ -132,7 +133,7 @@ def teacher_preprocessing(teacher, student, mode="auto", scale=None):
     """
     layers = []
     t_shape = _shape(teacher)
-    s_shape = _shape(student)
+    s_shape = tuple(input_shape)
     if mode == "auto" and t_shape and s_shape and t_shape != s_shape:
         if len(t_shape) != len(s_shape) or len(t_shape) != 3:
             raise ValueError(

@@ -148,10 +148,13 @@ class Run(RunData, RunDirectory):
             seed=seed,
         )
 
-    def _teacher_preprocessing(self, teacher, student):
+    def _teacher_preprocessing(self, teacher):
         c = self.config
         return models.teacher_preprocessing(
-            teacher, student, c.teacher_preprocessing, c.teacher_scale
+            teacher,
+            self.data.input_shape,
+            c.teacher_preprocessing,
+            c.teacher_scale,
         )
 
     def on_data(self, name, model):
@@ -159,8 +162,7 @@ class Run(RunData, RunDirectory):
         preprocessing when it needs one."""
         if name != "teacher":
             return model
-        student = self._build("student")
-        preprocessing = self._teacher_preprocessing(model, student)
+        preprocessing = self._teacher_preprocessing(model)
         if preprocessing is None:
             return model
         inputs = keras.Input(tuple(self.data.input_shape))
@@ -300,7 +302,7 @@ class Run(RunData, RunDirectory):
             distillation_loss_weights=c.loss_weights,
             student_loss_weight=c.alpha,
             augment=self.consistent_augment(),
-            teacher_preprocessing=self._teacher_preprocessing(teacher, student),
+            teacher_preprocessing=self._teacher_preprocessing(teacher),
         )
         distiller.compile(**self._compile_args())
         return distiller

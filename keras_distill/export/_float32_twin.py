@@ -4,6 +4,8 @@ weights that computes in float32, as TFLite's builtin ops do.
 
 import keras
 
+from keras_distill._utils import nested_layers
+
 
 def float32_compute(model):
     """`model`, or a float32-compute twin of a mixed-precision model.
@@ -15,7 +17,7 @@ def float32_compute(model):
     """
     if all(
         getattr(layer, "compute_dtype", "float32") in ("float32", "string")
-        for layer in _all_layers(model)
+        for layer in nested_layers(model)
     ):
         return model
 
@@ -36,10 +38,3 @@ def float32_compute(model):
         ) from None
     twin.set_weights(model.get_weights())
     return twin
-
-
-def _all_layers(model):
-    """Every layer of a model, nested models' layers included."""
-    for layer in getattr(model, "layers", []):
-        yield layer
-        yield from _all_layers(layer)
