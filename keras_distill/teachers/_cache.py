@@ -19,6 +19,7 @@ from keras_distill.losses.divergences import LOG_REST
 from keras_distill.losses.divergences import TOP_K_INDICES
 from keras_distill.losses.divergences import TOP_K_VALUES
 from keras_distill.pipelines import batch_keys
+from keras_distill.pipelines import shuffled_batches
 from keras_distill.pipelines import shuffled_positions
 
 TEACHER_KEY = "teacher_outputs"
@@ -394,9 +395,9 @@ class TeacherCache:
                 f"{np.shape(keras.tree.flatten(x)[0])}"
             )
         n = _length(x)
-        # Batches of positions first, then one gather per batch: far cheaper
-        # than a lookup per example. Shuffled, they come in the order of
-        # `keras_distill.pipelines.pipeline` with the same seed.
+        # Shuffled, batches come in the order of
+        # `keras_distill.pipelines.pipeline` with the same seed. With
+        # several views: batches of positions, then one gather per batch.
         if shuffle:
             index = shuffled_positions(n, batch_size, seed)
         else:
@@ -447,10 +448,19 @@ class TeacherCache:
             )
 
         if views == 1:
-            data = index.map(
-                lambda positions: lookup(positions, None),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            )
+            # The student's own pipeline, with the outputs beside the
+            # inputs: a pass is one gather (see `shuffled_batches`).
+            features = {INPUT_KEY: inputs, TEACHER_KEY: outputs}
+            element = (features,)
+            if labels is not None:
+                element = (features, labels)
+                if weights is not None:
+                    element = (features, labels, weights)
+            if shuffle:
+                data = shuffled_batches(element, batch_size, seed)
+            else:
+                data = tf.data.Dataset.from_tensor_slices(element)
+                data = data.batch(batch_size)
         else:
             data = tf.data.Dataset.zip((index, batch_keys(seed + 1)))
             data = data.map(lookup, num_parallel_calls=tf.data.AUTOTUNE)
