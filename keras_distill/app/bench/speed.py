@@ -5,10 +5,18 @@ one process. After a warm-up epoch each, one timed epoch sets how many
 epochs make a timed unit of at least `min_seconds` (2 s by default: a
 short epoch sits on the timer plateaus of a virtual machine). Then the
 variants take turns, unit by unit (A B C ... A B C ...), so that a slow
-patch of a shared machine hits them all. Each ratio of `GOALS` is taken
-within each round, from units timed side by side, and reported as the
-median over rounds with its interquartile range, for wall time and for
-process CPU time.
+patch of a shared machine hits them all. Every epoch of a unit is timed
+on its own (wall clock and process CPU time), so a run holds hundreds of
+epoch times per variant. A variant's figure is the median of all its
+epoch times: on a shared machine single epochs now and then take twice
+as long, and a median of many ignores them where a mean of a unit does
+not. Each ratio of `GOALS` is the ratio of two such medians, reported
+with the spread of the same ratio taken round by round (its median and
+interquartile range over rounds).
+
+Before any of that, `first_step_seconds` times a fresh model's first
+`fit` of one batch (tracing included), as a notebook's first cell
+would see it: the student alone, our distiller and Keras' distiller.
 
 Variants (`VARIANTS`):
     student_alone: the student alone (`student.fit`);
@@ -155,17 +163,48 @@ def _data(quick, batch_size):
     return x, y, dataset
 
 
+class _EpochTimes(keras.callbacks.Callback):
+    """Records `(wall seconds, process CPU seconds)` of every epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = (time.perf_counter(), time.process_time())
+
+    def on_epoch_end(self, epoch, logs=None):
+        wall, cpu = self._start
+        self.times.append(
+            (time.perf_counter() - wall, time.process_time() - cpu)
+        )
+
+
 def _epochs(model, data):
-    """`n` epochs of `model.fit`, in one call (one fit's set-up per unit)."""
-    return lambda n=1: model.fit(data, epochs=n, verbose=0, shuffle=False)
+    """`n` epochs of `model.fit` in one call (one fit's set-up per unit);
+    returns each epoch's `(wall, CPU)` seconds."""
+
+    def run(n=1):
+        timer = _EpochTimes()
+        model.fit(data, epochs=n, verbose=0, shuffle=False, callbacks=[timer])
+        return timer.times
+
+    return run
 
 
 def _repeated(function):
-    """`n` calls of a function of no argument."""
+    """`n` calls of a function of no argument; returns each call's
+    `(wall, CPU)` seconds."""
 
     def run(n=1):
+        times = []
         for _ in range(n):
+            wall, cpu = time.perf_counter(), time.process_time()
             function()
+            times.append(
+                (time.perf_counter() - wall, time.process_time() - cpu)
+            )
+        return times
 
     return run
 
@@ -231,8 +270,7 @@ def epochs_of_variants(teacher, new_student, x, y, dataset, batch_size):
     Returns:
         `(epochs by variant, seconds the teacher cache took to build)`.
     """
-    alone = new_student()
-    alone.compile("adam", _ce(), metrics=["accuracy"])
+    alone = _compiled_student(new_student())
     start = time.perf_counter()
     cache = TeacherCache(teacher, x, batch_size=256, verbose=0)
     cache_seconds = time.perf_counter() - start
@@ -268,9 +306,7 @@ def units(epochs, min_seconds):
     counts = {}
     for k, epoch in epochs.items():
         epoch(1)  # warm-up
-        start = time.perf_counter()
-        epoch(1)
-        seconds = time.perf_counter() - start
+        ((seconds, _),) = epoch(1)
         counts[k] = max(1, math.ceil(min_seconds / max(seconds, 1e-6)))
     return counts
 
@@ -279,24 +315,34 @@ def time_rounds(epochs, rounds, log, prefix, min_seconds=2.0):
     """Times `rounds` turns of every variant's unit, after a warm-up.
 
     Returns:
-        `(wall seconds by variant, process CPU seconds by variant, epochs
-        per unit by variant)`; the seconds are per epoch (a unit's time
-        divided by its epochs), one value per round.
+        `(wall seconds, process CPU seconds, epochs per unit)`, each by
+        variant; the seconds are lists of rounds, each the list of that
+        round's epoch times.
     """
     counts = units(epochs, min_seconds)
     times = {k: [] for k in epochs}
     cpu = {k: [] for k in epochs}
     for r in range(rounds):
         for k, epoch in epochs.items():
-            start, start_cpu = time.perf_counter(), time.process_time()
-            epoch(counts[k])
-            times[k].append((time.perf_counter() - start) / counts[k])
-            cpu[k].append((time.process_time() - start_cpu) / counts[k])
+            measured = epoch(counts[k])
+            times[k].append([wall for wall, _ in measured])
+            cpu[k].append([seconds for _, seconds in measured])
         log(
             f"[{prefix}] round {r + 1}/{rounds}: "
-            + " ".join(f"{k}={times[k][-1]:.3f}s" for k in epochs)
+            + " ".join(
+                f"{k}={statistics.median(times[k][-1]):.3f}s" for k in epochs
+            )
         )
     return times, cpu, counts
+
+
+def pooled_medians(times):
+    """The median of every epoch time of each variant, all rounds
+    together."""
+    return {
+        k: statistics.median([t for unit in rounds for t in unit])
+        for k, rounds in times.items()
+    }
 
 
 def ratios(values):
@@ -320,25 +366,63 @@ def round_ratios(times):
     """Each ratio of `GOALS` within each round, summarised over rounds.
 
     Args:
-        times: Seconds by variant, one value per round.
+        times: Seconds by variant: rounds, each a list of epoch times.
 
     Returns:
-        `{ratio: {"median", "q1", "q3", "iqr_share", "rounds"}}`, where
-        `iqr_share` is `(q3 - q1) / median`: the ratio's spread.
+        `{ratio: {"median", "q1", "q3", "iqr_share", "rounds"}}`: each
+        round's ratio of median epoch times, their median and quartiles
+        over rounds, and `iqr_share`, `(q3 - q1) / median`: the ratio's
+        spread from round to round.
     """
+    per_round = {
+        k: [statistics.median(unit) for unit in rounds]
+        for k, rounds in times.items()
+    }
     out = {}
     for pair in GOALS:
         a, b = pair.split("/")
-        per_round = [x / y for x, y in zip(times[a], times[b])]
-        q1, median, q3 = _quartiles(per_round)
+        values = [x / y for x, y in zip(per_round[a], per_round[b])]
+        q1, median, q3 = _quartiles(values)
         out[pair] = {
             "median": median,
             "q1": q1,
             "q3": q3,
             "iqr_share": (q3 - q1) / median,
-            "rounds": per_round,
+            "rounds": values,
         }
     return out
+
+
+def first_steps(teacher, new_student, dataset, repeats=3):
+    """Seconds to the first finished step of a fresh model's `fit` (one
+    batch, tracing included): `student_alone`, `online` (ours) and
+    `keras` (`keras.distillation.Distiller`), each built and compiled
+    anew (construction and `compile` count too), taking turns `repeats`
+    times after one untimed student (TensorFlow's own first-use set-up).
+
+    Returns:
+        `{variant: [seconds, ...]}`, one value per repeat.
+    """
+    batch = dataset.take(1)
+    makers = {
+        "student_alone": lambda: _compiled_student(new_student()),
+        "online": lambda: _ours(teacher, new_student()),
+        "keras": lambda: _keras(teacher, new_student()),
+    }
+    warm = _compiled_student(new_student())  # TF's own first-use set-up
+    warm.fit(batch, verbose=0, shuffle=False)
+    seconds = {k: [] for k in makers}
+    for _ in range(repeats):
+        for k, make in makers.items():
+            start = time.perf_counter()
+            make().fit(batch, epochs=1, verbose=0, shuffle=False)
+            seconds[k].append(time.perf_counter() - start)
+    return seconds
+
+
+def _compiled_student(student):
+    student.compile("adam", _ce(), metrics=["accuracy"])
+    return student
 
 
 def run(
@@ -379,14 +463,16 @@ def run(
     def new_student():
         return zoo.build(PRESETS[preset]["student"], shape, classes, seed=1)
 
+    first = first_steps(teacher, new_student, dataset, 1 if quick else 3)
     epochs, cache_seconds = epochs_of_variants(
         teacher, new_student, x, y, dataset, batch_size
     )
     times, cpu, counts = time_rounds(
         epochs, rounds, log, f"speed {preset}", min_seconds
     )
-    median = {k: statistics.median(v) for k, v in times.items()}
-    median_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    median, median_cpu = pooled_medians(times), pooled_medians(cpu)
+    first_median = {k: statistics.median(v) for k, v in first.items()}
+    alone_first = first_median["student_alone"]
     return {
         "versions": versions(),
         "preset": preset,
@@ -403,20 +489,28 @@ def run(
             teacher_params=int(teacher.count_params()),
             student_params=int(new_student().count_params()),
         ),
+        # Medians of every epoch of every round: the figures the ratios
+        # (and the goals) read.
         "median_epoch_seconds": median,
-        "min_epoch_seconds": {k: min(v) for k, v in times.items()},
+        "min_epoch_seconds": {
+            k: min(t for unit in v for t in unit) for k, v in times.items()
+        },
         "epoch_seconds": times,
-        # Process CPU time (all threads): steadier than wall time on a
-        # shared machine, since waiting for the CPU does not count.
+        # Process CPU time (all threads).
         "median_epoch_cpu_seconds": median_cpu,
         "epoch_cpu_seconds": cpu,
         "cache_build_seconds": cache_seconds,
         "ratios": ratios(median),
         "ratios_cpu": ratios(median_cpu),
-        # Within-round ratios: the medians and spreads the goals read.
+        # The same ratios round by round: their spread.
         "round_ratios": round_ratios(times),
         "round_ratios_cpu": round_ratios(cpu),
         "goals": {k: v for k, v in GOALS.items() if v is not None},
+        "first_step_seconds": first,
+        "first_step_ratios": {
+            f"{k}/student_alone": first_median[k] / alone_first
+            for k in ("online", "keras")
+        },
     }
 
 
@@ -437,16 +531,24 @@ def table(result):
     goals = result["goals"]
     lines = [text, "", f"cache build: {result['cache_build_seconds']:.2f} s"]
     lines.append(
-        f"{'ratio (median of rounds)':26s} wall [IQR]              "
-        "CPU [IQR]               goal"
+        f"{'ratio':26s} wall   by round [IQR]        "
+        "CPU    by round [IQR]        goal"
     )
-    for name, wall in result["round_ratios"].items():
+    for name, wall in result["ratios"].items():
         goal = goals.get(name)
-        cpu_value = result["round_ratios_cpu"][name]
         verdict = "" if goal is None else f"<= {goal:.2f}"
+        cpu_value = result["ratios_cpu"][name]
         lines.append(
-            f"{name:26s} {_spread(wall):23s} {_spread(cpu_value):23s} {verdict}"
+            f"{name:26s} {wall:.3f}  "
+            f"{_spread(result['round_ratios'][name]):21s} {cpu_value:.3f}  "
+            f"{_spread(result['round_ratios_cpu'][name]):21s} {verdict}"
         )
+    first = result["first_step_seconds"]
+    lines.append("")
+    lines.append(
+        "first finished step of a fresh model (s, median): "
+        + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in first.items())
+    )
     return "\n".join(lines)
 
 
