@@ -523,6 +523,12 @@ class Distiller(MultiWorkerBuild, keras.Model):
             A `keras.callbacks.History`.
         """
         bound = self._checked("fit", args, kwargs)
+        if self.optimizer is not None and not self.optimizer.built:
+            # Built here rather than in the first trace of the step, where
+            # its variables would be made inside the NaN guard's `cond`
+            # and the trace would cost about twice as long.
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
         if "shuffle" not in bound.arguments and isinstance(
             bound.arguments.get("x"), tf.data.Dataset
         ):  # Keras warns when it is left on for a dataset
