@@ -14,6 +14,8 @@ The library (it needs keras, tensorflow and numpy only):
   matching).
 - `keras_distill.pipelines`: seeded `tf.data` shuffles and shifts.
 - `keras_distill.prune`: magnitude pruning to a target sparsity.
+- `keras_distill.quantization`: quantization-aware twins that train with
+  the int8 arithmetic of their LiteRT file.
 - `keras_distill.teachers`: cached teacher outputs and teacher ensembles.
 - `keras_distill.distribute`: multi-worker training for any model.
 - `keras_distill.NonFiniteLossError`: what `fit` raises when the loss is
@@ -65,6 +67,7 @@ _SUBMODULES = (
     "losses",
     "pipelines",
     "prune",
+    "quantization",
     "recipes",
     "teachers",
 )
@@ -72,7 +75,14 @@ _SUBMODULES = (
 __all__ = ["Distiller", "NonFiniteLossError", *_SUBMODULES, "__version__"]
 
 # The modules whose classes Keras must find by name on reload.
-_REGISTERING = ("augment", "callbacks", "distribute", "losses", "recipes")
+_REGISTERING = (
+    "augment",
+    "callbacks",
+    "distribute",
+    "losses",
+    "quantization",
+    "recipes",
+)
 
 
 def register_all():

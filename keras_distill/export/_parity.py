@@ -47,7 +47,7 @@ def _valid(values, valid):
     return values[valid.astype(bool)]
 
 
-def compare(report, expected, exported, labels, valid=None):
+def compare(report, expected, exported, labels, valid=None, steps=None):
     """Fills the report's parity fields from lists of outputs.
 
     Args:
@@ -57,6 +57,8 @@ def compare(report, expected, exported, labels, valid=None):
         labels: Labels of the inputs, or None.
         valid: None, or a `(batch, time)` mask of the valid positions:
             per-position outputs (and labels) are compared there only.
+        steps: None, or the int8 step of each output (a quantization-aware
+            model's): fills `within_one_step`.
     """
     expected = [np.asarray(e, "float32") for e in expected]
     exported = [
@@ -73,6 +75,14 @@ def compare(report, expected, exported, labels, valid=None):
     report.max_abs_diff = float(
         max(np.abs(e - x).max() for e, x in zip(expected, exported))
     )
+    if steps is not None and all(step for step in steps):
+        near = [
+            np.abs(e - x) <= step * 1.001  # float32 rounding of the grid
+            for e, x, step in zip(expected, exported, steps)
+        ]
+        report.within_one_step = float(
+            np.concatenate([n.ravel() for n in near]).mean()
+        )
     classes = [(e, x) for e, x in zip(expected, exported) if e.shape[-1] > 1]
     if classes:
         report.argmax_agreement = float(

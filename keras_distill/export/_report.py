@@ -30,6 +30,9 @@ class ExportReport:
         vocabulary_path: For a model exported from token ids (its
             `TextVectorization` split off), the vocabulary file written
             beside it; else None.
+        within_one_step: For a quantization-aware model exported in int8
+            (`keras_distill.quantization`): the share of compared outputs
+            equal to Keras' within one step of their int8 grid; else None.
     """
 
     path: str
@@ -47,6 +50,7 @@ class ExportReport:
     input_quantization: object = None
     output_quantization: object = None
     vocabulary_path: object = None
+    within_one_step: object = None
 
     def to_dict(self):
         """The report as a JSON-serializable dict."""

@@ -2,6 +2,7 @@
 (the flatbuffer) in every quantization mode of `QUANTIZE_MODES`.
 """
 
+import contextlib
 import os
 import tempfile
 import warnings
@@ -20,6 +21,10 @@ from keras_distill.export._runner import Runner
 from keras_distill.export._saved_model import write_saved_model
 from keras_distill.export._specs import InputSpecs
 from keras_distill.export._specs import examples
+from keras_distill.quantization._twin import check_ranges_seen
+from keras_distill.quantization._twin import constant_form
+from keras_distill.quantization._twin import output_steps
+from keras_distill.quantization._twin import scheme_of
 
 QUANTIZE_MODES = (None, "float16", "dynamic", "int8")
 REPRESENTATIVE_SAMPLES = 200
@@ -112,7 +117,8 @@ def tflite(
     ```
     """
     check_choice("quantize", quantize, QUANTIZE_MODES)
-    if quantize == "int8" and representative_data is None:
+    twin = scheme_of(getattr(model, "student", model)) is not None
+    if quantize == "int8" and representative_data is None and not twin:
         raise ValueError(
             "Invalid arguments: `quantize='int8'` needs "
             "`representative_data`, real inputs to calibrate the activation "
@@ -128,6 +134,8 @@ def tflite(
     model, specs, feed = prepared.model, prepared.specs, prepared.feed
     path = os.fspath(path)
     calibration = None
+    if check_twin(model, quantize):
+        representative_data = None  # the twin's learned ranges are used
     if representative_data is not None:
         calibration, _ = examples(
             representative_data, specs, REPRESENTATIVE_SAMPLES, feed
@@ -154,7 +162,12 @@ def tflite(
             expected = keras_outputs(model, specs, named)
             exported = runner.predict_outputs(named)
             valid = named.get(prepared.mask) if prepared.mask else None
-            compare(report, expected, exported, labels, valid)
+            steps = output_steps(model) if quantize == "int8" else None
+            if steps is not None and None in steps:
+                steps = None
+            if scheme_of(model) != "int8":
+                steps = None
+            compare(report, expected, exported, labels, valid, steps)
             first = {k: v[:1] for k, v in named.items()}
         else:
             first = specs.zeros()
@@ -201,10 +214,32 @@ def convert(model, specs, quantize=None, calibration=None, int8_io=False):
         specs = InputSpecs.of(model)
     if calibration is not None and not isinstance(calibration, dict):
         calibration = specs.by_name(calibration)
+    twin = scheme_of(model) is not None
     with tempfile.TemporaryDirectory() as folder, quiet_native_output():
-        write_saved_model(model, specs, folder)
+        with constant_form(model) if twin else contextlib.nullcontext():
+            write_saved_model(model, specs, folder)
         converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        if twin and quantize == "int8":  # ranges from the fake quantization
+            calibration = None
         return _convert(converter, quantize, calibration, int8_io)
+
+
+def check_twin(model, quantize):
+    """Whether `model` is a quantization-aware twin; raises if its scheme
+    does not match the export mode or its ranges never trained."""
+    scheme = scheme_of(model)
+    if scheme is None:
+        return False
+    if quantize != scheme:
+        raise ValueError(
+            "Invalid value for argument `quantize`. A quantization-aware "
+            f"model of scheme {scheme!r} exports with quantize={scheme!r}, "
+            "the arithmetic it trained with. Received: "
+            f"quantize={quantize!r}"
+        )
+    if scheme == "int8":
+        check_ranges_seen(model)
+    return True
 
 
 def _convert(converter, quantize, calibration, int8_io):
@@ -212,6 +247,13 @@ def _convert(converter, quantize, calibration, int8_io):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8" and calibration is None:
+        # A quantization-aware twin: the ranges are in the graph (the
+        # converter asks for calibration data if the ops are restricted
+        # to int8, since it does not look for them in a SavedModel).
+        if int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
     elif quantize == "int8":
         count = len(next(iter(calibration.values())))
 

@@ -1,0 +1,325 @@
+"""The layers of a quantization-aware twin: `ActivationQuantizer` (a
+per-tensor range tracked during training) and `QuantizedLayer` (a
+`Dense`, `Conv1D`, `Conv2D`, `DepthwiseConv2D` or `EinsumDense` computing
+with int8-rounded weights, a `BatchNormalization` after it folded in)."""
+
+import keras
+from keras import ops
+
+from keras_distill._validation import check_choice
+from keras_distill.quantization import _fake
+
+# Activations LiteRT fuses into the op before them: the output is
+# quantized once, after them. Any other activation runs as its own op,
+# its input and output quantized.
+FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
+SCHEMES = ("int8", "dynamic")
+# LiteRT's int8 kernels of these activations write on a fixed grid: tanh
+# scale 1/128 zero point 0, the others scale 1/256 zero point -128.
+FIXED_RANGES = {
+    "tanh": (-1.0, 127.0 / 128.0),
+    "sigmoid": (0.0, 255.0 / 256.0),
+    "softmax": (0.0, 255.0 / 256.0),
+}
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class ActivationQuantizer(keras.layers.Layer):
+    """Rounds a tensor to the int8 grid LiteRT will store it on.
+
+    During training (`training=True`) the range `[range_min, range_max]`
+    follows the batches' minimum and maximum as a moving average (the
+    first batch sets it); `ops.stop_gradient` keeps the range out of the
+    gradient, and the rounding passes gradients straight through inside
+    the range. Once `frozen` is set (see
+    `keras_distill.quantization.freeze_ranges`), or outside training, the
+    range stays as it is. The range always holds 0 and is nudged so that
+    0 is exactly representable, as the TFLite converter does.
+
+    Args:
+        decay: The moving average's decay, in `[0, 1)`. Defaults to 0.99.
+        fixed_range: `(min, max)` to use instead of a tracked range (the
+            fixed output grids of LiteRT's tanh, sigmoid and softmax).
+        **kwargs: `keras.layers.Layer` arguments.
+
+    Example:
+
+    ```python
+    quantizer = keras_distill.quantization.ActivationQuantizer()
+    y = quantizer(np.linspace(-1.0, 1.0, 8, dtype="float32"), training=True)
+    ```
+    """
+
+    def __init__(self, decay=0.99, fixed_range=None, **kwargs):
+        super().__init__(**kwargs)
+        if not (
+            isinstance(decay, (int, float))
+            and not isinstance(decay, bool)
+            and 0.0 <= decay < 1.0
+        ):
+            raise ValueError(
+                "Invalid value for argument `decay`. Expected a float in "
+                f"[0, 1). Received: decay={decay!r}"
+            )
+        self.decay = float(decay)
+        self.fixed_range = None if fixed_range is None else tuple(fixed_range)
+        # Python floats set by `keras_distill.export` while it traces the
+        # model: the converter reads constant ranges.
+        self.constant_range = None
+
+    def build(self, input_shape):
+        def scalar(name, dtype="float32"):
+            return self.add_weight(
+                shape=(),
+                initializer="zeros",
+                dtype=dtype,
+                trainable=False,
+                name=name,
+            )
+
+        self.range_min = scalar("range_min")
+        self.range_max = scalar("range_max")
+        self.batches = scalar("batches")
+        self.frozen = scalar("frozen")
+
+    def call(self, inputs, training=None):
+        fixed = self.constant_range or self.fixed_range
+        if fixed is not None:
+            return _fake.quantize_activations_constant(inputs, *fixed)
+        if training:
+            self._track(inputs)
+        return _fake.quantize_activations(
+            inputs, self.range_min, self.range_max
+        )
+
+    def _track(self, inputs):
+        values = ops.cast(ops.stop_gradient(inputs), "float32")
+        low, high = ops.min(values), ops.max(values)
+        first = ops.equal(self.batches, 0.0)
+        frozen = ops.greater(self.frozen, 0.0)
+        d = self.decay
+        for variable, batch in ((self.range_min, low), (self.range_max, high)):
+            moved = ops.where(first, batch, d * variable + (1.0 - d) * batch)
+            variable.assign(ops.where(frozen, variable, moved))
+        self.batches.assign(
+            ops.where(frozen, self.batches, self.batches + 1.0)
+        )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "decay": self.decay,
+            "fixed_range": self.fixed_range,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class QuantizedLayer(keras.layers.Layer):
+    """A `Dense`, `Conv1D`, `Conv2D`, `DepthwiseConv2D` or `EinsumDense`
+    computing with its weights rounded to LiteRT's int8 grid.
+
+    The wrapped layer keeps its own variables (the twin trains them). A
+    `BatchNormalization` that follows it is folded in as LiteRT folds it
+    at conversion, from its moving statistics: `kernel · γ / √(var + ε)`
+    and `β + (bias - mean) · γ / √(var + ε)`, the kernel quantized after
+    folding; γ and β train, the statistics stay as they are. With the
+    `"int8"` scheme the output (after a fused ReLU or ReLU6) is rounded to
+    its own tracked range; another activation runs after that rounding,
+    and its output is rounded again.
+
+    Args:
+        layer: The layer to wrap.
+        batch_norm: A `BatchNormalization` layer to fold in, or None.
+        scheme: `"int8"` (weights and activations) or `"dynamic"`
+            (weights only).
+        decay: The ranges' moving-average decay.
+        **kwargs: `keras.layers.Layer` arguments.
+    """
+
+    def __init__(
+        self,
+        layer,
+        batch_norm=None,
+        scheme="int8",
+        decay=0.99,
+        activation=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("name", f"{layer.name}_quantized")
+        super().__init__(**kwargs)
+        check_choice("scheme", scheme, SCHEMES)
+        self.layer = layer
+        self.batch_norm = batch_norm
+        self.scheme = scheme
+        self.decay = decay
+        # A ReLU layer fused in (its own layer in the model).
+        self.activation = activation
+        source = layer if activation is None else activation
+        self._activation_name = _activation_of(source)
+        self.output_quantizer = None
+        self.activation_quantizer = None
+        if scheme == "int8":
+            self.output_quantizer = ActivationQuantizer(
+                decay, name=f"{self.name}_output"
+            )
+            if self._activation_name not in FUSED_ACTIVATIONS:
+                self.activation_quantizer = ActivationQuantizer(
+                    decay,
+                    fixed_range=FIXED_RANGES.get(self._activation_name),
+                    name=f"{self.name}_activation",
+                )
+        # Set by `keras_distill.export`: kernels as NumPy constants.
+        self.constant_kernel = None
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        shape = self.layer.compute_output_shape(input_shape)
+        for quantizer in (self.output_quantizer, self.activation_quantizer):
+            if quantizer is not None and not quantizer.built:
+                quantizer.build(shape)
+
+    def folded(self):
+        """`(kernel, bias)` with the batch normalization folded in (the
+        bias may be None when there is neither a bias nor a fold)."""
+        layer = self.layer
+        kernel = layer.kernel
+        bias = layer.bias if getattr(layer, "use_bias", False) else None
+        bn = self.batch_norm
+        if bn is None:
+            return kernel, bias
+        factor = ops.rsqrt(bn.moving_variance + bn.epsilon)
+        if bn.gamma is not None:
+            factor = factor * bn.gamma
+        shift = -bn.moving_mean * factor
+        if bias is not None:
+            shift = shift + bias * factor
+        if bn.beta is not None:
+            shift = shift + bn.beta
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            m = layer.depth_multiplier
+            factor = ops.reshape(factor, (-1, m))
+        return kernel * factor, shift
+
+    def quantized_kernel(self):
+        """The kernel the layer computes with: folded, then rounded."""
+        if self.constant_kernel is not None:
+            return self.constant_kernel
+        kernel, _ = self.folded()
+        return quantize_kernel(self.layer, kernel)
+
+    def call(self, inputs, training=None, mask=None):
+        layer = self.layer
+        kernel = self.quantized_kernel()
+        _, bias = self.folded()
+        outputs = _compute(layer, inputs, kernel)
+        if bias is not None:
+            outputs = outputs + _bias_shape(layer, bias, outputs)
+        name = self._activation_name
+        activate = layer.activation
+        if self.activation is not None:
+            activate = self.activation
+        if name in FUSED_ACTIVATIONS:
+            outputs = activate(outputs)
+            if self.output_quantizer is not None:
+                outputs = self.output_quantizer(outputs, training=training)
+            return outputs
+        if self.output_quantizer is not None:
+            outputs = self.output_quantizer(outputs, training=training)
+        outputs = activate(outputs)
+        if self.activation_quantizer is not None:
+            outputs = self.activation_quantizer(outputs, training=training)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            layer=keras.saving.serialize_keras_object(self.layer),
+            batch_norm=(
+                None
+                if self.batch_norm is None
+                else keras.saving.serialize_keras_object(self.batch_norm)
+            ),
+            scheme=self.scheme,
+            decay=self.decay,
+            activation=(
+                None
+                if self.activation is None
+                else keras.saving.serialize_keras_object(self.activation)
+            ),
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(
+            config["layer"]
+        )
+        for key in ("batch_norm", "activation"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(
+                    config[key]
+                )
+        return cls(**config)
+
+
+def _activation_of(layer):
+    """The name of the activation a layer applies ("linear" if none)."""
+    if isinstance(layer, keras.layers.ReLU):
+        return "relu6" if layer.max_value == 6.0 else "relu"
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return "linear"
+    name = keras.activations.serialize(activation)
+    if isinstance(name, dict):
+        name = name.get("config", name)
+    return name if isinstance(name, str) else "custom"
+
+
+def quantize_kernel(layer, kernel):
+    """A layer's kernel rounded per output channel, as LiteRT stores it."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        shape = ops.shape(kernel)
+        flat = ops.reshape(kernel, (shape[0], shape[1], -1))
+        return ops.reshape(_fake.quantize_weights(flat), shape)
+    return _fake.quantize_weights(kernel, -1)
+
+
+def _compute(layer, inputs, kernel):
+    """The layer's linear part with `kernel` in place of its own."""
+    if isinstance(layer, keras.layers.Dense):
+        return ops.matmul(inputs, ops.cast(kernel, inputs.dtype))
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return ops.depthwise_conv(
+            inputs,
+            kernel,
+            strides=layer.strides,
+            padding=layer.padding,
+            data_format=layer.data_format,
+            dilation_rate=layer.dilation_rate,
+        )
+    if isinstance(layer, keras.layers.EinsumDense):
+        return ops.einsum(layer.equation, inputs, kernel)
+    # Conv1D, Conv2D
+    return ops.conv(
+        inputs,
+        kernel,
+        strides=list(layer.strides),
+        padding=layer.padding,
+        data_format=layer.data_format,
+        dilation_rate=layer.dilation_rate,
+    )
+
+
+def _bias_shape(layer, bias, outputs):
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        rank = len(outputs.shape)
+        return ops.reshape(bias, (1, -1) + (1,) * (rank - 2))
+    return bias

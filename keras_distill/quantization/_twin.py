@@ -1,0 +1,468 @@
+"""`quantization_aware`: the twin of a Keras model that computes as its
+LiteRT int8 file will; `freeze_ranges` and the export's constant form."""
+
+import contextlib
+
+import keras
+import numpy as np
+
+from keras_distill._validation import check_choice
+from keras_distill.quantization._layers import FIXED_RANGES
+from keras_distill.quantization._layers import SCHEMES
+from keras_distill.quantization._layers import ActivationQuantizer
+from keras_distill.quantization._layers import QuantizedLayer
+
+# Layers whose weights are rounded (their output too, under "int8").
+WEIGHTED = (
+    keras.layers.Dense,
+    keras.layers.EinsumDense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.DepthwiseConv2D,
+)
+# Layers whose int8 output keeps its input's scale in LiteRT: nothing
+# to round after them.
+PRESERVING = (
+    keras.layers.InputLayer,
+    keras.layers.Flatten,
+    keras.layers.Reshape,
+    keras.layers.Permute,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.GaussianNoise,
+    keras.layers.Identity,
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.ZeroPadding1D,
+    keras.layers.ZeroPadding2D,
+    keras.layers.Cropping1D,
+    keras.layers.Cropping2D,
+)
+# Layers LiteRT runs in int8 with an output scale of their own: their
+# output is rounded to a tracked range.
+REQUANTIZING = (
+    keras.layers.Add,
+    keras.layers.Subtract,
+    keras.layers.Multiply,
+    keras.layers.Average,
+    keras.layers.Maximum,
+    keras.layers.Minimum,
+    keras.layers.Concatenate,
+    keras.layers.ReLU,
+    keras.layers.Activation,
+    keras.layers.Softmax,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class QuantizedOutput(keras.layers.Layer):
+    """A layer whose output is rounded to its own tracked int8 range
+    (an `Add`, a `Concatenate`, an activation or an average pooling).
+
+    Args:
+        layer: The layer to wrap.
+        decay: The range's moving-average decay.
+        **kwargs: `keras.layers.Layer` arguments.
+    """
+
+    def __init__(self, layer, decay=0.99, **kwargs):
+        kwargs.setdefault("name", f"{layer.name}_quantized")
+        super().__init__(**kwargs)
+        self.layer = layer
+        self.decay = decay
+        self.output_quantizer = ActivationQuantizer(
+            decay,
+            fixed_range=FIXED_RANGES.get(_activation_name(layer)),
+            name=f"{self.name}_output",
+        )
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self.output_quantizer.build(
+            self.layer.compute_output_shape(input_shape)
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        return self.output_quantizer(self.layer(inputs), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "layer": keras.saving.serialize_keras_object(self.layer),
+            "decay": self.decay,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(
+            config["layer"]
+        )
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class FoldedAway(keras.layers.Layer):
+    """Where a folded `BatchNormalization` was: passes its input on."""
+
+    def call(self, inputs, training=None, mask=None):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _activation_name(layer):
+    """The activation a Softmax or Activation layer applies, or None."""
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    if isinstance(layer, keras.layers.Activation):
+        name = keras.activations.serialize(layer.activation)
+        return name if isinstance(name, str) else None
+    return None
+
+
+def _producer(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    return None if history is None else history[0]
+
+
+def _sole_reader(layer):
+    """The one layer that reads `layer`'s only output, or None."""
+    nodes = layer._outbound_nodes
+    if len(layer._inbound_nodes) != 1 or len(nodes) != 1:
+        return None
+    return nodes[0].operation
+
+
+def _linear(layer):
+    return getattr(layer, "activation", None) in (
+        None,
+        keras.activations.linear,
+    )
+
+
+def _fusable_relu(layer):
+    """Whether LiteRT fuses `layer` (a ReLU or a relu/relu6 activation)
+    into the op before it."""
+    if isinstance(layer, keras.layers.ReLU):
+        plain = layer.negative_slope == 0 and layer.threshold == 0
+        return plain and layer.max_value in (None, 6.0)
+    return _activation_name(layer) in ("relu", "relu6")
+
+
+def _folds(model):
+    """`{id(weighted layer): (BatchNormalization or None, activation
+    layer or None)}`: the batch normalization (last axis) and the ReLU
+    that follow a Dense or convolution without activation, each the
+    only reader of what it reads, to fold into it as LiteRT fuses them."""
+    folds = {}
+    for layer in model.layers:
+        if not isinstance(layer, WEIGHTED) or not _linear(layer):
+            continue
+        if isinstance(layer, keras.layers.EinsumDense):
+            continue
+        batch_norm = activation = None
+        reader = _sole_reader(layer)
+        if isinstance(reader, keras.layers.BatchNormalization):
+            rank = len(reader._inbound_nodes[0].input_tensors[0].shape)
+            if reader.axis in (-1, rank - 1):
+                batch_norm = reader
+                reader = _sole_reader(reader)
+        if reader is not None and _fusable_relu(reader):
+            activation = reader
+        if batch_norm is not None or activation is not None:
+            folds[id(layer)] = (batch_norm, activation)
+    return folds
+
+
+def _check_supported(layer):
+    if isinstance(layer, keras.layers.EinsumDense) and len(
+        layer.kernel.shape
+    ) != 2:
+        raise ValueError(
+            "Invalid model for `quantization_aware`. Expected "
+            "`EinsumDense` layers with a 2D kernel (a dense projection). "
+            f"Received: layer {layer.name!r} with a kernel of shape "
+            f"{tuple(layer.kernel.shape)}"
+        )
+    if getattr(layer, "groups", 1) != 1:
+        raise ValueError(
+            "Invalid model for `quantization_aware`. Expected "
+            f"convolutions with groups=1. Received: layer {layer.name!r} "
+            f"with groups={layer.groups}"
+        )
+
+
+def _float_inputs(model):
+    return [
+        i
+        for i in model.inputs
+        if "float" in str(getattr(i, "dtype", "float32"))
+    ]
+
+
+def quantization_aware(model, scheme="int8", decay=0.99):
+    """The quantization-aware twin of a Keras model.
+
+    The twin shares the model's weights and computes as the model's
+    LiteRT file will: every `Dense`, `Conv1D`, `Conv2D`,
+    `DepthwiseConv2D` and 2D-kernel `EinsumDense` uses its weights rounded
+    to int8 (symmetric, per output channel, narrow range), a
+    `BatchNormalization` right after one is folded into it, and with the
+    `"int8"` scheme every activation LiteRT stores (the float inputs, each
+    of those layers' outputs after a fused ReLU or ReLU6, the outputs of
+    `Add`, `Concatenate`, activations and average poolings) is rounded to
+    a per-tensor int8 range tracked while training. Train it as any model
+    (as a `keras_distill.Distiller`'s student, from the float teacher);
+    gradients pass straight through the rounding. Then export it with
+    `keras_distill.export.tflite(twin, path, quantize=scheme_mode)`:
+    `"int8"` for the `"int8"` scheme (no representative data: the file
+    takes the ranges the twin learned), `"dynamic"` for `"dynamic"`.
+
+    Since the weights are shared, pruning masks (`keras_distill.prune`)
+    on the original model's kernels keep applying; zeros round to zero.
+
+    Args:
+        model: A functional or `Sequential` Keras model, built.
+        scheme: `"int8"` (full integer: weights and activations, as
+            `quantize="int8"` exports) or `"dynamic"` (weights only, as
+            `quantize="dynamic"` exports).
+        decay: The activation ranges' moving-average decay.
+
+    Returns:
+        A `keras.Model` with the same inputs and outputs.
+
+    Raises:
+        ValueError: If the model is subclassed or unbuilt, a scheme is
+            unknown, or (with `"int8"`) a layer cannot be simulated in
+            int8 (the error names it).
+
+    Example:
+
+    ```python
+    twin = keras_distill.quantization.quantization_aware(student)
+    distiller = keras_distill.Distiller(teacher, twin)
+    ```
+    """
+    check_choice("scheme", scheme, SCHEMES)
+    functional = isinstance(model, keras.Sequential) or (
+        isinstance(model, keras.Model) and hasattr(model, "_operations")
+    )
+    if not functional:
+        raise ValueError(
+            "Invalid value for argument `model`. Expected a functional or "
+            f"Sequential keras.Model. Received: {type(model).__name__}"
+        )
+    if not model.built or not model.inputs:
+        raise ValueError(
+            "Invalid value for argument `model`. Expected a built model "
+            "with defined inputs (give it a `keras.Input`, or call it once). "
+            f"Received: model {model.name!r} without inputs"
+        )
+    folds = _folds(model)
+    folded = {id(f) for pair in folds.values() for f in pair if f is not None}
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            raise ValueError(
+                "Invalid model for `quantization_aware`. Expected a model "
+                "of layers. Received: a nested model "
+                f"{layer.name!r}; pass `quantization_aware` the nested "
+                "model's layers in one functional model"
+            )
+        if isinstance(layer, WEIGHTED):
+            _check_supported(layer)
+            batch_norm, activation = folds.get(id(layer), (None, None))
+            return QuantizedLayer(
+                layer,
+                batch_norm,
+                scheme=scheme,
+                decay=decay,
+                activation=activation,
+            )
+        if id(layer) in folded:
+            return FoldedAway(name=f"{layer.name}_folded")
+        if scheme == "dynamic" or isinstance(layer, PRESERVING):
+            return layer
+        if isinstance(layer, REQUANTIZING):
+            return QuantizedOutput(layer, decay=decay)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            raise ValueError(
+                "Invalid model for `quantization_aware`. Expected each "
+                "`BatchNormalization` right after a Dense or convolution "
+                "without activation, read by nothing else, so that it "
+                "folds into it as LiteRT folds it. Received: "
+                f"layer {layer.name!r} elsewhere"
+            )
+        raise ValueError(
+            "Invalid model for `quantization_aware`. Expected layers "
+            "LiteRT runs in int8 (Dense, Conv1D/2D, DepthwiseConv2D, "
+            "EinsumDense, BatchNormalization after them, Add, Concatenate, "
+            "activations, poolings, reshapes). Received: layer "
+            f"{layer.name!r} of type {type(layer).__name__}; use "
+            "scheme='dynamic' to round its weights only"
+        )
+
+    inner = keras.models.clone_model(model, clone_function=clone)
+    if scheme == "dynamic":
+        inner.name = f"{model.name}_quantization_aware"
+        return inner
+    inputs = [
+        keras.Input(batch_shape=i.shape, dtype=i.dtype, name=_name(i))
+        for i in model.inputs
+    ]
+    floats = {id(i) for i in _float_inputs(model)}
+    fed = [
+        ActivationQuantizer(decay, name=f"{_name(i)}_input_quantized")(t)
+        if id(i) in floats
+        else t
+        for i, t in zip(model.inputs, inputs)
+    ]
+    outputs = inner(fed if len(fed) > 1 else fed[0])
+    return keras.Model(
+        inputs if len(inputs) > 1 else inputs[0],
+        outputs,
+        name=f"{model.name}_quantization_aware",
+    )
+
+
+def _name(tensor):
+    return tensor.name.split(":")[0].replace("/", "_")
+
+
+def quantizers(model):
+    """Every `ActivationQuantizer` with a tracked range in a model (nested
+    layers included; fixed ranges left out)."""
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, ActivationQuantizer) and layer.fixed_range is None
+    ]
+
+
+def quantized_layers(model):
+    """Every `QuantizedLayer` in a model."""
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, QuantizedLayer)
+    ]
+
+
+def is_quantization_aware(model):
+    """Whether a model holds layers of `quantization_aware`."""
+    return bool(quantized_layers(model))
+
+
+def scheme_of(model):
+    """`"int8"`, `"dynamic"`, or None for a model that is not a twin."""
+    layers = quantized_layers(model)
+    if not layers:
+        return None
+    if any(layer.scheme == "int8" for layer in layers):
+        return "int8"
+    return "dynamic"
+
+
+def freeze_ranges(model, frozen=True):
+    """Stops (or, with `frozen=False`, resumes) the tracking of every
+    activation range of a quantization-aware model.
+
+    Args:
+        model: A model from `quantization_aware` (or one holding it).
+        frozen: Whether the ranges stay as they are from now on.
+
+    Returns:
+        The number of ranges frozen (or resumed).
+    """
+    found = quantizers(model)
+    for quantizer in found:
+        quantizer.frozen.assign(1.0 if frozen else 0.0)
+    return len(found)
+
+
+def check_ranges_seen(model):
+    """Raises if an activation range never saw a training batch."""
+    unseen = [
+        q.name for q in quantizers(model) if float(q.batches.numpy()) == 0
+    ]
+    if unseen:
+        raise ValueError(
+            "Invalid model for int8 export: its activation ranges were "
+            "never trained (train the quantization-aware model for at "
+            "least one step first). Received: untrained ranges in "
+            f"{unseen[:3]}"
+        )
+
+
+@contextlib.contextmanager
+def constant_form(model):
+    """Within this block the twin's ranges and rounded kernels are
+    constants, the form the TFLite converter reads."""
+    found, layers = quantizers(model), quantized_layers(model)
+    try:
+        for q in found:
+            q.constant_range = (
+                float(q.range_min.numpy()),
+                float(q.range_max.numpy()),
+            )
+        for layer in layers:
+            layer.constant_kernel = np.asarray(
+                keras.ops.convert_to_numpy(layer.quantized_kernel())
+            )
+        yield
+    finally:
+        for q in found:
+            q.constant_range = None
+        for layer in layers:
+            layer.constant_kernel = None
+
+
+def _final_quantizer(layer):
+    if isinstance(layer, QuantizedLayer):
+        return layer.activation_quantizer or layer.output_quantizer
+    if isinstance(layer, (QuantizedOutput,)):
+        return layer.output_quantizer
+    if isinstance(layer, ActivationQuantizer):
+        return layer
+    return None
+
+
+def output_steps(model):
+    """The int8 step of each output of an `"int8"` twin (`(max - min) /
+    255` of the range it is rounded to last), or None where unknown."""
+    steps = []
+    for output in model.outputs:
+        tensor, quantizer = output, None
+        for _ in range(64):  # through nested models and reshapes
+            layer = _producer(tensor)
+            if isinstance(layer, keras.Model):
+                index = layer.outputs if len(layer.outputs) else []
+                position = tensor._keras_history[2]
+                tensor = index[position]
+                continue
+            quantizer = _final_quantizer(layer)
+            if quantizer is not None or not isinstance(layer, PRESERVING):
+                break
+            tensor = layer._inbound_nodes[0].input_tensors[0]
+        if quantizer is None:
+            steps.append(None)
+            continue
+        low, high = quantizer.fixed_range or (
+            float(quantizer.range_min.numpy()),
+            float(quantizer.range_max.numpy()),
+        )
+        steps.append((max(high, 0.0) - min(low, 0.0)) / 255.0)
+    return steps

@@ -1,0 +1,189 @@
+"""Quantization-aware students: distilled, pruned, exported to int8
+without representative data, checked against the Keras twin, and
+reloaded in a fresh process."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import keras_distill
+from keras_distill import quantization
+
+pytestmark = pytest.mark.integration
+
+rng = np.random.default_rng(1)
+CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _mlp(name, width):
+    return keras.Sequential(
+        [
+            keras.Input((20,)),
+            keras.layers.Dense(width, activation="relu", name="hidden"),
+            keras.layers.Dense(16, activation="tanh", name="squash"),
+            keras.layers.Dense(5, name="logits"),
+        ],
+        name=name,
+    )
+
+
+def _cnn():
+    """Convolution + BatchNormalization + ReLU (folded), a depthwise
+    convolution, a residual Add, pooling and a dense head."""
+    inputs = keras.Input((12, 12, 3))
+    h = keras.layers.Conv2D(8, 3, use_bias=False, name="stem")(inputs)
+    h = keras.layers.BatchNormalization(name="stem_bn")(h)
+    h = keras.layers.ReLU(name="stem_relu")(h)
+    a = keras.layers.DepthwiseConv2D(
+        3, padding="same", depth_multiplier=2, activation="relu"
+    )(h)
+    b = keras.layers.Conv2D(16, 1, name="project")(h)
+    h = keras.layers.Add()([a, b])
+    h = keras.layers.MaxPooling2D()(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inputs, keras.layers.Dense(5)(h), name="cnn")
+
+
+def _trained(model, x, y, epochs=2):
+    model.compile("adam", CE)
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+    # Moving statistics away from their initial values, so that the
+    # fold is not the identity.
+    return model
+
+
+def test_distilled_pruned_mlp_exports_what_it_trained(tmp_path):
+    x = rng.normal(size=(256, 20)).astype("float32")
+    y = rng.integers(0, 5, 256)
+    teacher = _trained(_mlp("teacher", 64), x, y)
+    student = _mlp("student", 32)
+    twin = quantization.quantization_aware(student)
+    pruner = keras_distill.prune.Pruner(
+        0.5, begin_step=0, end_step=8, frequency=4, target=student
+    )
+    distiller = keras_distill.Distiller(teacher, twin)
+    distiller.compile("adam", CE)
+    distiller.fit(
+        x, y, epochs=3, batch_size=32, verbose=0, callbacks=[pruner]
+    )
+    assert quantization.freeze_ranges(twin) == 4  # input + 3 outputs
+    # The zeros stay zeros in the rounded kernels the file will hold.
+    kernel = student.get_layer("hidden").kernel.numpy()
+    assert np.mean(kernel == 0.0) >= 0.49
+    wrapper = twin.layers[-1].get_layer("hidden_quantized")
+    rounded = keras.ops.convert_to_numpy(wrapper.quantized_kernel())
+    assert np.all(rounded[kernel == 0.0] == 0.0)
+    report = keras_distill.export.tflite(
+        distiller, tmp_path / "mlp.tflite", quantize="int8", check_data=(x, y)
+    )
+    assert report.within_one_step >= 0.999
+    assert report.argmax_agreement >= 0.999
+    # Full integer: every weight in the file is int8.
+    from ai_edge_litert.interpreter import Interpreter
+
+    weights = [
+        t
+        for t in Interpreter(model_path=report.path).get_tensor_details()
+        if len(t["shape"]) == 2 and t["shape"][0] > 1
+    ]
+    assert weights and all(t["dtype"] == np.int8 for t in weights)
+
+
+def test_cnn_with_folds_depthwise_and_add_matches_its_file(tmp_path):
+    x = rng.uniform(size=(128, 12, 12, 3)).astype("float32")
+    y = rng.integers(0, 5, 128)
+    model = _trained(_cnn(), x, y)
+    twin = quantization.quantization_aware(model)
+    names = {layer.name for layer in twin.layers[-1].layers}
+    assert "stem_bn_folded" in names and "stem_relu_folded" in names
+    twin.compile("adam", CE)
+    twin.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    report = keras_distill.export.tflite(
+        twin, tmp_path / "cnn.tflite", quantize="int8", check_data=x
+    )
+    assert report.within_one_step >= 0.999
+    assert report.argmax_agreement >= 0.99
+    # int8 inputs and outputs too, with the twin's input range.
+    report = keras_distill.export.tflite(
+        twin, tmp_path / "cnn_io.tflite", quantize="int8", int8_io=True,
+        check_data=x,
+    )
+    assert report.input_quantization is not None
+    assert report.argmax_agreement >= 0.99
+
+
+def test_export_modes_must_match_the_scheme(tmp_path):
+    x = rng.normal(size=(64, 20)).astype("float32")
+    twin = quantization.quantization_aware(_mlp("s", 8))
+    with pytest.raises(ValueError, match="never trained"):
+        keras_distill.export.tflite(twin, tmp_path / "a.tflite", "int8")
+    twin(x, training=True)
+    for mode in (None, "float16", "dynamic"):
+        with pytest.raises(ValueError, match="exports with quantize='int8'"):
+            keras_distill.export.tflite(twin, tmp_path / "b.tflite", mode)
+    weights_only = quantization.quantization_aware(_mlp("w", 8), "dynamic")
+    with pytest.raises(ValueError, match="quantize='dynamic'"):
+        keras_distill.export.tflite(
+            weights_only, tmp_path / "c.tflite", "int8", representative_data=x
+        )
+    assert not os.path.exists(tmp_path / "b.tflite")
+
+
+def test_weights_only_twin_holds_the_files_weights(tmp_path):
+    x = rng.normal(size=(64, 20)).astype("float32")
+    model = keras.Sequential(
+        [keras.Input((20,)), keras.layers.Dense(64), keras.layers.Dense(5)]
+    )
+    twin = quantization.quantization_aware(model, scheme="dynamic")
+    report = keras_distill.export.tflite(
+        twin, tmp_path / "w.tflite", quantize="dynamic", check_data=x
+    )
+    assert report.argmax_agreement >= 0.99
+    assert report.max_abs_diff < 0.05
+
+
+RELOAD = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np
+    import keras
+    import keras_distill
+
+    folder = sys.argv[1]
+    twin = keras.models.load_model(os.path.join(folder, "twin.keras"))
+    x = np.load(os.path.join(folder, "x.npy"))
+    np.save(os.path.join(folder, "again.npy"),
+            keras.ops.convert_to_numpy(twin(x)))
+    report = keras_distill.export.tflite(
+        twin, os.path.join(folder, "twin.tflite"), quantize="int8",
+        check_data=x)
+    assert report.within_one_step >= 0.999, report
+    """
+)
+
+
+def test_twin_reloads_in_a_fresh_process_with_its_ranges(tmp_path):
+    x = rng.uniform(size=(64, 12, 12, 3)).astype("float32")
+    y = rng.integers(0, 5, 64)
+    twin = quantization.quantization_aware(_trained(_cnn(), x, y, 1))
+    twin.compile("adam", CE)
+    twin.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    twin.save(tmp_path / "twin.keras")
+    np.save(tmp_path / "x.npy", x)
+    result = subprocess.run(
+        [sys.executable, "-c", RELOAD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_allclose(
+        np.load(tmp_path / "again.npy"),
+        keras.ops.convert_to_numpy(twin(x)),
+        atol=1e-6,
+    )
