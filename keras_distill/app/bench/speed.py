@@ -32,7 +32,9 @@ Variants (`VARIANTS`):
     keras_feature: Keras' distiller with the same two losses;
     bound: the physical bound: one `tf.function` with the teacher's
         forward pass, the student's forward and backward passes and the
-        optimizer update, without metrics or callbacks.
+        optimizer update, without metrics or callbacks;
+    quantization_aware: `online` with the student's int8
+        quantization-aware twin (`keras_distill.quantization`).
 
 The feature loss compares the layer named `logits` in both models, the
 only layer the reference teacher and student share in shape; naming it
@@ -56,6 +58,7 @@ from keras_distill.app.environment import versions
 from keras_distill.app.report import format_table
 from keras_distill.distiller import Distiller
 from keras_distill.losses.logits import soft_kl
+from keras_distill.quantization import quantization_aware
 from keras_distill.teachers import TeacherCache
 
 VARIANTS = {
@@ -68,6 +71,7 @@ VARIANTS = {
     "online_feature": "keras_distill, logits + feature loss",
     "keras_feature": "keras.distillation, logits + feature",
     "bound": "bound: one tf.function step",
+    "quantization_aware": "keras_distill, int8 quantization-aware student",
 }
 # Ratios of median epoch times, and the most each may be.
 GOALS = {
@@ -77,6 +81,7 @@ GOALS = {
     "online_feature/online": 1.15,
     "keras_feature/keras": None,
     "cached/student_alone": 1.10,
+    "quantization_aware/online": 1.50,
 }
 TEMPERATURE = 4.0
 ALPHA = 0.1
@@ -294,6 +299,9 @@ def epochs_of_variants(teacher, new_student, x, y, dataset, batch_size):
             _bound_epoch(
                 teacher, new_student(), keras.optimizers.Adam(), dataset
             )
+        ),
+        "quantization_aware": _epochs(
+            _ours(teacher, quantization_aware(new_student())), dataset
         ),
     }
     return epochs, cache_seconds
