@@ -196,3 +196,27 @@ def test_scheme_and_decay_are_checked():
         quantization.quantization_aware(_mlp(), scheme="int4")
     with pytest.raises(ValueError, match="decay"):
         quantization.ActivationQuantizer(decay=1.0)
+
+
+def test_freeze_ranges_callback_stops_tracking_at_its_epoch():
+    twin = quantization.quantization_aware(_mlp())
+    twin.compile("adam", "mse")
+    x = rng.normal(size=(32, 12)).astype("float32")
+    y = rng.normal(size=(32, 4)).astype("float32")
+    freeze = quantization.FreezeRanges(twin, epoch=2)
+    twin.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[freeze])
+    # Two batches an epoch, tracked in epochs 0 and 1 only.
+    seen = {float(q.batches) for q in quantization._twin.quantizers(twin)}
+    assert seen == {4.0}
+    with pytest.raises(ValueError, match="epoch"):
+        quantization.FreezeRanges(twin, epoch=-1)
+
+
+def test_a_range_frozen_before_training_takes_the_first_batch():
+    quantizer = quantization.ActivationQuantizer()
+    model = quantizer_model(quantizer)
+    quantization.freeze_ranges(model)
+    quantizer(np.array([-1.0, 0.0, 3.0], "float32"), training=True)
+    quantizer(np.array([-9.0, 0.0, 9.0], "float32"), training=True)
+    assert float(quantizer.range_min) == -1.0
+    assert float(quantizer.range_max) == 3.0

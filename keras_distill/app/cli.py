@@ -210,6 +210,12 @@ def _run_options(parser):
     )
     group.add_argument("--generations", type=int, help="born-again generations")
     group.add_argument(
+        "--quantization-aware-epochs",
+        type=int,
+        help="epochs of int8 quantization-aware distillation after the "
+        "float one (default 0: none)",
+    )
+    group.add_argument(
         "--quantize",
         nargs="+",
         choices=("float32", "float16", "dynamic", "int8"),

@@ -7,8 +7,11 @@ before compressing a model: the teacher pruned to 50, 75 and 90%
 the sparsity grows over the first half of `prune_epochs` with the run's
 optimizer, the second half recovers), int8
 versions of the teacher and of the pruned teachers, the distilled student
-in int8, and the distilled student pruned to 50% while it keeps learning
-from the unpruned teacher. For every model it measures the test error,
+in int8, the distilled student pruned to 50% while it keeps learning
+from the unpruned teacher, and the distilled student fine-tuned
+quantization-aware in int8 (`keras_distill.quantization`, from the
+teacher, for `prune_epochs`; its ranges frozen for the last one), alone
+and pruned to 50% meanwhile. For every model it measures the test error,
 the parameters and non-zero weights, the TFLite file's bytes and its
 gzip-compressed bytes (what an app bundle ships: zeros compress) and the
 single-thread LiteRT latency. It writes `frontier.json`, `frontier.md`
@@ -56,36 +59,69 @@ def error_rate(model, run):
     return float(np.mean(predicted != labels))
 
 
-def _fine_tune(run, model, sparsity, epochs, teacher=None):
+def _fine_tune(
+    run, model, sparsity, epochs, teacher=None, trained=None, callbacks=()
+):
     """Prunes `model` to `sparsity` while fine-tuning it for `epochs` on
-    the run's training data (distilled from `teacher` when given)."""
+    the run's training data (distilled from `teacher` when given).
+
+    `trained` is the model that trains (by default `model`): a
+    quantization-aware twin of `model`, which shares its kernels. With
+    `sparsity` None nothing is pruned; `callbacks` are added to `fit`'s."""
     from keras_distill.distiller import Distiller
 
+    trained = model if trained is None else trained
     train = run.train_dataset("teacher" if teacher is None else "student")
     steps = max(1, int(train.cardinality()))
-    # The sparsity grows over the first half of the fine-tuning; the
-    # second half recovers at the final sparsity.
-    pruner = prune.Pruner(
-        sparsity,
-        end_step=max(1, (epochs * steps) // 2),
-        frequency=max(1, steps // 4),
-        target=model,
-    )
+    callbacks = list(callbacks)
+    pruner = None
+    if sparsity is not None:
+        # The sparsity grows over the first half of the fine-tuning; the
+        # second half recovers at the final sparsity.
+        pruner = prune.Pruner(
+            sparsity,
+            end_step=max(1, (epochs * steps) // 2),
+            frequency=max(1, steps // 4),
+            target=model,
+        )
+        callbacks.append(pruner)
     args = run._compile_args()  # the run's optimizer and learning rate
-    trainer = model
+    trainer = trained
     if teacher is not None:
         trainer = Distiller(
-            teacher, model, student_loss_weight=run.config.resolved().alpha
+            teacher, trained, student_loss_weight=run.config.resolved().alpha
         )
     trainer.compile(args["optimizer"], args["loss"])
     trainer.fit(
-        train, epochs=epochs, verbose=0, shuffle=False, callbacks=[pruner]
+        train, epochs=epochs, verbose=0, shuffle=False, callbacks=callbacks
     )
-    return prune.strip(model, pruner)
+    return model if pruner is None else prune.strip(model, pruner)
 
 
-def measure(name, model, run, folder, int8=False):
-    """One row: error, parameters, non-zeros, bytes, gzip bytes, latency."""
+def quantization_aware(run, student, teacher, epochs, sparsity=None):
+    """The int8 quantization-aware twin of a copy of `student`, distilled
+    from `teacher` for `epochs` (pruned to `sparsity` meanwhile, if
+    given), its activation ranges frozen for the last epoch.
+
+    Returns:
+        `(twin, its float model)`.
+    """
+    from keras_distill import quantization
+
+    model = keras.models.clone_model(student)
+    model.set_weights(student.get_weights())
+    twin = quantization.quantization_aware(model)
+    freeze = quantization.FreezeRanges(twin, epoch=max(0, epochs - 1))
+    _fine_tune(run, model, sparsity, epochs, teacher, twin, [freeze])
+    return twin, model
+
+
+def measure(name, model, run, folder, int8=False, counted=None):
+    """One row: error, parameters, non-zeros, bytes, gzip bytes, latency.
+
+    `counted` is the model whose parameters are counted (by default
+    `model`; a quantization-aware twin's float model)."""
+    counted = model if counted is None else counted
     from keras_distill import export
 
     path = os.path.join(folder, f"{name}.tflite")
@@ -102,8 +138,8 @@ def measure(name, model, run, folder, int8=False):
         "model": name,
         "test_error": 1.0 - report.accuracy,
         "keras_test_error": error_rate(model, run),
-        "params": int(model.count_params()),
-        "nonzero": prune.nonzero_count(model),
+        "params": int(counted.count_params()),
+        "nonzero": prune.nonzero_count(counted),
         "tflite_bytes": int(report.bytes),
         "gzip_bytes": compressed,
         "latency_ms": report.latency_ms,
@@ -129,8 +165,8 @@ def compare(run, prune_epochs=4, log=print):
     student = run.load("student")
     rows = []
 
-    def add(name, model, int8=False):
-        rows.append(measure(name, model, run, folder, int8))
+    def add(name, model, int8=False, counted=None):
+        rows.append(measure(name, model, run, folder, int8, counted))
         row = rows[-1]
         log(
             f"[compare] {name}: error {100 * row['test_error']:.2f}%, "
@@ -153,6 +189,14 @@ def compare(run, prune_epochs=4, log=print):
     pruned.set_weights(student.get_weights())
     pruned = _fine_tune(run, pruned, STUDENT_SPARSITY, prune_epochs, teacher)
     add(f"distilled student pruned {round(100 * STUDENT_SPARSITY)}%", pruned)
+    twin, model = quantization_aware(run, student, teacher, prune_epochs)
+    add("distilled student int8 quantization-aware", twin, True, model)
+    twin, model = quantization_aware(
+        run, student, teacher, prune_epochs, STUDENT_SPARSITY
+    )
+    percent = round(100 * STUDENT_SPARSITY)
+    label = f"distilled student pruned {percent}% int8 quantization-aware"
+    add(label, twin, True, model)
     points = {r["model"]: (r["gzip_bytes"], r["test_error"]) for r in rows}
     result = {
         "rows": rows,

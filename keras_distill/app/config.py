@@ -172,6 +172,12 @@ class RunConfig:
             or `mutual` (two `student` models trained together by deep
             mutual learning, no teacher needed).
         generations: Born-again generations (a positive int).
+        quantization_aware_epochs: Epochs of quantization-aware
+            distillation after the float one (0, the default: none): the
+            distilled student's int8 twin (`keras_distill.quantization`)
+            learns from the teacher again, its ranges frozen for the last
+            epoch, and is saved as `student_qat.keras`; `evaluate` and
+            `export` (an int8 file, `student_qat_int8.tflite`) take it too.
         quantize: TFLite variants the `export` phase writes, among
             `float32`, `float16`, `dynamic`, `int8`.
         strategy: `default` (one device), `mirrored` (every local GPU, or
@@ -214,6 +220,7 @@ class RunConfig:
     backup_dir: object = None
     recipe: str = "kd"
     generations: int = 2
+    quantization_aware_epochs: int = 0
 
     def __post_init__(self):
         self.validate()
@@ -297,6 +304,11 @@ class RunConfig:
             fail("recipe", f"one of {list(RECIPES)}")
         if not is_int(self.generations) or self.generations < 1:
             fail("generations", "a positive int")
+        if (
+            not is_int(self.quantization_aware_epochs)
+            or self.quantization_aware_epochs < 0
+        ):
+            fail("quantization_aware_epochs", "an int >= 0")
         if self.teacher_augment == "consistent":
             fail("teacher_augment", "'none' or 'shift'")
         if self.strategy not in STRATEGIES:

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from keras_distill import export
 from keras_distill import losses as losses_module
+from keras_distill import quantization
 from keras_distill import recipes
 from keras_distill._utils import save_model
 from keras_distill.app import datasets as data
@@ -291,7 +292,25 @@ class Run(RunData, RunDirectory):
             f"T={c.temperature}, alpha={c.alpha}, {c.epochs} epochs"
         )
         self._train("student", distiller, student, c.epochs)
+        if c.quantization_aware_epochs:
+            self._quantization_aware(teacher, student)
         return student
+
+    def _quantization_aware(self, teacher, student):
+        """Distils the int8 quantization-aware twin of a copy of the
+        distilled student; saves it as `student_qat.keras`."""
+        epochs = self.config.quantization_aware_epochs
+        model = keras.models.clone_model(student)  # in the run's scope
+        model.set_weights(student.get_weights())
+        twin = quantization.quantization_aware(model)
+        distiller = self._distiller(teacher, twin)
+        self.log(
+            f"[distill] int8 quantization-aware, {epochs} epochs "
+            "(ranges frozen for the last)"
+        )
+        freeze = quantization.FreezeRanges(twin, epoch=epochs - 1)
+        self._train("student_qat", distiller, twin, epochs, callbacks=[freeze])
+        return twin
 
     def _distiller(self, teacher, student):
         c = self.config.resolved()
@@ -418,14 +437,14 @@ class Run(RunData, RunDirectory):
             return MultiWorkerModel(model)
         return model
 
-    def _train(self, name, trainer, model, epochs, **extra):
+    def _train(self, name, trainer, model, epochs, callbacks=(), **extra):
         """Fits `trainer`, saves `model` as `<name>.keras`, records it.
 
         Returns:
             The `keras.callbacks.History` of the fit.
         """
         role = "teacher" if name == "teacher" else "student"
-        callbacks = []
+        callbacks = list(callbacks)
         if self.config.backup_dir:
             backup = self.backup_dir(name)
             if os.path.isdir(backup) and os.listdir(backup):
@@ -471,7 +490,7 @@ class Run(RunData, RunDirectory):
         """
         metrics = self.metrics()
         x_sample, y_sample = self.test_arrays()
-        for name in ("teacher", "scratch", "student"):
+        for name in ("teacher", "scratch", "student", "student_qat"):
             if not os.path.exists(self.file(f"{name}.keras")):
                 continue
             model = self.load(name)
@@ -515,6 +534,8 @@ class Run(RunData, RunDirectory):
         metrics = self.metrics()
         reports = metrics.setdefault("tflite", {})
         targets = [("student", m) for m in modes]
+        if os.path.exists(self.file("student_qat.keras")):
+            targets.append(("student_qat", "int8"))
         # Every other model in float32, so the size chart compares files
         # of one format.
         for other in ("scratch", "teacher"):

@@ -24,6 +24,7 @@ keras_distill.quantization.freeze_ranges(twin)
 from keras_distill.quantization._layers import SCHEMES
 from keras_distill.quantization._layers import ActivationQuantizer
 from keras_distill.quantization._layers import QuantizedLayer
+from keras_distill.quantization._twin import FreezeRanges
 from keras_distill.quantization._twin import QuantizedOutput
 from keras_distill.quantization._twin import freeze_ranges
 from keras_distill.quantization._twin import is_quantization_aware
@@ -32,6 +33,7 @@ from keras_distill.quantization._twin import quantization_aware
 __all__ = [
     "SCHEMES",
     "ActivationQuantizer",
+    "FreezeRanges",
     "QuantizedLayer",
     "QuantizedOutput",
     "freeze_ranges",

@@ -33,7 +33,8 @@ class ActivationQuantizer(keras.layers.Layer):
     gradient, and the rounding passes gradients straight through inside
     the range. Once `frozen` is set (see
     `keras_distill.quantization.freeze_ranges`), or outside training, the
-    range stays as it is. The range always holds 0 and is nudged so that
+    range stays as it is (a range frozen before any batch takes the first
+    training batch's, then stays). The range always holds 0 and is nudged so that
     0 is exactly representable, as the TFLite converter does.
 
     Args:
@@ -96,7 +97,10 @@ class ActivationQuantizer(keras.layers.Layer):
         values = ops.cast(ops.stop_gradient(inputs), "float32")
         low, high = ops.min(values), ops.max(values)
         first = ops.equal(self.batches, 0.0)
-        frozen = ops.greater(self.frozen, 0.0)
+        # Frozen before any batch, a range still takes the first one's.
+        frozen = ops.logical_and(
+            ops.greater(self.frozen, 0.0), ops.logical_not(first)
+        )
         d = self.decay
         for variable, batch in ((self.range_min, low), (self.range_max, high)):
             moved = ops.where(first, batch, d * variable + (1.0 - d) * batch)

@@ -52,6 +52,7 @@ REQUANTIZING = (
     keras.layers.Minimum,
     keras.layers.Concatenate,
     keras.layers.ReLU,
+    keras.layers.LeakyReLU,
     keras.layers.Activation,
     keras.layers.Softmax,
     keras.layers.AveragePooling1D,
@@ -466,3 +467,36 @@ def output_steps(model):
         )
         steps.append((max(high, 0.0) - min(low, 0.0)) / 255.0)
     return steps
+
+
+class FreezeRanges(keras.callbacks.Callback):
+    """Freezes a quantization-aware model's activation ranges when an
+    epoch begins (see `freeze_ranges`): the last epochs then train the
+    weights for the ranges the file will hold.
+
+    Args:
+        model: The quantization-aware model (the twin, or a `Distiller`
+            whose student it is).
+        epoch: The 0-based epoch from which the ranges stay as they are.
+
+    Example:
+
+    ```python
+    freeze = keras_distill.quantization.FreezeRanges(twin, epoch=1)
+    distiller.fit(train_ds, epochs=2, callbacks=[freeze], verbose=0)
+    ```
+    """
+
+    def __init__(self, model, epoch):
+        super().__init__()
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(
+                "Invalid value for argument `epoch`. Expected an int >= 0. "
+                f"Received: epoch={epoch!r}"
+            )
+        self.target = model
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            freeze_ranges(self.target)

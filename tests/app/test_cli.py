@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 
+import keras_distill
 from keras_distill.app import cli
 from keras_distill.app.config import RECIPE_DEFAULTS
 from keras_distill.app.config import RunConfig
@@ -708,8 +709,8 @@ def test_compare_writes_the_frontier(demo_run, tmp_path, capsys):
     path = tmp_path / "run"
     shutil.copytree(demo_run, path)
     argv = ["compare", "--run", str(path), "--prune-epochs", "1"]
-    status, out, _ = run(argv, capsys)
-    assert status == 0, out
+    status, out, err = run(argv, capsys)
+    assert status == 0, out + err
     result = json.loads((path / "frontier.json").read_text())
     rows = {r["model"]: r for r in result["rows"]}
     assert list(rows) == [
@@ -725,6 +726,8 @@ def test_compare_writes_the_frontier(demo_run, tmp_path, capsys):
         "distilled student",
         "distilled student int8",
         "distilled student pruned 50%",
+        "distilled student int8 quantization-aware",
+        "distilled student pruned 50% int8 quantization-aware",
     ]
     for name, row in rows.items():
         assert 0 <= row["test_error"] <= 1, name
@@ -737,6 +740,14 @@ def test_compare_writes_the_frontier(demo_run, tmp_path, capsys):
     assert (
         rows["teacher pruned 90%"]["gzip_bytes"] < rows["teacher"]["gzip_bytes"]
     )
+    # The quantization-aware rows count the float student's parameters,
+    # and the pruned one keeps its zeros through the int8 fine-tune.
+    student = rows["distilled student"]
+    qat = rows["distilled student int8 quantization-aware"]
+    both = rows["distilled student pruned 50% int8 quantization-aware"]
+    assert qat["params"] == both["params"] == student["params"]
+    assert both["nonzero"] < student["nonzero"] * 0.55
+    assert qat["tflite_bytes"] < student["tflite_bytes"] / 2
     points = {n: (r["gzip_bytes"], r["test_error"]) for n, r in rows.items()}
     assert result["front"] == compare.pareto_front(points)
     markdown = (path / "frontier.md").read_text()
@@ -745,6 +756,36 @@ def test_compare_writes_the_frontier(demo_run, tmp_path, capsys):
     assert (path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
     report = (path / "report.md").read_text()
     assert "## Compression frontier" in report and "frontier.png" in report
+
+
+def test_a_run_distils_its_student_quantization_aware(demo_run, tmp_path):
+    import shutil
+
+    from keras_distill.app.config import RunConfig
+    from keras_distill.app.run import Run
+
+    path = tmp_path / "run"
+    shutil.copytree(demo_run, path)
+    config = RunConfig.from_dict(
+        {**json.loads((path / "config.json").read_text()),
+         "quantization_aware_epochs": 1}
+    )
+    quiet = dict(verbose=0, log=lambda *args: None)
+    run_ = Run(path, config, **quiet)
+    run_._quantization_aware(run_.load("teacher"), run_.load("student"))
+    twin = run_.load("student_qat")
+    assert keras_distill.quantization.is_quantization_aware(twin)
+    metrics = run_.evaluate()
+    reports = run_.export(["int8"])
+    entry = reports["student_qat_int8"]
+    assert entry["within_one_step"] >= 0.999
+    # The file classifies the test set as the evaluated twin does.
+    accuracy = metrics["student_qat"]["accuracy"]
+    assert entry["keras_accuracy"] == pytest.approx(accuracy)
+    assert abs(entry["accuracy"] - accuracy) <= 0.01
+    assert (path / "student_qat_int8.tflite").exists()
+    with pytest.raises(ValueError, match="quantization_aware_epochs"):
+        RunConfig(quantization_aware_epochs=-1)
 
 
 def test_pareto_front_keeps_the_undominated_points():
