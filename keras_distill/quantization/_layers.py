@@ -34,8 +34,8 @@ class ActivationQuantizer(keras.layers.Layer):
     the range. Once `frozen` is set (see
     `keras_distill.quantization.freeze_ranges`), or outside training, the
     range stays as it is (a range frozen before any batch takes the first
-    training batch's, then stays). The range always holds 0 and is nudged so that
-    0 is exactly representable, as the TFLite converter does.
+    training batch's, then stays). The range always holds 0 and is nudged
+    so that 0 is exactly representable, as the TFLite converter does.
 
     Args:
         decay: The moving average's decay, in `[0, 1)`. Defaults to 0.99.
