@@ -53,7 +53,7 @@ def _is_the_command():
     return os.path.basename(sys.argv[0]) == "keras-distill"
 
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 # The public modules. Every other module is private (its name starts with
 # an underscore): what it holds may change in any release. docs/api.md
