@@ -39,13 +39,15 @@ def quantize_weights(kernel, channel_axis=-1):
         moved = tf.transpose(kernel, perm)
         inverse = [perm.index(a) for a in range(rank)]
         return tf.transpose(quantize_weights(moved), inverse)
-    bound = tf.stop_gradient(weight_ranges(kernel))
     dtype = kernel.dtype
     values = tf.cast(kernel, "float32")
-    quantized = tf.quantization.fake_quant_with_min_max_vars_per_channel(
-        values, -bound, bound, num_bits=8, narrow_range=True
-    )
-    return tf.cast(quantized, dtype)
+    scale = tf.stop_gradient(weight_ranges(values)) / 127.0
+    # Elementwise ops rather than `FakeQuantWithMinMaxVarsPerChannel`
+    # (the same grid: with a symmetric range its nudging changes nothing),
+    # several times faster on a CPU; gradients pass straight through.
+    steps = tf.clip_by_value(tf.floor(values / scale + 0.5), -127.0, 127.0)
+    rounded = values + tf.stop_gradient(steps * scale - values)
+    return tf.cast(rounded, dtype)
 
 
 def quantize_activations(x, low, high):
