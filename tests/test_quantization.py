@@ -163,6 +163,17 @@ def test_twin_shares_weights_and_trains_in_a_distiller():
     assert not np.allclose(before, student.layers[0].kernel.numpy())
     seen = [float(q.batches) for q in quantization._twin.quantizers(twin)]
     assert seen and all(s == 8 for s in seen)  # 2 epochs of 4 batches
+    # From a teacher cache.
+    cache = keras_distill.teachers.TeacherCache(teacher, x, verbose=0)
+    cached = keras_distill.Distiller(teacher, twin)
+    cached.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    history = cached.fit(cache.dataset(x, y, batch_size=16), verbose=0)
+    assert np.isfinite(history.history["distillation_loss"]).all()
+    assert all(
+        float(q.batches) == 12 for q in quantization._twin.quantizers(twin)
+    )
 
 
 def test_unsupported_layers_are_named():

@@ -11,7 +11,11 @@ in int8, the distilled student pruned to 50% while it keeps learning
 from the unpruned teacher, and the distilled student fine-tuned
 quantization-aware in int8 (`keras_distill.quantization`, from the
 teacher, for `prune_epochs`; its ranges frozen for the last one), alone
-and pruned to 50% meanwhile. For every model it measures the test error,
+and pruned to 50% meanwhile. With a CNN teacher of the zoo on images, a
+small CNN of its family (`cnn-small`, at most an eighth of its
+parameters) is distilled too and measured in float, int8 after training,
+int8 quantization-aware, and pruned 50% + int8 quantization-aware. For
+every model it measures the test error,
 the parameters and non-zero weights, the TFLite file's bytes and its
 gzip-compressed bytes (what an app bundle ships: zeros compress) and the
 single-thread LiteRT latency. It writes `frontier.json`, `frontier.md`
@@ -33,6 +37,8 @@ from keras_distill.app.report import markdown_table
 
 TEACHER_SPARSITIES = (0.5, 0.75, 0.9)
 STUDENT_SPARSITY = 0.5
+# The small CNN student of a CNN teacher's family.
+SMALL_CNN = "cnn-small"
 
 
 def pareto_front(points):
@@ -116,6 +122,38 @@ def quantization_aware(run, student, teacher, epochs, sparsity=None):
     return twin, model
 
 
+def small_cnn(run, teacher, log=print):
+    """A small CNN of the teacher's family (`SMALL_CNN` from the model
+    zoo, at most an eighth of the teacher's parameters), distilled from
+    the teacher for the run's epochs; None where the run's inputs are not
+    images or the teacher is not a CNN of the zoo."""
+    from keras_distill.app import zoo
+    from keras_distill.distiller import Distiller
+
+    c = run.config.resolved()
+    shape = tuple(run.data.input_shape)
+    family = isinstance(c.teacher, str) and c.teacher.startswith(
+        ("cnn-", "resnet-")
+    )
+    if len(shape) != 3 or not family:
+        return None
+    keras.utils.set_random_seed(c.seed)
+    model = zoo.build(SMALL_CNN, shape, run.data.num_classes, seed=c.seed + 2)
+    if model.count_params() * 8 > teacher.count_params():
+        return None
+    log(
+        f"[compare] distilling a small CNN ({SMALL_CNN}, "
+        f"{model.count_params():,} parameters), {c.epochs} epochs"
+    )
+    distiller = Distiller(teacher, model, student_loss_weight=c.alpha)
+    args = run._compile_args()
+    distiller.compile(args["optimizer"], args["loss"])
+    distiller.fit(
+        run.train_dataset("student"), epochs=c.epochs, verbose=0, shuffle=False
+    )
+    return model
+
+
 def measure(name, model, run, folder, int8=False, counted=None):
     """One row: error, parameters, non-zeros, bytes, gzip bytes, latency.
 
@@ -197,6 +235,18 @@ def compare(run, prune_epochs=4, log=print):
     percent = round(100 * STUDENT_SPARSITY)
     label = f"distilled student pruned {percent}% int8 quantization-aware"
     add(label, twin, True, model)
+    small = small_cnn(run, teacher, log)
+    if small is not None:
+        name = f"small CNN student ({SMALL_CNN})"
+        add(name, small)
+        add(f"{name} int8", small, int8=True)
+        twin, model = quantization_aware(run, small, teacher, prune_epochs)
+        add(f"{name} int8 quantization-aware", twin, True, model)
+        twin, model = quantization_aware(
+            run, small, teacher, prune_epochs, STUDENT_SPARSITY
+        )
+        label = f"{name} pruned {percent}% int8 quantization-aware"
+        add(label, twin, True, model)
     points = {r["model"]: (r["gzip_bytes"], r["test_error"]) for r in rows}
     result = {
         "rows": rows,
@@ -283,10 +333,15 @@ def plot(result, path):
     by_name = {r["model"]: r for r in result["rows"]}
     for r in result["rows"]:
         family = r["model"].split()[0]
-        color = {"teacher": "tab:blue", "student": "tab:gray"}.get(
-            family, "tab:green"
+        color = {
+            "teacher": "tab:blue",
+            "student": "tab:gray",
+            "small": "tab:purple",
+        }.get(family, "tab:green")
+        marker = "s" if "quantization-aware" in r["model"] else "o"
+        axis.scatter(
+            r["gzip_bytes"], 100 * r["test_error"], color=color, marker=marker
         )
-        axis.scatter(r["gzip_bytes"], 100 * r["test_error"], color=color)
     axis.set_xscale("log")
     axis.autoscale_view()
     placed = []

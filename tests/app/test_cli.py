@@ -788,6 +788,25 @@ def test_a_run_distils_its_student_quantization_aware(demo_run, tmp_path):
         RunConfig(quantization_aware_epochs=-1)
 
 
+def test_compare_distils_a_small_cnn_of_a_cnn_teachers_family(tmp_path):
+    from keras_distill.app import compare
+    from keras_distill.app import zoo
+    from keras_distill.app.run import Run
+
+    quiet = dict(verbose=0, log=lambda *args: None)
+    config = RunConfig(dataset="digits", teacher="cnn-medium", epochs=1)
+    run_ = Run(tmp_path / "cnn", config, **quiet)
+    shape = tuple(run_.data.input_shape)
+    teacher = zoo.build("cnn-medium", shape, 10, seed=0)
+    small = compare.small_cnn(run_, teacher, log=lambda *args: None)
+    assert small.count_params() * 8 <= teacher.count_params()
+    assert small.name == compare.SMALL_CNN.replace("-", "_")
+    # An MLP teacher has no CNN family: no rows.
+    mlp_config = RunConfig(dataset="digits", teacher="mlp-tiny")
+    mlp = Run(tmp_path / "mlp", mlp_config, **quiet)
+    assert compare.small_cnn(mlp, teacher, log=lambda *args: None) is None
+
+
 def test_pareto_front_keeps_the_undominated_points():
     from keras_distill.app.compare import pareto_front
 
