@@ -181,6 +181,8 @@ def measure(name, model, run, folder, int8=False, counted=None):
         "tflite_bytes": int(report.bytes),
         "gzip_bytes": compressed,
         "latency_ms": report.latency_ms,
+        # A quantization-aware twin's file against the twin (else None).
+        "within_one_step": report.within_one_step,
     }
 
 
