@@ -748,7 +748,8 @@ def test_compare_writes_the_frontier(demo_run, tmp_path, capsys):
     assert qat["params"] == both["params"] == student["params"]
     assert both["nonzero"] < student["nonzero"] * 0.55
     assert qat["tflite_bytes"] < student["tflite_bytes"] / 2
-    assert qat["within_one_step"] >= 0.999 and student["within_one_step"] is None
+    assert qat["within_one_step"] >= 0.999
+    assert student["within_one_step"] is None
     points = {n: (r["gzip_bytes"], r["test_error"]) for n, r in rows.items()}
     assert result["front"] == compare.pareto_front(points)
     markdown = (path / "frontier.md").read_text()
