@@ -25,6 +25,7 @@ from keras_distill.quantization._layers import SCHEMES
 from keras_distill.quantization._layers import ActivationQuantizer
 from keras_distill.quantization._layers import QuantizedLayer
 from keras_distill.quantization._twin import FreezeRanges
+from keras_distill.quantization._twin import QuantizedEmbedding
 from keras_distill.quantization._twin import QuantizedOutput
 from keras_distill.quantization._twin import freeze_ranges
 from keras_distill.quantization._twin import is_quantization_aware
@@ -34,6 +35,7 @@ __all__ = [
     "SCHEMES",
     "ActivationQuantizer",
     "FreezeRanges",
+    "QuantizedEmbedding",
     "QuantizedLayer",
     "QuantizedOutput",
     "freeze_ranges",

@@ -191,7 +191,7 @@ class QuantizedLayer(keras.layers.Layer):
         bias may be None when there is neither a bias nor a fold)."""
         layer = self.layer
         kernel = layer.kernel
-        bias = layer.bias if getattr(layer, "use_bias", False) else None
+        bias = getattr(layer, "bias", None)  # None without a bias
         bn = self.batch_norm
         if bn is None:
             return kernel, bias

@@ -5,8 +5,10 @@ import contextlib
 
 import keras
 import numpy as np
+from keras import ops
 
 from keras_distill._validation import check_choice
+from keras_distill.quantization import _fake
 from keras_distill.quantization._layers import FIXED_RANGES
 from keras_distill.quantization._layers import SCHEMES
 from keras_distill.quantization._layers import ActivationQuantizer
@@ -102,6 +104,60 @@ class QuantizedOutput(keras.layers.Layer):
             **super().get_config(),
             "layer": keras.saving.serialize_keras_object(self.layer),
             "decay": self.decay,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(
+            config["layer"]
+        )
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class QuantizedEmbedding(keras.layers.Layer):
+    """An `Embedding` whose table is rounded to one int8 grid (per tensor,
+    asymmetric, from the table's own minimum and maximum), as LiteRT
+    stores a gathered table; the looked-up rows keep that grid.
+
+    Args:
+        layer: The `Embedding` to wrap.
+        **kwargs: `keras.layers.Layer` arguments.
+    """
+
+    def __init__(self, layer, **kwargs):
+        kwargs.setdefault("name", f"{layer.name}_quantized")
+        super().__init__(**kwargs)
+        self.layer = layer
+        # Set by `keras_distill.export`: the table's range as floats.
+        self.constant_range = None
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+
+    def table(self):
+        """The rounded table."""
+        table = self.layer.embeddings
+        if self.constant_range is not None:
+            return _fake.quantize_activations_constant(
+                ops.convert_to_tensor(table), *self.constant_range
+            )
+        low = ops.stop_gradient(ops.min(table))
+        high = ops.stop_gradient(ops.max(table))
+        return _fake.quantize_activations(table, low, high)
+
+    def call(self, inputs, training=None, mask=None):
+        return ops.take(self.table(), ops.cast(inputs, "int32"), axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "layer": keras.saving.serialize_keras_object(self.layer),
         }
 
     @classmethod
@@ -220,7 +276,8 @@ def quantization_aware(model, scheme="int8", decay=0.99):
     The twin shares the model's weights and computes as the model's
     LiteRT file will: every `Dense`, `Conv1D`, `Conv2D`,
     `DepthwiseConv2D` and 2D-kernel `EinsumDense` uses its weights rounded
-    to int8 (symmetric, per output channel, narrow range), a
+    to int8 (symmetric, per output channel, narrow range), every
+    `Embedding` (scheme `"int8"`) its table on one int8 grid, a
     `BatchNormalization` right after one is folded into it, and with the
     `"int8"` scheme every activation LiteRT stores (the float inputs, each
     of those layers' outputs after a fused ReLU or ReLU6, the outputs of
@@ -293,6 +350,15 @@ def quantization_aware(model, scheme="int8", decay=0.99):
                 decay=decay,
                 activation=activation,
             )
+        if isinstance(layer, keras.layers.Embedding) and scheme == "int8":
+            if layer.mask_zero:
+                raise ValueError(
+                    "Invalid model for `quantization_aware`. Expected "
+                    "`Embedding` layers without `mask_zero` (LiteRT's "
+                    "int8 ops take no masks). Received: layer "
+                    f"{layer.name!r} with mask_zero=True"
+                )
+            return QuantizedEmbedding(layer)
         if id(layer) in folded:
             return FoldedAway(name=f"{layer.name}_folded")
         if scheme == "dynamic" or isinstance(layer, PRESERVING):
@@ -413,7 +479,15 @@ def constant_form(model):
     """Within this block the twin's ranges and rounded kernels are
     constants, the form the TFLite converter reads."""
     found, layers = quantizers(model), quantized_layers(model)
+    tables = [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, QuantizedEmbedding)
+    ]
     try:
+        for table in tables:
+            values = keras.ops.convert_to_numpy(table.layer.embeddings)
+            table.constant_range = (float(values.min()), float(values.max()))
         for q in found:
             q.constant_range = (
                 float(q.range_min.numpy()),
@@ -429,6 +503,8 @@ def constant_form(model):
             q.constant_range = None
         for layer in layers:
             layer.constant_kernel = None
+        for table in tables:
+            table.constant_range = None
 
 
 def _final_quantizer(layer):

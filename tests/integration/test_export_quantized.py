@@ -187,3 +187,37 @@ def test_twin_reloads_in_a_fresh_process_with_its_ranges(tmp_path):
         keras.ops.convert_to_numpy(twin(x)),
         atol=1e-6,
     )
+
+
+def test_embedding_and_einsum_dense_match_their_file(tmp_path):
+    x = rng.integers(0, 50, size=(128, 12)).astype("int32")
+    y = rng.integers(0, 5, 128)
+    inputs = keras.Input((12,), dtype="int32")
+    h = keras.layers.Embedding(50, 16, name="tokens")(inputs)
+    h = keras.layers.EinsumDense(
+        "abc,cd->abd", (None, 24), bias_axes="d", activation="relu"
+    )(h)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    model = _trained(keras.Model(inputs, keras.layers.Dense(5)(h)), x, y)
+    twin = quantization.quantization_aware(model)
+    twin.compile("adam", CE)
+    bias = model.layers[2].bias.numpy().copy()
+    twin.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    assert not np.allclose(bias, model.layers[2].bias.numpy())  # it trains
+    # The table on one int8 grid: at most 256 distinct values.
+    wrapper = twin.layers[-1].get_layer("tokens_quantized")
+    table = keras.ops.convert_to_numpy(wrapper.table())
+    assert len(np.unique(table)) <= 256
+    report = keras_distill.export.tflite(
+        twin, tmp_path / "tokens.tflite", quantize="int8", check_data=x
+    )
+    assert report.within_one_step >= 0.999
+    assert report.argmax_agreement >= 0.999
+    masked = keras.Sequential(
+        [
+            keras.Input((4,), dtype="int32"),
+            keras.layers.Embedding(9, 2, mask_zero=True),
+        ]
+    )
+    with pytest.raises(ValueError, match="mask_zero"):
+        quantization.quantization_aware(masked)
