@@ -1,6 +1,7 @@
 """Distillation under tf.distribute gives the one-device result."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -400,3 +401,52 @@ def test_a_non_finite_step_on_one_replica_changes_no_weight():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert "epoch 1, batch 3" in report["error"]
     assert report["iterations"] == 2 and report["equal"]
+
+
+QAT_SCRIPT = TWO_DEVICES + textwrap.dedent(
+    """
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = rng.integers(0, 3, 64)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    quantization = keras_distill.quantization
+    with strategy.scope():
+        def mlp(width):
+            return keras.Sequential([
+                keras.Input((6,)),
+                keras.layers.Dense(width, activation="relu"),
+                keras.layers.Dense(3),
+            ])
+        twin = quantization.quantization_aware(mlp(8))
+        distiller = keras_distill.Distiller(mlp(16), twin)
+        distiller.compile(
+            "adam", keras.losses.SparseCategoricalCrossentropy(True))
+    history = distiller.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    ranges = quantization._twin.quantizers(twin)
+    # Each replica holds the same (averaged) range.
+    same = all(
+        np.allclose(*[v.numpy() for v in
+                      strategy.experimental_local_results(q.range_max.value)])
+        for q in ranges
+    )
+    print(json.dumps({
+        "loss": history.history["loss"],
+        "batches": [float(q.batches.numpy()) for q in ranges],
+        "same": bool(same),
+    }))
+    """
+)
+
+
+def test_a_quantization_aware_student_trains_on_two_replicas():
+    result = subprocess.run(
+        [sys.executable, "-c", QAT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert all(math.isfinite(v) for v in report["loss"])
+    assert report["batches"] == [8.0] * 3  # 2 epochs of 4 global batches
+    assert report["same"]

@@ -69,19 +69,22 @@ class ActivationQuantizer(keras.layers.Layer):
         self.constant_range = None
 
     def build(self, input_shape):
-        def scalar(name, dtype="float32"):
+        def scalar(name, aggregation):
             return self.add_weight(
                 shape=(),
                 initializer="zeros",
-                dtype=dtype,
+                dtype="float32",
                 trainable=False,
+                aggregation=aggregation,
                 name=name,
             )
 
-        self.range_min = scalar("range_min")
-        self.range_max = scalar("range_max")
-        self.batches = scalar("batches")
-        self.frozen = scalar("frozen")
+        # Under a `tf.distribute` strategy the replicas' ranges are
+        # averaged; the counters are the first replica's.
+        self.range_min = scalar("range_min", "mean")
+        self.range_max = scalar("range_max", "mean")
+        self.batches = scalar("batches", "only_first_replica")
+        self.frozen = scalar("frozen", "only_first_replica")
 
     def call(self, inputs, training=None):
         fixed = self.constant_range or self.fixed_range
