@@ -123,8 +123,44 @@ class ActivationQuantizer(keras.layers.Layer):
         }
 
 
+class _Wrapper(keras.layers.Layer):
+    """A layer around other Keras layers (`LAYER_ARGUMENTS`, each None or
+    a layer), serialized with them."""
+
+    LAYER_ARGUMENTS = ("layer",)
+
+    def __init__(self, layer, **kwargs):
+        kwargs.setdefault("name", f"{layer.name}_quantized")
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        for key in self.LAYER_ARGUMENTS:
+            value = getattr(self, key)
+            config[key] = (
+                None
+                if value is None
+                else keras.saving.serialize_keras_object(value)
+            )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in cls.LAYER_ARGUMENTS:
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(
+                    config[key]
+                )
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="keras_distill")
-class QuantizedLayer(keras.layers.Layer):
+class QuantizedLayer(_Wrapper):
     """A `Dense`, `Conv1D`, `Conv2D`, `DepthwiseConv2D` or `EinsumDense`
     computing with its weights rounded to LiteRT's int8 grid.
 
@@ -146,6 +182,8 @@ class QuantizedLayer(keras.layers.Layer):
         **kwargs: `keras.layers.Layer` arguments.
     """
 
+    LAYER_ARGUMENTS = ("layer", "batch_norm", "activation")
+
     def __init__(
         self,
         layer,
@@ -155,10 +193,8 @@ class QuantizedLayer(keras.layers.Layer):
         activation=None,
         **kwargs,
     ):
-        kwargs.setdefault("name", f"{layer.name}_quantized")
-        super().__init__(**kwargs)
+        super().__init__(layer, **kwargs)
         check_choice("scheme", scheme, SCHEMES)
-        self.layer = layer
         self.batch_norm = batch_norm
         self.scheme = scheme
         self.decay = decay
@@ -241,40 +277,12 @@ class QuantizedLayer(keras.layers.Layer):
             outputs = self.activation_quantizer(outputs, training=training)
         return outputs
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
-
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            layer=keras.saving.serialize_keras_object(self.layer),
-            batch_norm=(
-                None
-                if self.batch_norm is None
-                else keras.saving.serialize_keras_object(self.batch_norm)
-            ),
-            scheme=self.scheme,
-            decay=self.decay,
-            activation=(
-                None
-                if self.activation is None
-                else keras.saving.serialize_keras_object(self.activation)
-            ),
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(
-            config["layer"]
-        )
-        for key in ("batch_norm", "activation"):
-            if config.get(key) is not None:
-                config[key] = keras.saving.deserialize_keras_object(
-                    config[key]
-                )
-        return cls(**config)
+        return {
+            **super().get_config(),
+            "scheme": self.scheme,
+            "decay": self.decay,
+        }
 
 
 def _activation_of(layer):

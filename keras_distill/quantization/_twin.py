@@ -13,6 +13,7 @@ from keras_distill.quantization._layers import FIXED_RANGES
 from keras_distill.quantization._layers import SCHEMES
 from keras_distill.quantization._layers import ActivationQuantizer
 from keras_distill.quantization._layers import QuantizedLayer
+from keras_distill.quantization._layers import _Wrapper
 
 # Layers whose weights are rounded (their output too, under "int8").
 WEIGHTED = (
@@ -65,7 +66,7 @@ REQUANTIZING = (
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
-class QuantizedOutput(keras.layers.Layer):
+class QuantizedOutput(_Wrapper):
     """A layer whose output is rounded to its own tracked int8 range
     (an `Add`, a `Concatenate`, an activation or an average pooling).
 
@@ -76,9 +77,7 @@ class QuantizedOutput(keras.layers.Layer):
     """
 
     def __init__(self, layer, decay=0.99, **kwargs):
-        kwargs.setdefault("name", f"{layer.name}_quantized")
-        super().__init__(**kwargs)
-        self.layer = layer
+        super().__init__(layer, **kwargs)
         self.decay = decay
         self.output_quantizer = ActivationQuantizer(
             decay,
@@ -96,27 +95,12 @@ class QuantizedOutput(keras.layers.Layer):
     def call(self, inputs, training=None, mask=None):
         return self.output_quantizer(self.layer(inputs), training=training)
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
-
     def get_config(self):
-        return {
-            **super().get_config(),
-            "layer": keras.saving.serialize_keras_object(self.layer),
-            "decay": self.decay,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(
-            config["layer"]
-        )
-        return cls(**config)
+        return {**super().get_config(), "decay": self.decay}
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
-class QuantizedEmbedding(keras.layers.Layer):
+class QuantizedEmbedding(_Wrapper):
     """An `Embedding` whose table is rounded to one int8 grid (per tensor,
     asymmetric, from the table's own minimum and maximum), as LiteRT
     stores a gathered table; the looked-up rows keep that grid.
@@ -127,9 +111,7 @@ class QuantizedEmbedding(keras.layers.Layer):
     """
 
     def __init__(self, layer, **kwargs):
-        kwargs.setdefault("name", f"{layer.name}_quantized")
-        super().__init__(**kwargs)
-        self.layer = layer
+        super().__init__(layer, **kwargs)
         # Set by `keras_distill.export`: the table's range as floats.
         self.constant_range = None
 
@@ -151,22 +133,6 @@ class QuantizedEmbedding(keras.layers.Layer):
     def call(self, inputs, training=None, mask=None):
         return ops.take(self.table(), ops.cast(inputs, "int32"), axis=0)
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "layer": keras.saving.serialize_keras_object(self.layer),
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["layer"] = keras.saving.deserialize_keras_object(
-            config["layer"]
-        )
-        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
