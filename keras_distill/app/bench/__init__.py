@@ -116,7 +116,13 @@ def add_arguments(parser):
     speed_parser.add_argument(
         "--quick", action="store_true", help="512 examples, 3 rounds"
     )
-    speed_parser.add_argument("--rounds", type=int, default=7)
+    speed_parser.add_argument(
+        "--rounds",
+        type=int,
+        default=options.DEFAULT_ROUNDS,
+        help="timed units per variant (the goals are read from the "
+        "CPU-time ratios)",
+    )
     speed_parser.add_argument(
         "--min-seconds",
         type=float,

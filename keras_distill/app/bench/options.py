@@ -55,3 +55,7 @@ PRESETS = {
     "mlp": dict(teacher="mlp-large", student="mlp-small"),
     "mnist-cnn": dict(teacher="cnn-large", student="cnn-small"),
 }
+# speed: timed units per variant. At 21 a run takes about 10 minutes on a
+# 2-core machine and two runs one after the other agreed within 3% on
+# every CPU-time ratio; at 7 they differed by up to 18%.
+DEFAULT_ROUNDS = 21
