@@ -13,6 +13,10 @@ from keras_distill.losses.base import keras_loss_mean
 from keras_distill.losses.base import resolve_keras_loss
 from keras_distill.losses.base import variable_property
 from keras_distill.losses.base import weighted_mean
+from keras_distill.losses.chunks import AUTO
+from keras_distill.losses.chunks import check_chunk_size
+from keras_distill.losses.chunks import chunked_or_not
+from keras_distill.losses.chunks import rows_per_chunk
 from keras_distill.losses.divergences import TOP_K_FORMS
 from keras_distill.losses.divergences import forward_kl
 from keras_distill.losses.divergences import generalized_jsd
@@ -29,6 +33,7 @@ def soft_kl(
     temperature,
     sample_weight=None,
     reduction="sum_over_batch_size",
+    chunk_size=None,
 ):
     """Temperature-scaled KL divergence from logits, times T².
 
@@ -67,26 +72,29 @@ def soft_kl(
         sample_weight: Optional weights of the positions `(batch, ...)`
             (padding and Keras masks folded in by the `Distiller`).
         reduction: How positions are averaged (`weighted_mean`).
+        chunk_size: None (all positions at once), `"auto"` or positions
+            per chunk (`keras_distill.losses.chunks`): the same value and
+            gradient in the memory of about one logits tensor.
 
     Returns:
         A float32 scalar.
     """
     t = ops.cast(temperature, "float32")
+    rows = rows_per_chunk(chunk_size, student_logits.shape[-1])
+    values = chunked_or_not(_kl_pair, teacher_logits, student_logits, t, rows)
+    return weighted_mean(values, sample_weight, reduction) * t * t
+
+
+def _kl_pair(teacher_logits, student_logits, t):
+    """Per position: the cancellation-free KL (the value) and the
+    textbook form (whose gradient is taken)."""
     teacher = ops.cast(teacher_logits, "float32")
     student = ops.cast(student_logits, "float32")
-    log_p_t = ops.log_softmax(teacher / t, axis=-1)
-    log_p_s = ops.log_softmax(student / t, axis=-1)
-    textbook = weighted_mean(
-        ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1),
-        sample_weight,
-        reduction,
+    textbook = forward_kl(log_probs(teacher, t), log_probs(student, t))
+    precise = _precise_kl(
+        ops.stop_gradient(teacher), ops.stop_gradient(student), t
     )
-    precise = weighted_mean(
-        _precise_kl(ops.stop_gradient(teacher), ops.stop_gradient(student), t),
-        ops.stop_gradient(sample_weight) if sample_weight is not None else None,
-        reduction,
-    )
-    return (textbook + ops.stop_gradient(precise - textbook)) * t * t
+    return precise, textbook
 
 
 def _precise_kl(teacher, student, t):
@@ -169,6 +177,15 @@ class LogitsDistillation(DistillationLoss):
             does, `loss(softmax(t/T), softmax(s/T)) · T²`. For several
             outputs, choose one with `Distiller(teacher_output=...,
             student_output=...)` instead of a list of losses.
+        reduction: `"sum_over_batch_size"` (the default, Keras' own) or
+            `"mean_with_sample_weight"` (the mean over weighted positions).
+        top_k_form: `"rest"` or `"renormalized"`, for top-k teachers.
+        chunk_size: `"auto"` (the default: chunked for 16,384 classes or
+            more), None (never) or positions per chunk. Chunked, the
+            loss and its gradient are computed a chunk of positions at a
+            time, with the same values and gradients, in the memory of
+            about one logits tensor (`keras_distill.losses.chunks`). Not
+            used with a Keras `loss`.
 
     Raises:
         ValueError: If `temperature` is not a positive number or `loss` is
@@ -198,11 +215,13 @@ class LogitsDistillation(DistillationLoss):
         loss=None,
         reduction="sum_over_batch_size",
         top_k_form="rest",
+        chunk_size=AUTO,
     ):
         super().__init__(name=name)
         self.temperature = temperature
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.top_k_form = check_choice("top_k_form", top_k_form, TOP_K_FORMS)
+        self.chunk_size = check_chunk_size(chunk_size)
         if isinstance(loss, (list, tuple, dict)):
             raise ValueError(
                 "Invalid value for argument `loss`. Expected one loss: "
@@ -236,6 +255,7 @@ class LogitsDistillation(DistillationLoss):
                 sample_weight,
                 self.reduction,
                 self.top_k_form,
+                self.chunk_size,
             )
         if self._loss_fn is not None:
             return soft_targets(
@@ -247,7 +267,12 @@ class LogitsDistillation(DistillationLoss):
                 self.reduction,
             )
         return soft_kl(
-            teacher_outputs, student_outputs, t, sample_weight, self.reduction
+            teacher_outputs,
+            student_outputs,
+            t,
+            sample_weight,
+            self.reduction,
+            self.chunk_size,
         )
 
     def get_config(self):
@@ -280,11 +305,13 @@ class _TokenDivergence(DistillationLoss):
         *,
         reduction="sum_over_batch_size",
         top_k_form="rest",
+        chunk_size=AUTO,
     ):
         super().__init__(name=name)
         self.temperature = temperature
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.top_k_form = check_choice("top_k_form", top_k_form, TOP_K_FORMS)
+        self.chunk_size = check_chunk_size(chunk_size)
 
     def divergence(self, log_p, log_q):
         raise NotImplementedError
@@ -300,6 +327,7 @@ class _TokenDivergence(DistillationLoss):
             sample_weight,
             self.reduction,
             self.top_k_form,
+            self.chunk_size,
         )
 
 
@@ -333,6 +361,11 @@ class ReverseKL(_TokenDivergence):
         reduction: `"sum_over_batch_size"` (the default, Keras' own) or
             `"mean_with_sample_weight"` (the mean over weighted positions).
         top_k_form: `"rest"` or `"renormalized"`, for top-k teachers.
+        chunk_size: `"auto"` (the default: chunked for 16,384 classes or
+            more), None (never) or positions per chunk. Chunked, the
+            loss and its gradient are computed a chunk of positions at a
+            time, with the same values and gradients, in the memory of
+            about one logits tensor (`keras_distill.losses.chunks`).
 
     Raises:
         ValueError: If an argument is invalid.
@@ -375,6 +408,11 @@ class GeneralizedJSD(_TokenDivergence):
         reduction: `"sum_over_batch_size"` (the default) or
             `"mean_with_sample_weight"`.
         top_k_form: `"rest"` or `"renormalized"`, for top-k teachers.
+        chunk_size: `"auto"` (the default: chunked for 16,384 classes or
+            more), None (never) or positions per chunk. Chunked, the
+            loss and its gradient are computed a chunk of positions at a
+            time, with the same values and gradients, in the memory of
+            about one logits tensor (`keras_distill.losses.chunks`).
 
     Raises:
         ValueError: If `beta` is not in [0, 1] or another argument is
@@ -396,9 +434,14 @@ class GeneralizedJSD(_TokenDivergence):
         *,
         reduction="sum_over_batch_size",
         top_k_form="rest",
+        chunk_size=AUTO,
     ):
         super().__init__(
-            temperature, name, reduction=reduction, top_k_form=top_k_form
+            temperature,
+            name,
+            reduction=reduction,
+            top_k_form=top_k_form,
+            chunk_size=chunk_size,
         )
         beta = check_non_negative("beta", beta)
         if beta > 1:
@@ -456,6 +499,7 @@ class SoftTargetDistillation(LogitsDistillation):
         self.temperature = temperature
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.top_k_form = "rest"
+        self.chunk_size = None
         self.loss = loss
         # Always the given loss on probabilities, KL included (the
         # example's form); `compute` and the config are LogitsDistillation's.
@@ -463,13 +507,29 @@ class SoftTargetDistillation(LogitsDistillation):
 
 
 def divergence_mean(
-    divergence, teacher, student_logits, temperature, weight, reduction, form
+    divergence,
+    teacher,
+    student_logits,
+    temperature,
+    weight,
+    reduction,
+    form,
+    chunk_size=None,
 ):
     """`T² · weighted_mean(divergence(log p, log q))`, the teacher given as
-    logits or as top-k logits (`keras_distill.losses.divergences`)."""
+    logits or as top-k logits (`keras_distill.losses.divergences`), over
+    chunks of positions if `chunk_size` says so
+    (`keras_distill.losses.chunks`)."""
     t = ops.cast(temperature, "float32")
-    if is_top_k(teacher):
-        log_p, log_q = top_k_log_probs(teacher, student_logits, t, form)
-    else:
-        log_p, log_q = log_probs(teacher, t), log_probs(student_logits, t)
-    return weighted_mean(divergence(log_p, log_q), weight, reduction) * t * t
+
+    def pair(teacher, student, t):
+        if is_top_k(teacher):
+            log_p, log_q = top_k_log_probs(teacher, student, t, form)
+        else:
+            log_p, log_q = log_probs(teacher, t), log_probs(student, t)
+        value = divergence(log_p, log_q)
+        return value, value
+
+    rows = rows_per_chunk(chunk_size, student_logits.shape[-1])
+    values = chunked_or_not(pair, teacher, student_logits, t, rows)
+    return weighted_mean(values, weight, reduction) * t * t

@@ -149,12 +149,21 @@ def test_bench_speed_quick_writes_every_field(tmp_path, capsys):
     assert set(result["ratios"]) == set(speed_bench.GOALS)
     assert set(result["ratios_cpu"]) == set(result["ratios"])
     assert set(result["median_epoch_cpu_seconds"]) == set(speed_bench.VARIANTS)
-    # A variant's figure: the median of all its epochs, every round.
     median = result["median_epoch_seconds"]
     assert median["cached"] == np.median(np.ravel(walls["cached"]))
-    assert result["ratios"]["cached/student_alone"] == (
-        median["cached"] / median["student_alone"]
+    # A variant's figure: the first quartile of all its epochs, every round.
+    figure = result["q1_epoch_seconds"]
+    assert figure["cached"] == pytest.approx(
+        np.percentile(np.ravel(walls["cached"]), 25)
     )
+    assert result["ratios"]["cached/student_alone"] == (
+        figure["cached"] / figure["student_alone"]
+    )
+    cpu = result["q1_epoch_cpu_seconds"]
+    assert result["ratios_cpu"]["online/keras"] == (
+        cpu["online"] / cpu["keras"]
+    )
+    assert result["goals_read_from"] == "ratios_cpu"
     # Round by round: each round's own ratio, summarised.
     summary = result["round_ratios"]["cached/student_alone"]
     per_round = [
@@ -367,3 +376,35 @@ def test_lm_validation_cross_entropy_is_the_mean_per_token():
     np.testing.assert_allclose(
         np.asarray(model(changed))[:, :-1], logits[:, :-1], atol=1e-5
     )
+
+
+def test_bench_memory_quick_measures_the_chunked_loss(tmp_path, capsys):
+    from keras_distill.app.bench import memory as memory_bench
+
+    output = tmp_path / "memory.json"
+    args = ["bench", "memory", "--quick", "--output", str(output)]
+    assert cli.main(args) == 0
+    result = json.loads(output.read_text())
+    plain, chunked = result["cases"]
+    assert (plain["chunk_size"], chunked["chunk_size"]) == (None, 16)
+    for case in (plain, chunked):
+        assert case["finite"] and case["shape"] == [2, 64, 16384]
+        assert case["logits_tensor_bytes"] == 2 * 64 * 16384 * 4
+        assert case["extra_peak_tensors"] == (
+            case["extra_peak_bytes"] / case["logits_tensor_bytes"]
+        )
+        assert len(case["seconds"]) == 2
+    # The gradient is one logits tensor; the unchunked loss holds several
+    # more, the chunked one a 16-position chunk's working space.
+    assert chunked["extra_peak_tensors"] >= 0.9
+    assert chunked["extra_peak_tensors"] < 1.6
+    assert plain["extra_peak_tensors"] > chunked["extra_peak_tensors"] + 1
+    summary = result["chunked_against_unchunked"]["kd@16384"]
+    assert summary["time_ratio"] == (
+        chunked["median_seconds"] / plain["median_seconds"]
+    )
+    assert memory_bench.cases(quick=True) == [
+        ("kd", 16384, None),
+        ("kd", 16384, 16),
+    ]
+    assert "extra peak (logits tensors)" in capsys.readouterr().out

@@ -7,6 +7,8 @@
   reverse KD, mutual learning and function matching.
 - `speed` (`keras_distill.app.bench.speed`): epoch times against Keras'
   distillers.
+- `memory` (`keras_distill.app.bench.memory`): peak memory and time of
+  one token-level loss step, chunked and not, at large vocabularies.
 
 Results of past runs are in `docs/benchmarks.md`, not here.
 """
@@ -130,6 +132,24 @@ def add_arguments(parser):
         help="the least time of a timed unit (epochs repeat until then)",
     )
     speed_parser.add_argument("--batch-size", type=int, default=64)
+    memory = sub.add_parser(
+        "memory",
+        help="peak memory of a token-level loss step, chunked or not",
+        description=(
+            "Memory benchmark: the extra peak memory (in logits tensors) "
+            "and the time of one forward and backward pass of the token "
+            "losses on (2, 256, V) float32 logits, V = 32,768 and 262,144, "
+            "chunked and unchunked, against keras.distillation and a bare "
+            "log-softmax KL; each case in a fresh process. Linux only."
+        ),
+    )
+    memory.add_argument(
+        "--quick", action="store_true", help="(2, 64, 16384) logits"
+    )
+    memory.add_argument("--repeats", type=int, default=5)
+    memory.add_argument(
+        "--output", default="bench_memory.json", help="JSON file to write"
+    )
     speed_parser.add_argument(
         "--output", default="bench_speed.json", help="JSON file to write"
     )
@@ -141,6 +161,11 @@ def main(args, log=print):
     from keras_distill.app.bench import recipes as recipes_bench
     from keras_distill.app.bench import speed as speed_bench
 
+    if args.bench == "memory":
+        from keras_distill.app.bench import memory as memory_bench
+
+        result = memory_bench.run(args.quick, args.repeats, log)
+        return _write(args.output, result, memory_bench.table(result), log)
     common = dict(batch_size=args.batch_size, log=log)
     if args.bench == "accuracy":
         result = accuracy_bench.run(
@@ -186,7 +211,11 @@ def main(args, log=print):
             **common,
         )
         text = speed_bench.table(result)
-    write_text(args.output, json.dumps(result, indent=2) + "\n")
+    return _write(args.output, result, text, log)
+
+
+def _write(output, result, text, log):
+    write_text(output, json.dumps(result, indent=2) + "\n")
     log(text)
-    log(f"\nJSON written to {args.output}")
+    log(f"\nJSON written to {output}")
     return 0

@@ -1,0 +1,223 @@
+"""The token losses over chunks of positions (`keras_distill.losses.chunks`):
+values and gradients equal to the unchunked form and to NumPy, with masks,
+sample weights, both reductions, top-k teachers, bfloat16 logits, unknown
+batch sizes, the no-gradient path and a `Distiller`."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_token_losses import logits
+from test_token_losses import np_kl
+from test_token_losses import np_log_probs
+from test_token_losses import top_k_teacher
+
+import keras_distill
+from keras_distill import losses
+from keras_distill.losses import chunks
+
+RNG = np.random.default_rng(7)
+SHAPE = (3, 7, 13)  # 21 positions
+
+
+def value_and_gradient(loss, teacher, student, weight=None):
+    student = tf.Variable(student)
+    with tf.GradientTape() as tape:
+        value = loss.compute(teacher, student, sample_weight=weight)
+    return float(value), tape.gradient(value, student).numpy()
+
+
+def assert_same_gradient(got, expected):
+    """Equal to 1e-5 relative (in norm), and elementwise up to float32
+    rounding: the chunked form scales each position's gradient by its
+    upstream weight after the softmax's backward pass, not before."""
+    error = np.linalg.norm(got - expected) / np.linalg.norm(expected)
+    assert error <= 1e-5, error
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-9)
+
+
+def with_chunks(loss, chunk_size):
+    config = loss.get_config()
+    config["chunk_size"] = chunk_size
+    return type(loss).from_config(config)
+
+
+LOSSES = {
+    "forward": lambda r: losses.LogitsDistillation(2.0, reduction=r),
+    "reverse": lambda r: losses.ReverseKL(1.5, reduction=r),
+    "jsd": lambda r: losses.GeneralizedJSD(0.3, 2.0, reduction=r),
+    "forward_top_k_rest": lambda r: losses.LogitsDistillation(
+        2.0, reduction=r, top_k_form="rest"
+    ),
+    "reverse_top_k_renormalized": lambda r: losses.ReverseKL(
+        1.0, reduction=r, top_k_form="renormalized"
+    ),
+    "jsd_top_k_rest": lambda r: losses.GeneralizedJSD(
+        0.5, reduction=r, top_k_form="rest"
+    ),
+}
+
+
+@pytest.mark.parametrize("reduction", losses.base.REDUCTIONS)
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_chunks_equal_the_unchunked_loss_and_gradient(name, reduction):
+    teacher, student = logits(SHAPE), logits(SHAPE)
+    if "top_k" in name:
+        teacher = top_k_teacher(teacher, 4)
+    weight = (RNG.random(SHAPE[:2]) > 0.3).astype("float32")
+    weight *= RNG.random(SHAPE[:2]).astype("float32") + 0.5
+    loss = LOSSES[name](reduction)
+    value, gradient = value_and_gradient(
+        with_chunks(loss, None), teacher, student, weight
+    )
+    # 4 and 5 do not divide 21 positions; 21 is one chunk; 64 is more
+    # than there are.
+    for size in (1, 4, 5, 21, 64):
+        got, got_gradient = value_and_gradient(
+            with_chunks(loss, size), teacher, student, weight
+        )
+        np.testing.assert_allclose(got, value, rtol=1e-5)
+        assert_same_gradient(got_gradient, gradient)
+    # Zero weights: no gradient at those positions.
+    assert not np.abs(got_gradient[weight == 0]).any()
+
+
+def test_chunked_forward_kl_matches_numpy():
+    t = 2.0
+    teacher, student = logits(SHAPE), logits(SHAPE)
+    weight = RNG.random(SHAPE[:2]).astype("float32")
+    loss = losses.LogitsDistillation(t, chunk_size=4)
+    value, gradient = value_and_gradient(loss, teacher, student, weight)
+    log_p, log_q = np_log_probs(teacher, t), np_log_probs(student, t)
+    size = weight.size
+    expected = t * t * (np_kl(log_p, log_q) * weight).sum() / size
+    # d/ds of T² KL(p || q) / size, q = softmax(s / T): T (q - p) w / size.
+    expected_gradient = (
+        t * (np.exp(log_q) - np.exp(log_p)) * weight[..., None] / size
+    )
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+    np.testing.assert_allclose(gradient, expected_gradient, atol=1e-7)
+
+
+def test_auto_chunks_large_vocabularies_only():
+    assert chunks.rows_per_chunk("auto", 32768) == 64
+    assert chunks.rows_per_chunk("auto", 262144) == 8
+    assert chunks.rows_per_chunk("auto", 10) is None
+    assert chunks.rows_per_chunk("auto", None) is None
+    assert chunks.rows_per_chunk(None, 262144) is None
+    assert chunks.rows_per_chunk(3, 10) == 3
+    assert losses.ReverseKL().chunk_size == "auto"
+
+
+def test_bfloat16_logits_keep_their_dtype_and_values():
+    vocab = 32768  # chunked under "auto"
+    teacher = keras.ops.cast(logits((2, 5, vocab), 6.0), "bfloat16")
+    student = keras.ops.cast(logits((2, 5, vocab), 6.0), "bfloat16")
+    student = tf.Variable(student)
+    results = {}
+    for size in ("auto", None):
+        loss = losses.GeneralizedJSD(0.5, chunk_size=size)
+        with tf.GradientTape() as tape:
+            value = loss.compute(teacher, student)
+        gradient = tape.gradient(value, student)
+        assert value.dtype == "float32" and gradient.dtype == "bfloat16"
+        results[size] = float(value), keras.ops.convert_to_numpy(
+            keras.ops.cast(gradient, "float32")
+        )
+    np.testing.assert_allclose(results["auto"][0], results[None][0], 1e-6)
+    np.testing.assert_allclose(
+        results["auto"][1], results[None][1], rtol=1e-2, atol=1e-9
+    )
+
+
+def test_unknown_batch_size_and_no_gradient_path():
+    teacher, student = logits(SHAPE), logits(SHAPE)
+    loss = losses.ReverseKL(chunk_size=4)
+    expected = float(with_chunks(loss, None).compute(teacher, student))
+    spec = tf.TensorSpec((None, None, SHAPE[-1]), "float32")
+
+    @tf.function(input_signature=[spec, spec])
+    def evaluate(t, s):  # no tape: values only
+        return loss.compute(t, s)
+
+    got = float(evaluate(teacher, student))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # A batch smaller than one chunk.
+    small = float(evaluate(teacher[:1, :2], student[:1, :2]))
+    reference = float(
+        with_chunks(loss, None).compute(teacher[:1, :2], student[:1, :2])
+    )
+    np.testing.assert_allclose(small, reference, rtol=1e-5)
+
+
+def test_bad_chunk_sizes_are_refused_and_configs_round_trip():
+    for bad in (0, -2, 1.5, "big", True):
+        with pytest.raises(ValueError, match="chunk_size"):
+            losses.LogitsDistillation(chunk_size=bad)
+    loss = losses.GeneralizedJSD(0.2, chunk_size=16)
+    again = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(loss)
+    )
+    assert again.chunk_size == 16
+    assert again.get_config() == loss.get_config()
+
+
+def test_a_distiller_step_is_the_same_chunked():
+    """One training step of a sequence student with a padding mask: the
+    same weights whether the loss is chunked or not."""
+    from test_sequences import padded_tokens
+    from test_sequences import tagger
+
+    x, y, _ = padded_tokens()
+    teacher = tagger("teacher", 8, 1)
+    weights = {}
+    for size in (None, 3):
+        student = tagger("student", 4, 2)
+        distiller = keras_distill.Distiller(
+            teacher,
+            student,
+            losses.ReverseKL(
+                2.0, chunk_size=size, reduction="mean_with_sample_weight"
+            ),
+            student_loss_weight=0.5,
+        )
+        distiller.compile(
+            keras.optimizers.SGD(0.5),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        logs = distiller.fit(
+            x, y, batch_size=len(x), epochs=1, verbose=0, shuffle=False
+        ).history
+        weights[size] = [w.numpy() for w in student.weights], logs
+    (a, logs_a), (b, logs_b) = weights[None], weights[3]
+    for left, right in zip(a, b):
+        np.testing.assert_allclose(left, right, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        logs_a["distillation_loss"], logs_b["distillation_loss"], rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("name", ["forward", "jsd_top_k_rest"])
+def test_compiled_chunks_equal_the_unchunked_loss(name):
+    """Inside a `tf.function` the loop over chunks is compiled with XLA."""
+    teacher, student = logits(SHAPE), logits(SHAPE)
+    if "top_k" in name:
+        teacher = top_k_teacher(teacher, 4)
+    weight = RNG.random(SHAPE[:2]).astype("float32")
+    loss = LOSSES[name]("mean_with_sample_weight")
+    value, gradient = value_and_gradient(
+        with_chunks(loss, None), teacher, student, weight
+    )
+    for size in (4, 64):
+        chunked = with_chunks(loss, size)
+        variable = tf.Variable(student)
+
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                out = chunked.compute(teacher, variable, sample_weight=weight)
+            return out, tape.gradient(out, variable)
+
+        got, got_gradient = step()
+        np.testing.assert_allclose(float(got), value, rtol=1e-5)
+        assert_same_gradient(got_gradient.numpy(), gradient)
