@@ -106,3 +106,56 @@ def preprocess_arguments(model, arguments):
             arguments.pop("sample_weight", None),
             arguments.pop("batch_size", None),
         )
+
+
+def vocabulary_of(model):
+    """The token list of a KerasHub task's tokenizer, or None for a model
+    without one."""
+    tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
+    get = getattr(tokenizer, "get_vocabulary", None)
+    if not callable(get):
+        return None
+    try:
+        mapping = getattr(tokenizer, "vocabulary", None)
+        if isinstance(mapping, dict):  # byte-pair: token -> id, any order
+            return [t for t, _ in sorted(mapping.items(), key=lambda i: i[1])]
+        return list(get())  # WordPiece, SentencePiece: in id order
+    except (ValueError, RuntimeError, AttributeError):  # not yet loaded
+        return None
+
+
+def check_same_tokenizer(teacher, student):
+    """Raises if the teacher's and the student's tokenizers (KerasHub
+    tasks) hold different vocabularies: token-level losses compare the
+    two models' logits token id by token id.
+
+    Raises:
+        ValueError: Naming the first token id whose tokens differ, or
+            both sizes.
+    """
+    teacher_tokens, student_tokens = vocabulary_of(teacher), vocabulary_of(
+        student
+    )
+    if None in (teacher_tokens, student_tokens):
+        return
+    if teacher_tokens == student_tokens:
+        return
+    sizes = (
+        f"(vocabularies of {len(teacher_tokens)} and {len(student_tokens)} "
+        "tokens)"
+    )
+    for index, (a, b) in enumerate(zip(teacher_tokens, student_tokens)):
+        if a != b:
+            found = (
+                f"token id {index} is {a!r} for the teacher and {b!r} for "
+                f"the student {sizes}"
+            )
+            break
+    else:
+        found = f"one vocabulary extends the other {sizes}"
+    raise ValueError(
+        "Invalid teacher and student. Expected the same tokenizer: a "
+        "token-level distillation loss compares the two models' logits "
+        f"token id by token id. Received: {found}. Give the student the "
+        "teacher's tokenizer (and its vocabulary size)."
+    )

@@ -322,6 +322,7 @@ def check_models_for_losses(
         student_view: The student's `ModelView`.
         preprocessing: The teacher's preprocessing, or None.
     """
+    from keras_distill._hub import check_same_tokenizer
     from keras_distill._utils import input_shape
 
     if teacher is None:
@@ -342,6 +343,7 @@ def check_models_for_losses(
         )
     t_classes = s_classes = None
     if any(loss.needs_logits for loss in losses):
+        check_same_tokenizer(teacher, student)
         t_classes, s_classes = teacher_view.classes(), student_view.classes()
     for loss in losses:
         loss.validate_models(teacher, student)

@@ -77,6 +77,30 @@ def causal_lm(layers, dim, seed):
     )
 
 
+def test_tokenizers_that_differ_are_named_at_construction(lms):
+    teacher, _ = lms
+    swapped = byte_vocabulary()
+    swapped["th"], swapped["he"] = 257, 256  # same size, two ids swapped
+    tokenizer = keras_hub.models.GPT2Tokenizer(
+        vocabulary=swapped, merges=["t h", "h e"]
+    )
+    keras.utils.set_random_seed(1)
+    student = keras_hub.models.GPT2CausalLM(
+        backbone=causal_lm(1, 16, seed=1).backbone,
+        preprocessor=keras_hub.models.GPT2CausalLMPreprocessor(
+            tokenizer, sequence_length=SEQUENCE
+        ),
+    )
+    with pytest.raises(ValueError) as error:
+        lm_distiller(teacher, student)
+    message = str(error.value)
+    assert "Expected the same tokenizer" in message
+    assert "token id 256 is 'th' for the teacher and 'he' for the student" in (
+        message
+    )
+    assert "259 and 259 tokens" in message
+
+
 def lm_distiller(teacher, student):
     distiller = keras_distill.Distiller(
         teacher,

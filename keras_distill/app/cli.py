@@ -77,8 +77,11 @@ PHASES = {
     "report": "Write report.md and the plots, and print the table.",
     "compare": (
         "Compare the distilled student with the teacher pruned to 50, 75 "
-        "and 90 per cent and quantized: test error against compressed "
-        "TFLite bytes (frontier.md, frontier.json, frontier.png)."
+        "and 90 per cent and quantized, with the student trained with "
+        "label smoothing, input noise or teacher-free KD, and with a "
+        "transfer model from the teacher's first layers: test error "
+        "against compressed TFLite bytes (frontier.md, frontier.json, "
+        "frontier.png)."
     ),
 }
 

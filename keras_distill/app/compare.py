@@ -14,7 +14,12 @@ teacher, for `prune_epochs`; its ranges frozen for the last one), alone
 and pruned to 50% meanwhile. With a CNN teacher of the zoo on images, a
 small CNN of its family (`cnn-small`, at most an eighth of its
 parameters) is distilled too and measured in float, int8 after training,
-int8 quantization-aware, and pruned 50% + int8 quantization-aware. For
+int8 quantization-aware, and pruned 50% + int8 quantization-aware.
+Beside distillation it trains the other cheap ways to a better small
+model (`keras_distill.app.alternatives`): the student from scratch with
+label smoothing, with input noise and with teacher-free KD, and a
+transfer model (the teacher's first layers under a new head, at about
+the student's size), frozen and then fine-tuned. For
 every model it measures the test error,
 the parameters and non-zero weights, the TFLite file's bytes and its
 gzip-compressed bytes (what an app bundle ships: zeros compress) and the
@@ -33,6 +38,7 @@ import numpy as np
 
 from keras_distill import prune
 from keras_distill._utils import write_text
+from keras_distill.app import alternatives
 from keras_distill.app.report import markdown_table
 
 TEACHER_SPARSITIES = (0.5, 0.75, 0.9)
@@ -223,6 +229,7 @@ def compare(run, prune_epochs=4, log=print):
         add(label, pruned)
         add(f"{label} int8", pruned, int8=True)
     add("student from scratch", run.load("scratch"))
+    _add_alternatives(add, rows, run, teacher, prune_epochs, log)
     add("distilled student", student)
     add("distilled student int8", student, int8=True)
     pruned = keras.models.clone_model(student)
@@ -257,6 +264,50 @@ def compare(run, prune_epochs=4, log=print):
     }
     write(result, run)
     return result
+
+
+def _add_alternatives(add, rows, run, teacher, prune_epochs, log):
+    """The rows of `keras_distill.app.alternatives`: label smoothing,
+    input noise, teacher-free KD and the transfer students."""
+    smoothing = alternatives.LABEL_SMOOTHING
+    add(
+        f"student label smoothing {smoothing}",
+        alternatives.label_smoothing(run, log),
+    )
+    noisy = alternatives.input_noise(run, log)
+    if noisy is not None:
+        add("student input noise", noisy[0])
+        rows[-1]["noise_stddev"] = noisy[1]
+    add("student teacher-free KD", alternatives.teacher_free(run, log))
+    made = alternatives.transfer(run, teacher, prune_epochs, log)
+    if made is not None:
+        frozen, fine_tuned, layer = made
+        add("transfer frozen", frozen)
+        rows[-1]["prefix_until"] = layer
+        add("transfer fine-tuned", fine_tuned)
+        rows[-1]["prefix_until"] = layer
+
+
+# A row's family (its colour and marker in the plot), by its name's start.
+FAMILIES = (
+    ("teacher", "teacher", "tab:blue", "o"),
+    ("transfer", "transfer", "tab:orange", "D"),
+    ("small CNN", "small CNN", "tab:purple", "o"),
+    ("distilled", "distilled student", "tab:green", "o"),
+    ("student from scratch", "student from scratch", "tab:gray", "o"),
+    ("student", "regularized student", "tab:olive", "^"),
+)
+
+
+def family(name):
+    """`(family, colour, marker)` of a row's model name; quantization-aware
+    rows are drawn as squares in their family's colour."""
+    for start, label, color, marker in FAMILIES:
+        if name.startswith(start):
+            if "quantization-aware" in name:
+                marker = "s"
+            return label, color, marker
+    return "other", "tab:brown", "o"
 
 
 def markdown(result):
@@ -336,17 +387,19 @@ def plot(result, path):
     plt = _pyplot()
     fig, axis = plt.subplots(figsize=(9, 5.5))
     by_name = {r["model"]: r for r in result["rows"]}
+    labelled = set()
     for r in result["rows"]:
-        family = r["model"].split()[0]
-        color = {
-            "teacher": "tab:blue",
-            "student": "tab:gray",
-            "small": "tab:purple",
-        }.get(family, "tab:green")
-        marker = "s" if "quantization-aware" in r["model"] else "o"
+        label, color, marker = family(r["model"])
+        if marker == "s":
+            label = f"{label}, int8 quantization-aware"
         axis.scatter(
-            r["gzip_bytes"], 100 * r["test_error"], color=color, marker=marker
+            r["gzip_bytes"],
+            100 * r["test_error"],
+            color=color,
+            marker=marker,
+            label=None if label in labelled else label,
         )
+        labelled.add(label)
     axis.set_xscale("log")
     axis.autoscale_view()
     placed = []
@@ -364,7 +417,7 @@ def plot(result, path):
     axis.set_ylabel("test error (%)")
     axis.set_title("Error against compressed size")
     axis.grid(True, which="both", alpha=0.3)
-    axis.legend()
+    axis.legend(fontsize=7)
     _save(fig, path)
     plt.close(fig)
 

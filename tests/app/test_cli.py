@@ -723,6 +723,11 @@ def test_compare_writes_the_frontier(demo_run, tmp_path, capsys):
         "teacher pruned 90%",
         "teacher pruned 90% int8",
         "student from scratch",
+        "student label smoothing 0.1",
+        "student input noise",
+        "student teacher-free KD",
+        "transfer frozen",
+        "transfer fine-tuned",
         "distilled student",
         "distilled student int8",
         "distilled student pruned 50%",
@@ -750,6 +755,19 @@ def test_compare_writes_the_frontier(demo_run, tmp_path, capsys):
     assert qat["tflite_bytes"] < student["tflite_bytes"] / 2
     assert qat["within_one_step"] >= 0.999
     assert student["within_one_step"] is None
+    # The other ways to a small model: at the student's size (the transfer
+    # model: the mlp-tiny teacher's hidden layer under a new linear head).
+    scratch = rows["student from scratch"]
+    for name in (
+        "student label smoothing 0.1",
+        "student input noise",
+        "student teacher-free KD",
+    ):
+        assert rows[name]["params"] == scratch["params"], name
+    assert rows["student input noise"]["noise_stddev"] > 0
+    for name in ("transfer frozen", "transfer fine-tuned"):
+        assert rows[name]["params"] == rows["teacher"]["params"], name
+        assert rows[name]["prefix_until"]
     points = {n: (r["gzip_bytes"], r["test_error"]) for n, r in rows.items()}
     assert result["front"] == compare.pareto_front(points)
     markdown = (path / "frontier.md").read_text()
