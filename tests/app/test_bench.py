@@ -135,56 +135,73 @@ def test_bench_speed_quick_writes_every_field(tmp_path, capsys):
             "--preset",
             "mlp",
             "--quick",
+            "--processes",
+            "2",
             "--output",
             str(output),
         ]
     )
     assert status == 0
     result = json.loads(output.read_text())
+    assert result["config"]["processes"] == 2
     assert set(result["median_epoch_seconds"]) == set(speed_bench.VARIANTS)
     walls = result["epoch_seconds"]
-    for rounds in walls.values():  # 3 rounds of one epoch each (--quick)
-        assert len(rounds) == 3 and all(len(unit) == 1 for unit in rounds)
+    for rounds in walls.values():  # 2 processes of 3 rounds of one epoch
+        assert len(rounds) == 6 and all(len(unit) == 1 for unit in rounds)
         assert all(t > 0 for unit in rounds for t in unit)
     assert set(result["ratios"]) == set(speed_bench.GOALS)
     assert set(result["ratios_cpu"]) == set(result["ratios"])
     assert set(result["median_epoch_cpu_seconds"]) == set(speed_bench.VARIANTS)
-    median = result["median_epoch_seconds"]
-    assert median["cached"] == np.median(np.ravel(walls["cached"]))
-    # A variant's figure: the first quartile of all its epochs, every round.
+
+    def q1(unit_list):
+        return np.percentile(np.ravel(unit_list), 25)
+
+    # A process' figure: the first quartile of its epochs; the run's, the
+    # median over processes (of two: their mean).
+    cached, alone = walls["cached"], walls["student_alone"]
     figure = result["q1_epoch_seconds"]
     assert figure["cached"] == pytest.approx(
-        np.percentile(np.ravel(walls["cached"]), 25)
+        (q1(cached[:3]) + q1(cached[3:])) / 2
     )
-    assert result["ratios"]["cached/student_alone"] == (
-        figure["cached"] / figure["student_alone"]
-    )
-    cpu = result["q1_epoch_cpu_seconds"]
-    assert result["ratios_cpu"]["online/keras"] == (
-        cpu["online"] / cpu["keras"]
-    )
-    assert result["goals_read_from"] == "ratios_cpu"
-    # Round by round: each round's own ratio, summarised.
-    summary = result["round_ratios"]["cached/student_alone"]
-    per_round = [
-        np.median(a) / np.median(b)
-        for a, b in zip(walls["cached"], walls["student_alone"])
+    per_process = [
+        q1(cached[:3]) / q1(alone[:3]),
+        q1(cached[3:]) / q1(alone[3:]),
     ]
+    np.testing.assert_allclose(
+        result["process_ratios"]["cached/student_alone"], per_process
+    )
+    assert result["ratios"]["cached/student_alone"] == pytest.approx(
+        np.mean(per_process)
+    )
+    cpu = result["process_ratios_cpu"]["online/keras"]
+    assert result["ratios_cpu"]["online/keras"] == pytest.approx(np.mean(cpu))
+    assert result["goals_read_from"] == "ratios_cpu"
+    median = result["median_epoch_seconds"]
+    assert median["cached"] == pytest.approx(
+        (np.median(cached[:3]) + np.median(cached[3:])) / 2
+    )
+    # Round by round: each round's own ratio, every process' rounds.
+    summary = result["round_ratios"]["cached/student_alone"]
+    per_round = [np.median(a) / np.median(b) for a, b in zip(cached, alone)]
     np.testing.assert_allclose(summary["rounds"], per_round)
     assert summary["q1"] <= summary["median"] <= summary["q3"]
-    assert summary["median"] == sorted(summary["rounds"])[1]  # 3 rounds
+    assert summary["median"] == pytest.approx(np.median(per_round))
     first = result["first_step_seconds"]
     assert set(first) == {"student_alone", "online", "keras"}
-    assert all(len(v) == 1 and v[0] > 0 for v in first.values())
+    assert all(len(v) == 2 and min(v) > 0 for v in first.values())
+    online_first = np.median(first["online"])
     assert result["first_step_ratios"]["online/student_alone"] == (
-        first["online"][0] / first["student_alone"][0]
+        pytest.approx(online_first / np.median(first["student_alone"]))
     )
     assert set(result["config"]["epochs_per_unit"]) == set(speed_bench.VARIANTS)
     assert result["cache_build_seconds"] > 0
     assert (
         result["config"]["teacher_params"] > result["config"]["student_params"]
     )
-    assert "bound: one tf.function step" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "bound: one tf.function step" in out and "process 2/2" in out
+    with pytest.raises(ValueError, match="processes"):
+        speed_bench.run(processes=0)
 
 
 def _bench_recipes(output, *flags):

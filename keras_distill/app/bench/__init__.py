@@ -122,8 +122,14 @@ def add_arguments(parser):
         "--rounds",
         type=int,
         default=options.DEFAULT_ROUNDS,
-        help="timed units per variant (the goals are read from the "
-        "CPU-time ratios)",
+        help="timed units per variant in each process",
+    )
+    speed_parser.add_argument(
+        "--processes",
+        type=int,
+        default=options.DEFAULT_PROCESSES,
+        help="fresh processes, one after the other; each figure and ratio "
+        "is the median over them (the goals read the CPU-time ratios)",
     )
     speed_parser.add_argument(
         "--min-seconds",
@@ -208,6 +214,7 @@ def main(args, log=print):
             quick=args.quick,
             rounds=args.rounds,
             min_seconds=args.min_seconds,
+            processes=args.processes,
             **common,
         )
         text = speed_bench.table(result)

@@ -55,7 +55,8 @@ PRESETS = {
     "mlp": dict(teacher="mlp-large", student="mlp-small"),
     "mnist-cnn": dict(teacher="cnn-large", student="cnn-small"),
 }
-# speed: timed units per variant. At 21 a run takes about 10 minutes on a
-# 2-core machine and two runs one after the other agreed within 3% on
-# every CPU-time ratio; at 7 they differed by up to 18%.
-DEFAULT_ROUNDS = 21
+# speed: fresh processes per run, and timed units per variant in each
+# (about 10 minutes a run on a 2-core machine). One process of 21 rounds
+# left offsets of a whole process of up to 3.8% between two runs.
+DEFAULT_PROCESSES = 3
+DEFAULT_ROUNDS = 7

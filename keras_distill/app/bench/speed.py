@@ -43,8 +43,11 @@ only layer the reference teacher and student share in shape; naming it
 sends both distillers through their intermediate-feature code path.
 """
 
+import json
 import math
 import statistics
+import subprocess
+import sys
 import time
 
 import keras
@@ -53,7 +56,9 @@ from keras import ops
 
 from keras_distill import losses
 from keras_distill._validation import check_choice
+from keras_distill._validation import check_int
 from keras_distill.app import zoo
+from keras_distill.app.bench.options import DEFAULT_PROCESSES
 from keras_distill.app.bench.options import DEFAULT_ROUNDS
 from keras_distill.app.bench.options import PRESETS
 from keras_distill.app.datasets import load_arrays
@@ -460,28 +465,135 @@ def run(
     batch_size=64,
     min_seconds=2.0,
     log=print,
+    processes=DEFAULT_PROCESSES,
 ):
-    """Runs the speed benchmark.
+    """Runs the speed benchmark in `processes` fresh processes, one after
+    the other, and combines them (`combine`).
+
+    A variant can run a few per cent faster or slower for a whole process
+    (where its buffers landed, which threads ran it): an offset that no
+    number of rounds inside one process averages away. Each process
+    therefore measures every variant, and each figure and ratio is the
+    median over processes.
 
     Args:
         preset: A name from `PRESETS`.
         quick: A short run (512 examples, 3 rounds, one epoch a unit) for
             smoke tests.
-        rounds: Timed units per variant (after the warm-up).
+        rounds: Timed units per variant and process (after the warm-up).
         batch_size: Batch size.
         min_seconds: The least time of a timed unit (epochs are repeated
             until a unit takes this long).
         log: A function that prints a progress line.
+        processes: Fresh processes; 1 runs in this one.
 
     Returns:
         The result dict: versions, configuration, median and first-quartile
         epoch seconds per variant, the cache's build time and the ratios
-        the goals use.
+        the goals use, and each process' ratios.
 
     Raises:
-        ValueError: If `preset` is unknown.
+        ValueError: If `preset` is unknown or `processes` is not positive.
     """
     check_choice("preset", preset, sorted(PRESETS))
+    check_int("processes", processes, low=1)
+    arguments = dict(
+        preset=preset,
+        quick=quick,
+        rounds=rounds,
+        batch_size=batch_size,
+        min_seconds=min_seconds,
+    )
+    if processes == 1:
+        return combine([run_one(**arguments, log=log)])
+    results = []
+    for index in range(processes):
+        log(f"[speed {preset}] process {index + 1}/{processes}")
+        results.append(_in_fresh_process(arguments))
+    return combine(results)
+
+
+def _in_fresh_process(arguments):
+    """`run_one(**arguments)` in a fresh Python process; its progress
+    lines go to this process' standard error."""
+    process = subprocess.run(
+        [sys.executable, "-m", __name__, json.dumps(arguments)],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if process.returncode != 0:
+        raise RuntimeError(
+            f"A speed benchmark process failed (exit {process.returncode}); "
+            "its error is printed above."
+        )
+    return json.loads(process.stdout.strip().splitlines()[-1])
+
+
+def combine(results):
+    """Several processes' results as one.
+
+    Args:
+        results: The dicts `run_one` returned.
+
+    Returns:
+        A result of the same form: each variant's figures (medians, first
+        quartiles) and each ratio the median over processes, the epochs
+        and rounds of all processes together (`round_ratios` over every
+        round), the first steps of all, and `process_ratios` /
+        `process_ratios_cpu`, every process' own ratios.
+    """
+    first = results[0]
+    out = dict(first)
+    out["config"] = dict(
+        first["config"],
+        processes=len(results),
+        rounds_per_process=first["config"]["rounds"],
+        rounds=sum(r["config"]["rounds"] for r in results),
+    )
+    variants = list(first["median_epoch_seconds"])
+    for key in (
+        "median_epoch_seconds",
+        "median_epoch_cpu_seconds",
+        "q1_epoch_seconds",
+        "q1_epoch_cpu_seconds",
+    ):
+        out[key] = {
+            v: statistics.median(r[key][v] for r in results) for v in variants
+        }
+    out["min_epoch_seconds"] = {
+        v: min(r["min_epoch_seconds"][v] for r in results) for v in variants
+    }
+    for key in ("epoch_seconds", "epoch_cpu_seconds"):
+        out[key] = {
+            v: [unit for r in results for unit in r[key][v]] for v in variants
+        }
+    for key in ("ratios", "ratios_cpu"):
+        out[key] = {
+            k: statistics.median(r[key][k] for r in results) for k in GOALS
+        }
+        out[f"process_{key}"] = {k: [r[key][k] for r in results] for k in GOALS}
+    out["round_ratios"] = round_ratios(out["epoch_seconds"])
+    out["round_ratios_cpu"] = round_ratios(out["epoch_cpu_seconds"])
+    out["cache_build_seconds"] = statistics.median(
+        r["cache_build_seconds"] for r in results
+    )
+    steps = {
+        k: [t for r in results for t in r["first_step_seconds"][k]]
+        for k in first["first_step_seconds"]
+    }
+    out["first_step_seconds"] = steps
+    alone = statistics.median(steps["student_alone"])
+    out["first_step_ratios"] = {
+        f"{k}/student_alone": statistics.median(steps[k]) / alone
+        for k in ("online", "keras")
+    }
+    return out
+
+
+def run_one(preset, quick, rounds, batch_size, min_seconds, log=print):
+    """One process' run: the arguments and result of `run` (without
+    `process_ratios`)."""
     rounds = 3 if quick else rounds
     min_seconds = 0.0 if quick else min_seconds
     x, y, dataset = _data(quick, batch_size)
@@ -601,3 +713,11 @@ def table(result):
 
 def _spread(summary):
     return f"{summary['median']:.3f} [{summary['q1']:.3f}-{summary['q3']:.3f}]"
+
+
+if __name__ == "__main__":
+    _arguments = json.loads(sys.argv[1])
+    _result = run_one(
+        **_arguments, log=lambda line: print(line, file=sys.stderr, flush=True)
+    )
+    print(json.dumps(_result))
