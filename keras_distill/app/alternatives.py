@@ -182,14 +182,18 @@ def transfer_model(teacher, target_params, classes, seed=None):
     hidden = max(0, room // (features + 1 + classes)) if fitting else 0
     if hidden < classes:  # a narrower layer than the logits: linear instead
         hidden = 0
-    init = keras.initializers.GlorotUniform(seed=seed)
+    def init(offset):  # a seed per layer: a seeded initializer repeats
+        return keras.initializers.GlorotUniform(
+            seed=None if seed is None else seed + offset
+        )
+
     h = keras.layers.Flatten(name="transfer_flatten")(prefix.output)
     if hidden:
         h = keras.layers.Dense(
-            hidden, "relu", kernel_initializer=init, name="transfer_hidden"
+            hidden, "relu", kernel_initializer=init(0), name="transfer_hidden"
         )(h)
     logits = keras.layers.Dense(
-        classes, kernel_initializer=init, name="transfer_logits"
+        classes, kernel_initializer=init(1), name="transfer_logits"
     )(h)
     return keras.Model(inputs, logits, name="transfer"), name, hidden
 
@@ -213,7 +217,11 @@ def transfer(run, teacher, fine_tune_epochs, log=print):
 
     made = cut()
     if made is None:
-        log("[compare] the teacher's layers cannot be cut: no transfer rows")
+        log(
+            "[compare] no transfer rows: the teacher is not a functional or "
+            "Sequential model with a weighted layer before its last (a "
+            "subclassed model, or one wrapped with its preprocessing)"
+        )
         return None
     model, layer, hidden = made
     head = {"transfer_flatten", "transfer_hidden", "transfer_logits"}
@@ -221,8 +229,8 @@ def transfer(run, teacher, fine_tune_epochs, log=print):
         each.trainable = each.name in head
     log(
         f"[compare] transfer: the teacher up to {layer!r} + a new head "
-        f"({hidden} hidden units), {model.count_params():,} parameters, "
-        f"frozen for {c.epochs} epochs"
+        f"({hidden} hidden units), {model.count_params():,} parameters "
+        f"(the student: {target:,}), frozen for {c.epochs} epochs"
     )
     _fit(run, model, c.epochs)
     frozen = cut()[0]  # the frozen stage's weights, kept apart

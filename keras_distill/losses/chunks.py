@@ -3,25 +3,36 @@ logits tensor.
 
 A distillation loss on a large vocabulary is dominated by its full-size
 intermediates: log-softmaxes, exponentials and their gradients, each as
-large as the logits. `per_position` computes a per-position divergence
-chunk by chunk (a fixed number of positions at a time, one chunk after
-the other) and, in the same pass, the gradient of each position's value
-with respect to that position's student logits, written in place into one
-buffer of the logits' shape. The backward pass then scales that buffer by
-the upstream gradient (one value per position) in place. The loss' extra
-memory is the gradient, which cannot be avoided, plus one chunk's
-working space.
+large as the logits. `per_position` computes a per-position divergence a
+chunk of positions at a time, one chunk after the other, keeping only
+the values (one number per position). Its backward pass goes over the
+chunks again: each chunk recomputes its part of the loss and takes its
+gradient, scaled by that chunk's upstream weights, and writes it into one
+buffer of the logits' shape and dtype. The loss' extra memory is that
+gradient, which cannot be avoided, plus one chunk's working space; and
+nothing of the loss' size stays alive between the forward and the
+backward pass.
 
-Every chunk runs the unchunked functions on its rows and takes their
-gradient by automatic differentiation, so values and gradients equal the
-unchunked form's up to float32 rounding, for any divergence written per
-position (forward KL, reverse KL, JSD(β), the top-k forms).
+Every chunk runs the unchunked functions on its rows and differentiates
+them as the unchunked form is differentiated (the upstream gradient
+applied inside, in float32, and the result cast once to the logits'
+dtype), so values and gradients equal the unchunked form's up to the
+order of float32 operations, for any divergence written per position
+(forward KL, reverse KL, JSD(β), the top-k forms), in any float dtype.
 
-Inside a `tf.function` (in `fit`, `evaluate`) the loop is compiled with
-XLA, which updates the buffer in place; called eagerly the same loop runs
-uncompiled, with the same values but a copy of the buffer at each chunk.
-Where no gradient is recorded (evaluation), only the values are computed.
+Inside a `tf.function` (in `fit`, `evaluate`) both loops are compiled
+with XLA, which writes each chunk's rows into the buffer in place
+(TensorFlow's own kernels copy the whole buffer at each write). XLA
+compiles once per input shape: batches of varying sequence lengths
+compile once per length. Called eagerly, the same loops run uncompiled,
+with the same numbers but without the saving. `chunk_size=None` on a
+loss turns all of this off.
+
+The teacher's outputs get no gradient (a frozen teacher's never do); a
+teacher whose outputs a tape records is compared unchunked.
 """
+
+import numbers
 
 import tensorflow as tf
 from keras import ops
@@ -41,16 +52,18 @@ def check_chunk_size(chunk_size):
     Raises:
         ValueError: If it is not `"auto"`, None or a positive int.
     """
-    valid = chunk_size is None or chunk_size == AUTO
-    if isinstance(chunk_size, int) and not isinstance(chunk_size, bool):
-        valid = chunk_size > 0
-    if not valid:
-        raise ValueError(
-            "Invalid value for argument `chunk_size`. Expected 'auto' (chunk "
-            "large logits), None (never chunk) or a positive int (positions "
-            f"per chunk). Received: chunk_size={chunk_size!r}"
-        )
-    return chunk_size
+    if isinstance(chunk_size, numbers.Integral) and not isinstance(
+        chunk_size, bool
+    ):
+        if chunk_size > 0:
+            return int(chunk_size)
+    elif chunk_size is None or chunk_size == AUTO:
+        return chunk_size
+    raise ValueError(
+        "Invalid value for argument `chunk_size`. Expected 'auto' (chunk "
+        "large logits), None (never chunk) or a positive int (positions "
+        f"per chunk). Received: chunk_size={chunk_size!r}"
+    )
 
 
 def rows_per_chunk(chunk_size, vocab):
@@ -64,23 +77,17 @@ def rows_per_chunk(chunk_size, vocab):
     Returns:
         A positive int, or None.
     """
-    if chunk_size is None:
+    if chunk_size is None or vocab is None:
         return None
     if chunk_size != AUTO:
         return int(chunk_size)
-    if vocab is None or vocab < AUTO_MIN_VOCAB:
+    if vocab < AUTO_MIN_VOCAB:
         return None
     return max(1, CHUNK_ELEMENTS // vocab)
 
 
 def per_position(function, teacher, student_logits, temperature, rows):
     """A per-position divergence computed `rows` positions at a time.
-
-    Inside a `tf.function` (as in `fit`) the loop over chunks is compiled
-    with XLA, which writes each chunk's rows into the gradient's buffer
-    in place (TensorFlow's own kernels copy the buffer at every write);
-    called eagerly, it runs the same loop uncompiled, with the same
-    values but without the memory saving.
 
     Args:
         function: `function(teacher, student, t) -> (value, target)` on a
@@ -114,86 +121,87 @@ def per_position(function, teacher, student_logits, temperature, rows):
 
     parts = [flat(x) for x in tf.nest.flatten(teacher)]
     t = tf.cast(temperature, "float32")
-    with_gradient = _recording(student_logits)
-    loop = _chunk_loop(function, teacher, rows, with_gradient)
+    values_loop = _chunk_loop(function, teacher, rows, gradient=False)
+    gradient_loop = _chunk_loop(function, teacher, rows, gradient=True)
     if not tf.executing_eagerly():
-        loop = tf.function(loop, jit_compile=True, autograph=False)
-    if not with_gradient:
-        values, _ = loop(student, t, *parts)
-        return tf.reshape(values, leading)
+        values_loop = tf.function(values_loop, jit_compile=True)
+        gradient_loop = tf.function(gradient_loop, jit_compile=True)
 
     @tf.custom_gradient
     def chunked(student):
-        values, grads = loop(student, t, *parts)
-
         def gradient(upstream):
-            return grads * tf.cast(upstream, grads.dtype)[:, None]
+            return gradient_loop(student, t, upstream, *parts)
 
-        return values, gradient
+        return values_loop(student, t, None, *parts), gradient
 
     return tf.reshape(chunked(student), leading)
 
 
-def _chunk_loop(function, structure, rows, with_gradient):
-    """The loop over chunks: `(student, t, *teacher_parts) -> (values,
-    gradients)` (gradients a scalar zero when not `with_gradient`).
+def _chunk_loop(function, structure, rows, gradient):
+    """A loop over chunks: `(student, t, upstream, *teacher_parts) ->`
+    the values (`gradient` False; `upstream` unused) or the gradient with
+    respect to `student` of `Σ upstream · target` (`gradient` True).
 
     Every chunk has `rows` positions, a static shape: the last one ends
     at the last position (overlapping the one before, whose rows it
-    recomputes to the same values), and with fewer positions than
+    recomputes to the same numbers), and with fewer positions than
     `rows` the last position repeats.
     """
 
-    def loop(student, t, *parts):
+    def loop(student, t, upstream, *parts):
         count = tf.shape(student)[0]
         chunks = (count + rows - 1) // rows
-        values = tf.zeros((count,), "float32")
-        grads = tf.zeros_like(student) if with_gradient else tf.zeros(())
+        if gradient:
+            out = tf.zeros_like(student)
+        else:
+            out = tf.zeros((count,), "float32")
 
-        def body(i, values, grads):
+        def body(i, out):
             start = tf.minimum(i * rows, tf.maximum(count - rows, 0))
             index = tf.minimum(start + tf.range(rows), count - 1)
             chunk = tf.gather(student, index)
             teacher = tf.nest.pack_sequence_as(
                 structure, [tf.gather(p, index) for p in parts]
             )
-            if with_gradient:
+            if gradient:
                 with tf.GradientTape() as tape:
                     tape.watch(chunk)
-                    value, target = function(teacher, chunk, t)
-                grad = tf.cast(tape.gradient(target, chunk), grads.dtype)
-                grads = tf.tensor_scatter_nd_update(grads, index[:, None], grad)
+                    _, target = function(teacher, chunk, t)
+                weight = tf.cast(tf.gather(upstream, index), target.dtype)
+                rows_out = tape.gradient(target, chunk, weight)
             else:
                 value, _ = function(teacher, chunk, t)
-            value = tf.cast(value, "float32")
-            values = tf.tensor_scatter_nd_update(values, index[:, None], value)
-            return i + 1, values, grads
+                rows_out = tf.cast(value, "float32")
+            rows_out = tf.cast(rows_out, out.dtype)
+            return i + 1, tf.tensor_scatter_nd_update(
+                out, index[:, None], rows_out
+            )
 
-        _, values, grads = tf.while_loop(
-            lambda i, *_: i < chunks,
+        return tf.while_loop(
+            lambda i, _: i < chunks,
             body,
-            (tf.constant(0), values, grads),
+            (tf.constant(0), out),
             parallel_iterations=1,
-        )
-        return values, grads
+        )[1]
 
     return loop
 
 
-def _recording(tensor):
-    """Whether a gradient tape records operations on `tensor`."""
+def _recording(tensors):
+    """Whether a gradient tape records operations on any of `tensors`."""
     try:
         from tensorflow.python.eager import record
     except ImportError:  # pragma: no cover - a TensorFlow without it
-        return True
-    return record.should_record_backprop([tensor])
+        return False  # teachers are frozen
+    tensors = [tf.convert_to_tensor(t) for t in tensors if tf.is_tensor(t)]
+    return bool(tensors) and record.should_record_backprop(tensors)
 
 
 def chunked_or_not(function, teacher, student_logits, temperature, rows):
     """`per_position` over chunks of `rows` positions, or `function` on
     all positions at once when `rows` is None (its `value` with the
     gradient of its `target`)."""
-    if rows is not None:
+    if rows is not None and not _recording(tf.nest.flatten(teacher)):
         return per_position(
             function, teacher, student_logits, temperature, rows
         )

@@ -80,6 +80,7 @@ def soft_kl(
         A float32 scalar.
     """
     t = ops.cast(temperature, "float32")
+    student_logits = ops.convert_to_tensor(student_logits)
     rows = rows_per_chunk(chunk_size, student_logits.shape[-1])
     values = chunked_or_not(_kl_pair, teacher_logits, student_logits, t, rows)
     return weighted_mean(values, sample_weight, reduction) * t * t
@@ -530,6 +531,7 @@ def divergence_mean(
         value = divergence(log_p, log_q)
         return value, value
 
+    student_logits = ops.convert_to_tensor(student_logits)
     rows = rows_per_chunk(chunk_size, student_logits.shape[-1])
     values = chunked_or_not(pair, teacher, student_logits, t, rows)
     return weighted_mean(values, weight, reduction) * t * t

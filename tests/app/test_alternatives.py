@@ -108,11 +108,13 @@ def test_a_subclassed_teacher_gets_no_transfer_rows():
     class Net(keras.Model):
         def __init__(self):
             super().__init__()
-            self.dense = keras.layers.Dense(10)
+            self.hidden = keras.layers.Dense(8, "relu")
+            self.logits = keras.layers.Dense(10)
 
         def call(self, x):
-            return self.dense(x)
+            return self.logits(self.hidden(x))
 
     net = Net()
     net(np.zeros((1, 4), "float32"))
-    assert alternatives.transfer_model(net, 100, 10) is None
+    assert len(net.layers) == 2  # a weighted layer before the last
+    assert alternatives.transfer_model(net, 1000, 10) is None

@@ -116,7 +116,9 @@ def add_arguments(parser):
         "--preset", choices=sorted(options.PRESETS), default="mlp"
     )
     speed_parser.add_argument(
-        "--quick", action="store_true", help="512 examples, 3 rounds"
+        "--quick",
+        action="store_true",
+        help="512 examples, 3 rounds a process, one epoch a unit",
     )
     speed_parser.add_argument(
         "--rounds",

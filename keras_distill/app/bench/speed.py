@@ -522,12 +522,13 @@ def _in_fresh_process(arguments):
         text=True,
         check=False,
     )
-    if process.returncode != 0:
+    lines = process.stdout.strip().splitlines()
+    if process.returncode != 0 or not lines:
         raise RuntimeError(
             f"A speed benchmark process failed (exit {process.returncode}); "
             "its error is printed above."
         )
-    return json.loads(process.stdout.strip().splitlines()[-1])
+    return json.loads(lines[-1])
 
 
 def combine(results):
