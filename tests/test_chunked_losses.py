@@ -100,8 +100,8 @@ def test_chunked_forward_kl_matches_numpy():
 
 
 def test_auto_chunks_large_vocabularies_only():
-    assert chunks.rows_per_chunk("auto", 32768) == 64
-    assert chunks.rows_per_chunk("auto", 262144) == 8
+    assert chunks.rows_per_chunk("auto", 32768) == 32
+    assert chunks.rows_per_chunk("auto", 262144) == 4
     assert chunks.rows_per_chunk("auto", 10) is None
     assert chunks.rows_per_chunk("auto", None) is None
     assert chunks.rows_per_chunk(None, 262144) is None

@@ -41,9 +41,10 @@ AUTO = "auto"
 # Under `"auto"`, logits over at least this many classes are chunked
 # (language models' vocabularies; not classifiers').
 AUTO_MIN_VOCAB = 16384
-# A chunk holds about this many logits (float32: 8 MiB): 8 positions of
-# a 262,144-token vocabulary, 64 of 32,768.
-CHUNK_ELEMENTS = 2**21
+# A chunk holds about this many logits (float32: 4 MiB): 4 positions of
+# a 262,144-token vocabulary, 32 of 32,768. Its working space, about
+# eight buffers of its size, is what the loss adds above its gradient.
+CHUNK_ELEMENTS = 2**20
 
 
 def check_chunk_size(chunk_size):

@@ -403,7 +403,7 @@ def test_bench_memory_quick_measures_the_chunked_loss(tmp_path, capsys):
     assert cli.main(args) == 0
     result = json.loads(output.read_text())
     plain, chunked = result["cases"]
-    assert (plain["chunk_size"], chunked["chunk_size"]) == (None, 16)
+    assert (plain["chunk_size"], chunked["chunk_size"]) == (None, 4)
     for case in (plain, chunked):
         assert case["finite"] and case["shape"] == [2, 64, 16384]
         assert case["logits_tensor_bytes"] == 2 * 64 * 16384 * 4
@@ -412,7 +412,7 @@ def test_bench_memory_quick_measures_the_chunked_loss(tmp_path, capsys):
         )
         assert len(case["seconds"]) == 2
     # The gradient is one logits tensor; the unchunked loss holds several
-    # more, the chunked one a 16-position chunk's working space.
+    # more, the chunked one a 4-position chunk's working space.
     assert chunked["extra_peak_tensors"] >= 0.9
     assert chunked["extra_peak_tensors"] < 1.6
     assert plain["extra_peak_tensors"] > chunked["extra_peak_tensors"] + 1
@@ -422,6 +422,6 @@ def test_bench_memory_quick_measures_the_chunked_loss(tmp_path, capsys):
     )
     assert memory_bench.cases(quick=True) == [
         ("kd", 16384, None),
-        ("kd", 16384, 16),
+        ("kd", 16384, 4),
     ]
     assert "extra peak (logits tensors)" in capsys.readouterr().out

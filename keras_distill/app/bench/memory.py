@@ -14,9 +14,11 @@ peak (`VmHWM` in `/proc/self/status`). The figure is `(peak - base)`,
 in bytes and in logits tensors (`2 · 256 · V · 4` bytes): what the loss'
 forward and backward passes add above their two inputs, the gradient they
 return included. The child process runs with oneDNN off
-(`TF_ENABLE_ONEDNN_OPTS=0`): oneDNN's CPU allocator keeps freed memory
-in a pool, so the resident size would not show what a step frees and
-reallocates. Linux only.
+(`TF_ENABLE_ONEDNN_OPTS=0`) and a fixed glibc mmap threshold
+(`MALLOC_MMAP_THRESHOLD_=131072`): oneDNN's CPU allocator keeps freed
+memory in a pool, and glibc keeps freed blocks of up to 32 MiB in its
+heap, so the resident size would not show what a step frees and
+allocates again. Linux only.
 
 Time is the median of several calls of the same function, in the same
 process, after the memory measurement.
@@ -153,9 +155,9 @@ def measure_one(loss, vocab, chunk_size, shape=SHAPE, repeats=5):
 
 def cases(quick=False):
     """The `(loss, vocab, chunk_size)` cases a run measures (`quick`:
-    forward KD unchunked and in chunks of 16 positions)."""
+    forward KD unchunked and in chunks of 4 positions)."""
     if quick:
-        return [("kd", QUICK_VOCABULARIES[0], c) for c in (None, 16)]
+        return [("kd", QUICK_VOCABULARIES[0], c) for c in (None, 4)]
     out = []
     for vocab in VOCABULARIES:
         for loss in LOSSES:
@@ -169,7 +171,7 @@ def run(quick=False, repeats=5, log=print):
 
     Args:
         quick: Forward KD only, on logits `(2, 64, 16384)`, unchunked
-            and in chunks of 16 positions, 2 repeats: for the tests.
+            and in chunks of 4 positions, 2 repeats: for the tests.
         repeats: Timed calls per case.
         log: A function that prints a progress line.
 
@@ -232,8 +234,14 @@ def compare(results):
 def _in_fresh_process(case):
     # oneDNN's CPU allocator keeps freed memory in a pool, which hides
     # the peak from the resident size; TensorFlow's default one frees it.
+    # A fixed mmap threshold makes glibc map every large block and unmap
+    # it when freed (its dynamic threshold would keep freed blocks of up
+    # to 32 MiB resident, reused unseen).
     environment = dict(
-        os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0"
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        TF_ENABLE_ONEDNN_OPTS="0",
+        MALLOC_MMAP_THRESHOLD_="131072",
     )
     process = subprocess.run(
         [sys.executable, "-m", __name__, json.dumps(case)],
