@@ -126,59 +126,41 @@ def test_accuracy_table_formats_results():
     assert "6.00%" in text and "3.50%" in text and "kd/scratch 0.58" in text
 
 
-def test_bench_speed_quick_writes_every_field(tmp_path, capsys):
-    output = tmp_path / "speed.json"
-    status = cli.main(
-        [
-            "bench",
-            "speed",
-            "--preset",
-            "mlp",
-            "--quick",
-            "--processes",
-            "2",
-            "--output",
-            str(output),
-        ]
-    )
-    assert status == 0
-    result = json.loads(output.read_text())
-    assert result["config"]["processes"] == 2
+def _check_speed_result(result, processes):
+    """Every field of a quick `bench speed` result, recomputed from its
+    raw epoch times (3 rounds of one epoch a process)."""
+    assert result["config"]["processes"] == processes
     assert set(result["median_epoch_seconds"]) == set(speed_bench.VARIANTS)
     walls = result["epoch_seconds"]
-    for rounds in walls.values():  # 2 processes of 3 rounds of one epoch
-        assert len(rounds) == 6 and all(len(unit) == 1 for unit in rounds)
-        assert all(t > 0 for unit in rounds for t in unit)
+    for rounds in walls.values():
+        assert len(rounds) == 3 * processes
+        assert all(len(unit) == 1 and unit[0] > 0 for unit in rounds)
     assert set(result["ratios"]) == set(speed_bench.GOALS)
     assert set(result["ratios_cpu"]) == set(result["ratios"])
     assert set(result["median_epoch_cpu_seconds"]) == set(speed_bench.VARIANTS)
 
-    def q1(unit_list):
-        return np.percentile(np.ravel(unit_list), 25)
+    def q1(units):
+        return np.percentile(np.ravel(units), 25)
 
-    # A process' figure: the first quartile of its epochs; the run's, the
-    # median over processes (of two: their mean).
+    # A process' figure: the first quartile of its epochs; its ratio, the
+    # ratio of two figures; the run's, the median over processes.
     cached, alone = walls["cached"], walls["student_alone"]
-    figure = result["q1_epoch_seconds"]
-    assert figure["cached"] == pytest.approx(
-        (q1(cached[:3]) + q1(cached[3:])) / 2
-    )
-    per_process = [
-        q1(cached[:3]) / q1(alone[:3]),
-        q1(cached[3:]) / q1(alone[3:]),
-    ]
+    parts = [slice(3 * i, 3 * i + 3) for i in range(processes)]
+    per_process = [q1(cached[p]) / q1(alone[p]) for p in parts]
     np.testing.assert_allclose(
         result["process_ratios"]["cached/student_alone"], per_process
     )
     assert result["ratios"]["cached/student_alone"] == pytest.approx(
-        np.mean(per_process)
+        np.median(per_process)
+    )
+    assert result["q1_epoch_seconds"]["cached"] == pytest.approx(
+        np.median([q1(cached[p]) for p in parts])
     )
     cpu = result["process_ratios_cpu"]["online/keras"]
-    assert result["ratios_cpu"]["online/keras"] == pytest.approx(np.mean(cpu))
+    assert result["ratios_cpu"]["online/keras"] == pytest.approx(np.median(cpu))
     assert result["goals_read_from"] == "ratios_cpu"
-    median = result["median_epoch_seconds"]
-    assert median["cached"] == pytest.approx(
-        (np.median(cached[:3]) + np.median(cached[3:])) / 2
+    assert result["median_epoch_seconds"]["cached"] == pytest.approx(
+        np.median([np.median(cached[p]) for p in parts])
     )
     # Round by round: each round's own ratio, every process' rounds.
     summary = result["round_ratios"]["cached/student_alone"]
@@ -188,7 +170,7 @@ def test_bench_speed_quick_writes_every_field(tmp_path, capsys):
     assert summary["median"] == pytest.approx(np.median(per_round))
     first = result["first_step_seconds"]
     assert set(first) == {"student_alone", "online", "keras"}
-    assert all(len(v) == 2 and min(v) > 0 for v in first.values())
+    assert all(len(v) == processes and min(v) > 0 for v in first.values())
     online_first = np.median(first["online"])
     assert result["first_step_ratios"]["online/student_alone"] == (
         pytest.approx(online_first / np.median(first["student_alone"]))
@@ -198,10 +180,61 @@ def test_bench_speed_quick_writes_every_field(tmp_path, capsys):
     assert (
         result["config"]["teacher_params"] > result["config"]["student_params"]
     )
-    out = capsys.readouterr().out
-    assert "bound: one tf.function step" in out and "process 2/2" in out
+
+
+def test_bench_speed_quick_writes_every_field(tmp_path, capsys):
+    output = tmp_path / "speed.json"
+    args = ["bench", "speed", "--preset", "mlp", "--quick"]
+    status = cli.main(args + ["--processes", "1", "--output", str(output)])
+    assert status == 0
+    result = json.loads(output.read_text())
+    _check_speed_result(result, processes=1)
+    assert "bound: one tf.function step" in capsys.readouterr().out
+    # Three processes combined: here the same epochs, slowed down by 10%
+    # and 20% in the second and third, so every ratio stays and every
+    # figure is the second's.
+    one = {
+        k: v
+        for k, v in result.items()
+        if k not in ("process_ratios", "process_ratios_cpu")
+    }
+    one["config"] = dict(result["config"], rounds=3)
+
+    def slowed(factor):
+        out = json.loads(json.dumps(one))
+        for key in (
+            "median_epoch_seconds",
+            "median_epoch_cpu_seconds",
+            "q1_epoch_seconds",
+            "q1_epoch_cpu_seconds",
+            "min_epoch_seconds",
+        ):
+            out[key] = {k: v * factor for k, v in out[key].items()}
+        for key in ("epoch_seconds", "epoch_cpu_seconds"):
+            out[key] = {
+                k: [[t * factor for t in unit] for unit in rounds]
+                for k, rounds in out[key].items()
+            }
+        return out
+
+    combined = speed_bench.combine([one, slowed(1.1), slowed(1.2)])
+    _check_speed_result(combined, processes=3)
+    for k, v in result["q1_epoch_seconds"].items():
+        assert combined["q1_epoch_seconds"][k] == pytest.approx(1.1 * v)
+    for k, v in result["ratios_cpu"].items():
+        assert combined["ratios_cpu"][k] == pytest.approx(v)
     with pytest.raises(ValueError, match="processes"):
         speed_bench.run(processes=0)
+
+
+@pytest.mark.slow
+def test_bench_speed_runs_its_processes_apart(tmp_path, capsys):
+    output = tmp_path / "speed.json"
+    args = ["bench", "speed", "--preset", "mlp", "--quick"]
+    status = cli.main(args + ["--processes", "2", "--output", str(output)])
+    assert status == 0
+    _check_speed_result(json.loads(output.read_text()), processes=2)
+    assert "process 2/2" in capsys.readouterr().out
 
 
 def _bench_recipes(output, *flags):
