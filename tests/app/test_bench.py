@@ -10,6 +10,7 @@ from keras_distill.app import cli
 from keras_distill.app.bench import accuracy as accuracy_bench
 from keras_distill.app.bench import common
 from keras_distill.app.bench import speed as speed_bench
+from keras_distill.app.bench import speed_stats
 from keras_distill.app.config import RECIPE_DEFAULTS
 
 
@@ -135,7 +136,7 @@ def _check_speed_result(result, processes):
     for rounds in walls.values():
         assert len(rounds) == 3 * processes
         assert all(len(unit) == 1 and unit[0] > 0 for unit in rounds)
-    assert set(result["ratios"]) == set(speed_bench.GOALS)
+    assert set(result["ratios"]) == set(speed_stats.GOALS)
     assert set(result["ratios_cpu"]) == set(result["ratios"])
     assert set(result["median_epoch_cpu_seconds"]) == set(speed_bench.VARIANTS)
 
@@ -217,7 +218,7 @@ def test_bench_speed_quick_writes_every_field(tmp_path, capsys):
             }
         return out
 
-    combined = speed_bench.combine([one, slowed(1.1), slowed(1.2)])
+    combined = speed_stats.combine([one, slowed(1.1), slowed(1.2)])
     _check_speed_result(combined, processes=3)
     for k, v in result["q1_epoch_seconds"].items():
         assert combined["q1_epoch_seconds"][k] == pytest.approx(1.1 * v)
