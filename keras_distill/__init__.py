@@ -12,6 +12,8 @@ The library (it needs keras, tensorflow and numpy only):
   learning.
 - `keras_distill.augment`: consistent augmentation and mixup (function
   matching).
+- `keras_distill.on_policy`: on-policy and sequence-level distillation of
+  causal language models (tokens generated inside the training step).
 - `keras_distill.pipelines`: seeded `tf.data` shuffles and shifts.
 - `keras_distill.prune`: magnitude pruning to a target sparsity.
 - `keras_distill.quantization`: quantization-aware twins that train with
@@ -65,6 +67,7 @@ _SUBMODULES = (
     "distribute",
     "export",
     "losses",
+    "on_policy",
     "pipelines",
     "prune",
     "quantization",
@@ -80,6 +83,7 @@ _REGISTERING = (
     "callbacks",
     "distribute",
     "losses",
+    "on_policy",
     "quantization",
     "recipes",
 )

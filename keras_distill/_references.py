@@ -9,6 +9,10 @@ So the distiller's config names such a layer by where it sits in the
 teacher, and loading points back at the teacher's own object.
 """
 
+import copy
+
+import keras
+
 from keras_distill._utils import nested_layers
 
 _ATTRIBUTE = "teacher_attribute"
@@ -62,3 +66,34 @@ def resolve(teacher, config):
             f"{teacher.name!r}, which has no such layer"
         )
     return found
+
+
+def serialized(config, distiller, keys):
+    """`config` with the distiller's attributes `keys` serialized as Keras
+    objects, a teacher's own layer as `teacher_preprocessing` named by
+    `reference`."""
+    for key in keys:
+        config[key] = keras.saving.serialize_keras_object(
+            getattr(distiller, key)
+        )
+    shared = reference(distiller.teacher, distiller.teacher_preprocessing)
+    if shared is not None:
+        config["teacher_preprocessing"] = shared
+    return config
+
+
+def deserialized(config, keys, custom_objects=None):
+    """A copy of a `serialized` config with its Keras objects rebuilt
+    (`teacher_preprocessing` resolved in the rebuilt teacher)."""
+    config = copy.deepcopy(config)  # deserialization consumes dicts
+    shared = config.get("teacher_preprocessing")
+    shared = shared if is_reference(shared) else None
+    if shared is not None:
+        config["teacher_preprocessing"] = None
+    for key in keys:
+        config[key] = keras.saving.deserialize_keras_object(
+            config.get(key), custom_objects=custom_objects
+        )
+    if shared is not None:
+        config["teacher_preprocessing"] = resolve(config["teacher"], shared)
+    return config

@@ -392,6 +392,17 @@ def check_int(arg, value, low=0):
     return value
 
 
+def check_generation_alone(augment, generation):
+    """Refuses augmentation together with generated tokens."""
+    if augment is not None and generation is not None:
+        raise ValueError(
+            "Invalid arguments. Expected `augment` or `generation`, not both: "
+            "generation continues token sequences, which augmentation of "
+            f"inputs would change. Received: augment={augment!r}, "
+            f"generation={generation!r}"
+        )
+
+
 def check_non_negative(arg, value):
     """Returns `value` as a float if it is a finite number >= 0."""
     if isinstance(value, bool) or not _is_number(value) or float(value) < 0:

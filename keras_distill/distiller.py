@@ -1,6 +1,5 @@
 """The `Distiller`: a `keras.Model` that trains a student from a teacher."""
 
-import copy
 import inspect
 
 import keras
@@ -15,6 +14,7 @@ from keras_distill import _objective as objective
 from keras_distill import _references as references
 from keras_distill import _validation as validation
 from keras_distill import _views as views
+from keras_distill import on_policy as generations
 from keras_distill.augment import check_augment
 from keras_distill.distribute import MultiWorkerBuild
 from keras_distill.distribute import multi_worker_logs
@@ -28,6 +28,7 @@ _SERIALIZED = (
     "distillation_losses",
     "augment",
     "teacher_preprocessing",
+    "generation",
 )
 
 
@@ -78,6 +79,10 @@ class Distiller(MultiWorkerBuild, keras.Model):
         student_output_type: The same for the student.
         teacher_preprocessing: Optional layer or callable applied to the
             teacher's inputs only (e.g. `Resizing`, `Rescaling`).
+        generation: Optional `keras_distill.on_policy.OnPolicy` or
+            `SequenceLevel`: part of each batch of a causal language
+            model continued by the student (or the teacher) inside the
+            training step, compared on the generated tokens.
         allow_shared_layers: Whether the student may share layers (and
             their weights) with the teacher. Defaults to False: a shared
             layer is refused, naming it, because its weights would train
@@ -126,6 +131,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
         student_output_type="auto",
         teacher_preprocessing=None,
         allow_shared_layers=False,
+        generation=None,
         name="distiller",
         **kwargs,
     ):
@@ -142,6 +148,8 @@ class Distiller(MultiWorkerBuild, keras.Model):
         self.teacher = teacher
         self.student = student
         self.augment = check_augment(augment)
+        self.generation = generations.check_generation(generation)
+        validation.check_generation_alone(self.augment, self.generation)
         self.teacher_output = teacher_output
         self.student_output = student_output
         self.teacher_output_type = validation.check_output_type(
@@ -420,8 +428,11 @@ class Distiller(MultiWorkerBuild, keras.Model):
     def _regularization_loss(self):
         return objective.regularization_loss(self.student, self._distill_losses)
 
-    def _objective(self, x, y, sample_weight, teacher_outputs, training, mix):
-        """The student's forward pass and every loss term."""
+    def _objective(
+        self, x, y, sample_weight, teacher_outputs, training, mix, w=None
+    ):
+        """The student's forward pass and every loss term (`w`: the
+        distillation losses' own weights, if not `sample_weight`)."""
         student_outputs = self._student_view(x, training=training)
         y_pred = student_outputs[views.OUTPUT]
         supervised = self._supervised_loss(y, y_pred, sample_weight, mix)
@@ -431,7 +442,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
             teacher_outputs,
             student_outputs,
             y,
-            sample_weight,
+            sample_weight if w is None else w,
         )
         alpha = self._student_loss_weight
         total = (
@@ -469,6 +480,11 @@ class Distiller(MultiWorkerBuild, keras.Model):
             if cached is not None:
                 raise ValueError(checks.AUGMENT_WITH_CACHE)
             x, *mix = self.augment.augment(x)
+        w = None  # the distillation losses' weights, if their own
+        if self.generation is not None and self.generation.fraction > 0:
+            x, y, sample_weight, w = self._generated(
+                x, y, sample_weight, cached
+            )
         guard = self._nan_policy == "raise"
         # Put back if the loss is not finite: what the forward pass moves.
         saved = (
@@ -477,7 +493,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
         teacher_outputs = self._teacher_outputs(x, cached)
         with tf.GradientTape() as tape:
             y_pred, supervised, distillation, total = self._objective(
-                x, y, sample_weight, teacher_outputs, True, mix
+                x, y, sample_weight, teacher_outputs, True, mix, w
             )
             scaled = self.optimizer.scale_loss(total)
         variables = self.trainable_weights
@@ -494,6 +510,17 @@ class Distiller(MultiWorkerBuild, keras.Model):
             )
         terms = (supervised, distillation, total)
         return self._logs(x, y, y_pred, sample_weight, terms)
+
+    def _generated(self, x, y, sample_weight, cached):
+        """The batch with its first rows continued (`self.generation`)."""
+        self.generation.refuse_cache(cached)
+        teacher = self.generation.generator == "teacher"
+        view = self._teacher_view if teacher else self._student_view
+        prepare = self._for_teacher if teacher else (lambda inputs: inputs)
+        logits = lambda inputs: view(prepare(inputs))[views.LOGITS]  # noqa
+        step = self.optimizer.iterations
+        seed = generations.training_seed(self.generation.seed, step)
+        return self.generation.batch(logits, x, y, sample_weight, seed)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -564,30 +591,10 @@ class Distiller(MultiWorkerBuild, keras.Model):
         for role in ("teacher", "student"):
             config[f"{role}_output"] = getattr(self, f"{role}_output")
             config[f"{role}_output_type"] = getattr(self, f"{role}_output_type")
-        for key in _SERIALIZED:
-            config[key] = keras.saving.serialize_keras_object(
-                getattr(self, key)
-            )
-        # A teacher's own layer as its preprocessing is saved once.
-        shared = references.reference(self.teacher, self.teacher_preprocessing)
-        if shared is not None:
-            config["teacher_preprocessing"] = shared
-        return config
+        return references.serialized(config, self, _SERIALIZED)
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         """Builds a distiller from the dict `get_config` returned."""
-        config = copy.deepcopy(config)  # deserialization consumes dicts
-        shared = config.get("teacher_preprocessing")
-        shared = shared if references.is_reference(shared) else None
-        if shared is not None:
-            config["teacher_preprocessing"] = None
-        for key in _SERIALIZED:
-            config[key] = keras.saving.deserialize_keras_object(
-                config.get(key), custom_objects=custom_objects
-            )
-        if shared is not None:
-            config["teacher_preprocessing"] = references.resolve(
-                config["teacher"], shared
-            )
+        config = references.deserialized(config, _SERIALIZED, custom_objects)
         return cls(**config)

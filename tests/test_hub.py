@@ -152,6 +152,49 @@ def test_a_causal_lm_distils_per_valid_token(lms):
     )
 
 
+def test_a_causal_lm_student_distils_on_policy(lms):
+    teacher, student = lms
+    distiller = keras_distill.Distiller(
+        teacher,
+        student,
+        losses.LogitsDistillation(1.0, reduction="mean_with_sample_weight"),
+        student_loss_weight=0.0,
+        generation=keras_distill.on_policy.OnPolicy(
+            1.0, prompt_length=3, new_tokens=4, seed=2
+        ),
+    )
+    distiller.compile(keras.optimizers.SGD(0.0))  # the fixture unchanged
+    _, (x, y, weight) = token_batches()
+    logs = distiller.fit(
+        x, y, sample_weight=weight, batch_size=len(TEXTS), verbose=0
+    ).history
+    # The step's seed: [2, 0] with step 0 and replica 0 folded in.
+    seed = tf.constant([2, 0], "int64")
+    for value in (0, 0):
+        value = tf.constant(value, "int64")
+        seed = tf.random.experimental.stateless_fold_in(seed, value)
+    continued = keras_distill.on_policy.sample(
+        student, x, 3, 4, temperature=1.0, seed=seed.numpy()
+    )
+    # The padding mask: the prompt's valid tokens, then the new ones.
+    original = np.asarray(x["padding_mask"])
+    expected_mask = original.copy()
+    expected_mask[:, 3:] = False
+    expected_mask[:, 3:7] = True
+    np.testing.assert_array_equal(continued["padding_mask"], expected_mask)
+    t = np.asarray(teacher(continued), np.float64)
+    s = np.asarray(student(continued), np.float64)
+    log_p, log_q = np_log_softmax(t), np_log_softmax(s)
+    kl = (np.exp(log_p) * (log_p - log_q)).sum(-1)
+    expected = kl[:, 2:6].mean()  # the logits that predict tokens 3..6
+    # Close models: a KL near 0.0025, float32's rounding near 1e-7 a term.
+    np.testing.assert_allclose(
+        logs["distillation_loss"][0], expected, rtol=1e-4, atol=1e-6
+    )
+    shifted = kl[:, 3:7].mean()  # one position off: far outside that
+    assert abs(shifted - expected) > 1e-5
+
+
 def test_raw_strings_go_through_the_students_preprocessor(lms):
     teacher, student = lms
     distiller = lm_distiller(teacher, student)

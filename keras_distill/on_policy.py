@@ -1,0 +1,503 @@
+"""On-policy and sequence-level distillation of causal language models.
+
+A student distilled on the data's tokens never sees its own mistakes,
+yet it generates by conditioning on them. With `OnPolicy` (GKD's
+on-policy data, Agarwal et al. 2024), a fraction of each training batch
+is continued by the student itself, inside the compiled training step:
+each chosen row keeps a prompt (its first tokens), the student samples
+`new_tokens` after it, the teacher scores the whole sequence, and the
+distillation losses compare the two models on the generated positions
+only. `SequenceLevel` (Kim and Rush, 2016) lets the teacher generate
+instead (greedy by default), and the student also learns the teacher's
+tokens with its supervised loss.
+
+Both go to the `Distiller` as `generation=`:
+
+```python
+distiller = keras_distill.Distiller(
+    teacher,
+    student,
+    keras_distill.losses.GeneralizedJSD(
+        beta=0.5, reduction="mean_with_sample_weight"
+    ),
+    student_loss_weight=0.0,
+    generation=keras_distill.on_policy.OnPolicy(
+        fraction=0.5, prompt_length=(8, 24), new_tokens=16
+    ),
+)
+```
+
+The models are causal language models that take a fixed window of
+token ids, `(batch, window)`, and return `(batch, window, vocabulary)`
+logits (position t predicting token t + 1), or KerasHub `CausalLM`s
+with their `{"token_ids", "padding_mask"}` inputs. Generation re-runs the
+generating model over the whole window once per new token (no cache):
+the shapes stay fixed, so the loop compiles, with XLA too.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_distill import _validation as validation
+
+TOKEN_IDS = "token_ids"
+PADDING_MASK = "padding_mask"
+_TINY = float(np.finfo(np.float32).tiny)
+
+
+def step_seed(seed, index):
+    """The stateless seed of one draw: `seed` (shape `(2,)`, int) with
+    `index` folded in. Index 0 draws the prompt lengths; index `i + 1`
+    the noise of the `i`-th new token."""
+    return tf.random.experimental.stateless_fold_in(
+        tf.cast(seed, "int64"), tf.cast(index, "int64")
+    )
+
+
+def training_seed(seed, step):
+    """The stateless seed of a training step: `[seed, 0]` with the
+    optimizer's `step` and the replica's index folded in."""
+    context = tf.distribute.get_replica_context()
+    replica = 0 if context is None else context.replica_id_in_sync_group
+    base = tf.constant([seed, 0], "int64")
+    return step_seed(step_seed(base, step), replica)
+
+
+def gumbel_noise(seed, index, shape):
+    """The Gumbel noise `-log(-log(u))` added to the logits of the
+    `index - 1`-th new token, `u` uniform in (0, 1) from
+    `step_seed(seed, index)` (float32)."""
+    u = tf.random.stateless_uniform(
+        shape, seed=step_seed(seed, index), minval=_TINY, maxval=1.0
+    )
+    return -tf.math.log(-tf.math.log(u))
+
+
+def choose(logits, temperature, seed, index):
+    """The next token of each row: the argmax of `logits / temperature`
+    plus Gumbel noise (a sample of the softened distribution), or of the
+    logits alone where `temperature` is 0 (greedy)."""
+    logits = tf.cast(logits, "float32")
+    if temperature > 0:
+        noise = gumbel_noise(seed, index, tf.shape(logits))
+        logits = logits / temperature + noise
+    return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+
+def continue_tokens(
+    logits_fn, tokens, prompts, new_tokens, temperature, seed, mask=None
+):
+    """Writes `new_tokens` sampled tokens after each row's prompt.
+
+    Args:
+        logits_fn: `(tokens, mask) -> (rows, window, vocabulary)` logits
+            of a causal model (`mask` is None without a padding mask).
+        tokens: `(rows, window)` int32 token ids.
+        prompts: `(rows,)` int32 prompt lengths (at least 1; a prompt plus
+            `new_tokens` fits the window).
+        new_tokens: How many tokens to write (a Python int).
+        temperature: 0 (greedy) or the sampling temperature.
+        seed: A stateless seed, shape `(2,)`.
+        mask: Optional `(rows, window)` padding mask (bool or 0/1) of the
+            prompts; the result marks the prompt and generated positions.
+
+    Returns:
+        `(tokens, mask)`: the prompt, then the new tokens at positions
+        `prompt ... prompt + new_tokens - 1` (the positions after them
+        unchanged), and the mask (None if `mask` was None).
+    """
+    positions = tf.range(tf.shape(tokens)[1])[None, :]
+    prompts = tf.cast(prompts, "int32")
+    in_prompt = positions < prompts[:, None]
+    if mask is not None:
+        in_prompt = tf.logical_and(tf.cast(mask, "bool"), in_prompt)
+
+    def filled(i):
+        written = tf.logical_and(
+            positions >= prompts[:, None], positions < (prompts + i)[:, None]
+        )
+        return tf.logical_or(in_prompt, written)
+
+    def as_mask(i):
+        return None if mask is None else tf.cast(filled(i), mask.dtype)
+
+    def body(i, tokens):
+        logits = logits_fn(tokens, as_mask(i))
+        last = tf.gather(logits, prompts + i - 1, axis=1, batch_dims=1)
+        chosen = choose(last, temperature, seed, i + 1)
+        at = tf.equal(positions, (prompts + i)[:, None])
+        return i + 1, tf.where(at, chosen[:, None], tokens)
+
+    _, tokens = tf.while_loop(
+        lambda i, _: i < new_tokens,
+        body,
+        (tf.constant(0), tf.cast(tokens, "int32")),
+    )
+    return tokens, as_mask(new_tokens)
+
+
+def token_inputs(x):
+    """`(token_ids, padding_mask or None, rebuild)` of a language model's
+    inputs: a `(batch, window)` integer tensor or a dict with
+    `"token_ids"` (and `"padding_mask"`); `rebuild(tokens, mask)` gives
+    inputs of the same structure.
+
+    Raises:
+        ValueError: For any other input.
+    """
+    if isinstance(x, dict) and TOKEN_IDS in x:
+
+        def rebuild(tokens, mask):
+            inputs = dict(x, **{TOKEN_IDS: tokens})
+            if mask is not None:
+                inputs[PADDING_MASK] = mask
+            return inputs
+
+        return x[TOKEN_IDS], x.get(PADDING_MASK), rebuild
+    if tf.is_tensor(x) and x.dtype.is_integer and x.shape.rank == 2:
+        return x, None, lambda tokens, mask: tokens
+    raise ValueError(
+        "Generation expected a language model's inputs: token ids of shape "
+        "(batch, window) as integers, or a dict with 'token_ids' (and "
+        f"'padding_mask'), as a KerasHub CausalLM takes. Received: {x!r}"
+    )
+
+
+def _covered(prompts, new_tokens, window):
+    """The logit positions that predict the generated tokens:
+    `prompt - 1 ... prompt + new_tokens - 2`, as a `(rows, window)` bool."""
+    positions = tf.range(window)[None, :]
+    return tf.logical_and(
+        positions >= prompts[:, None] - 1,
+        positions < prompts[:, None] + new_tokens - 1,
+    )
+
+
+class Generation:
+    """What `OnPolicy` and `SequenceLevel` share; see the module doc."""
+
+    generator = "student"
+    supervises_generated = False
+
+    def __init__(
+        self, fraction, prompt_length, new_tokens, temperature, seed
+    ):
+        self.fraction = validation.check_fraction("fraction", fraction)
+        self.prompt_length = _check_prompt_length(prompt_length)
+        self.new_tokens = validation.check_int("new_tokens", new_tokens, low=1)
+        self.temperature = validation.check_non_negative(
+            "temperature", temperature
+        )
+        self.seed = validation.check_int("seed", seed)
+
+    def refuse_cache(self, cached):
+        """Raises if the batch's teacher outputs come from a cache."""
+        if cached is not None:
+            raise ValueError(
+                f"Invalid data for a Distiller with `{type(self).__name__}`. "
+                "Expected the teacher online: it scores tokens generated in "
+                "the step, which a cache cannot hold. Received: batches from "
+                "a `TeacherCache`"
+            )
+
+    def _rows(self, batch):
+        """How many of a batch's rows are generated (the first ones)."""
+        static = tf.get_static_value(batch)
+        if static is not None:
+            return int(round(self.fraction * int(static)))
+        rows = tf.round(self.fraction * tf.cast(batch, "float32"))
+        return tf.cast(rows, "int32")
+
+    def prompts(self, rows, seed):
+        """`(rows,)` prompt lengths: the fixed one, or drawn per row from
+        `[low, high]` with `step_seed(seed, 0)`."""
+        low, high = self.prompt_length
+        if low == high:
+            return tf.fill([rows], tf.constant(low, "int32"))
+        return tf.random.stateless_uniform(
+            [rows], step_seed(seed, 0), low, high + 1, dtype="int32"
+        )
+
+    def _check_window(self, window):
+        window = tf.get_static_value(window)
+        longest = self.prompt_length[1] + self.new_tokens
+        if window is not None and longest > int(window):
+            raise ValueError(
+                f"`{type(self).__name__}` writes {self.new_tokens} new tokens "
+                f"after prompts of up to {self.prompt_length[1]}: expected a "
+                f"window of at least {longest} tokens. Received: a window of "
+                f"{int(window)}. Shorten prompt_length or new_tokens."
+            )
+
+    def batch(self, logits_fn, x, y, sample_weight, seed):
+        """A training batch with its first rows continued by `logits_fn`.
+
+        Args:
+            logits_fn: `inputs -> logits` of the generating model (inputs
+                as `x` is structured).
+            x: The batch's inputs (see `token_inputs`).
+            y: The next-token labels, `(batch, window)`, or None.
+            sample_weight: None, `(batch,)` or `(batch, window)` weights.
+            seed: A stateless seed, shape `(2,)`.
+
+        Returns:
+            `(x, y, supervised_weight, distillation_weight)`: the inputs
+            with the generated rows, their labels (the generated tokens
+            at the covered positions), and `(batch, window)` weights. A
+            generated row's distillation weight is 1 on the positions that
+            predict its generated tokens and 0 elsewhere (prompt, padding,
+            what follows); its supervised weight is the same for
+            `SequenceLevel` and 0 for `OnPolicy`. The other rows keep
+            their data and weights.
+        """
+        tokens, mask, rebuild = token_inputs(x)
+        tokens = tf.cast(tokens, "int32")
+        batch, window = tf.shape(tokens)[0], tf.shape(tokens)[1]
+        self._check_window(tokens.shape[1])
+        rows = self._rows(batch)
+        prompts = self.prompts(rows, seed)
+        head_mask = None if mask is None else mask[:rows]
+
+        def head_logits(head, head_mask):
+            return logits_fn(rebuild(head, head_mask))
+
+        head, head_mask = continue_tokens(
+            head_logits,
+            tokens[:rows],
+            prompts,
+            self.new_tokens,
+            self.temperature,
+            seed,
+            head_mask,
+        )
+        new_tokens = tf.concat([head, tokens[rows:]], axis=0)
+        new_mask = None
+        if mask is not None:
+            new_mask = tf.concat([head_mask, mask[rows:]], axis=0)
+        covered = _covered(prompts, self.new_tokens, window)
+        if y is not None:
+            following = tf.concat([head[:, 1:], head[:, -1:]], axis=1)
+            labels = tf.where(covered, following, tf.cast(y[:rows], "int32"))
+            y = tf.concat([tf.cast(labels, y.dtype), y[rows:]], axis=0)
+        base = tf.ones_like(tokens, "float32")
+        if sample_weight is not None:
+            weight = tf.cast(sample_weight, "float32")
+            if weight.shape.rank == 1:
+                weight = weight[:, None]
+            base = base * weight
+        on = tf.cast(covered, "float32")
+        supervised_on = on if self.supervises_generated else on * 0.0
+        distillation = tf.concat([on, base[rows:]], axis=0)
+        supervised = tf.concat([supervised_on, base[rows:]], axis=0)
+        return rebuild(new_tokens, new_mask), y, supervised, distillation
+
+    def get_config(self):
+        low, high = self.prompt_length
+        return {
+            "fraction": self.fraction,
+            "prompt_length": low if low == high else [low, high],
+            "new_tokens": self.new_tokens,
+            "temperature": self.temperature,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        config = self.get_config().items()
+        arguments = ", ".join(f"{k}={v!r}" for k, v in config)
+        return f"{type(self).__name__}({arguments})"
+
+
+def _check_prompt_length(value):
+    """`(low, high)` from an int or a pair of ints, 1 <= low <= high."""
+    pair = value if isinstance(value, (list, tuple)) else (value, value)
+    if len(pair) != 2:
+        raise ValueError(
+            "Invalid value for argument `prompt_length`. Expected an int or "
+            f"a pair (low, high) of ints. Received: prompt_length={value!r}"
+        )
+    low, high = (validation.check_int("prompt_length", v, low=1) for v in pair)
+    if low > high:
+        raise ValueError(
+            "Invalid value for argument `prompt_length`. Expected low <= "
+            f"high. Received: prompt_length={value!r}"
+        )
+    return low, high
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class OnPolicy(Generation):
+    """On-policy distillation: the student continues part of each batch.
+
+    In each training step the first `round(fraction · batch)` rows keep
+    their first `prompt_length` tokens; the student (`training=False`)
+    samples `new_tokens` after them at `temperature`, the teacher scores
+    the result, and the distillation losses compare the models on the
+    generated positions only (the prompt, padding and the tokens after
+    the generated ones weigh 0). These rows have no supervised loss: the
+    labels would be the student's own samples. The other rows train as
+    without generation; `fraction=0` is exactly the plain step. Sampling
+    is seeded by `seed`, the optimizer's step and the replica, so a run
+    repeats exactly. Give the losses `reduction="mean_with_sample_weight"`
+    for a mean per generated token. Needs the teacher online (no
+    `TeacherCache`).
+
+    Args:
+        fraction: GKD's λ, in [0, 1]: the share of each batch the student
+            continues. Defaults to 0.5.
+        prompt_length: The prompt's length in tokens, an int or a pair
+            `(low, high)` drawn per row, at least 1. Defaults to 8.
+        new_tokens: How many tokens the student writes. Defaults to 16.
+        temperature: The sampling temperature; 0 is greedy. Defaults to 1.
+        seed: An int seeding the draws. Defaults to 0.
+
+    Raises:
+        ValueError: If a value is out of range; at the first batch, if a
+            prompt plus `new_tokens` does not fit the window or the inputs
+            are not token ids.
+
+    Example:
+
+    ```python
+    distiller = keras_distill.Distiller(
+        teacher,
+        student,
+        keras_distill.losses.ReverseKL(reduction="mean_with_sample_weight"),
+        student_loss_weight=0.0,
+        generation=keras_distill.on_policy.OnPolicy(
+            fraction=1.0, prompt_length=8, new_tokens=16
+        ),
+    )
+    distiller.compile("adam")
+    distiller.fit(tokens, next_tokens, epochs=3)
+    ```
+    """
+
+    def __init__(
+        self, fraction=0.5, prompt_length=8, new_tokens=16, temperature=1.0,
+        seed=0,
+    ):
+        super().__init__(fraction, prompt_length, new_tokens, temperature, seed)
+
+
+@keras.saving.register_keras_serializable(package="keras_distill")
+class SequenceLevel(Generation):
+    """Sequence-level distillation: the teacher continues each batch.
+
+    As `OnPolicy`, but the teacher writes the tokens (greedy at the
+    default `temperature=0`, Kim and Rush's sequence-level KD), and the
+    student's supervised loss also covers them, with the generated tokens
+    as labels, on the generated positions only.
+
+    Args:
+        fraction: The share of each batch the teacher continues, in
+            [0, 1]. Defaults to 1.
+        prompt_length: The prompt's length, an int or a pair
+            `(low, high)` drawn per row. Defaults to 8.
+        new_tokens: How many tokens the teacher writes. Defaults to 16.
+        temperature: 0 (greedy, the default) or a sampling temperature.
+        seed: An int seeding the draws. Defaults to 0.
+
+    Raises:
+        ValueError: As for `OnPolicy`.
+
+    Example:
+
+    ```python
+    distiller = keras_distill.Distiller(
+        teacher,
+        student,
+        keras_distill.losses.LogitsDistillation(
+            temperature=1.0, reduction="mean_with_sample_weight"
+        ),
+        generation=keras_distill.on_policy.SequenceLevel(new_tokens=16),
+    )
+    distiller.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    distiller.fit(tokens, next_tokens, epochs=3)
+    ```
+    """
+
+    generator = "teacher"
+    supervises_generated = True
+
+    def __init__(
+        self, fraction=1.0, prompt_length=8, new_tokens=16, temperature=0.0,
+        seed=0,
+    ):
+        super().__init__(fraction, prompt_length, new_tokens, temperature, seed)
+
+
+def check_generation(value):
+    """None, or an `OnPolicy` / `SequenceLevel` (raises otherwise)."""
+    if value is None or isinstance(value, Generation):
+        return value
+    raise ValueError(
+        "Invalid value for argument `generation`. Expected None, a "
+        "`keras_distill.on_policy.OnPolicy` or a `SequenceLevel`. "
+        f"Received: generation={value!r}"
+    )
+
+
+def sample(
+    model, x, prompt_length, new_tokens, temperature=1.0, seed=0
+):
+    """Continues each row's prompt with tokens `model` samples.
+
+    What `OnPolicy` does inside a training step, for measuring what a
+    model generates: every row keeps its first `prompt_length` tokens and
+    gets `new_tokens` sampled ones after them (greedy at temperature 0).
+
+    Args:
+        model: A causal language model (see the module doc), returning
+            logits.
+        x: `(batch, window)` int token ids, or a KerasHub CausalLM's dict.
+        prompt_length: An int, or a `(batch,)` array of lengths.
+        new_tokens: How many tokens to write.
+        temperature: The sampling temperature; 0 is greedy.
+        seed: An int, or a stateless seed of shape `(2,)`.
+
+    Returns:
+        The `(batch, window)` token ids as a NumPy array (for a dict
+        input: a dict with the new `token_ids` and `padding_mask`).
+
+    Example:
+
+    ```python
+    continued = keras_distill.on_policy.sample(
+        student, validation_tokens[:256], prompt_length=16, new_tokens=32
+    )
+    ```
+    """
+    validation.check_int("new_tokens", new_tokens, low=1)
+    if isinstance(x, dict):
+        x = {k: tf.convert_to_tensor(v) for k, v in x.items()}
+    else:
+        x = tf.convert_to_tensor(x)
+    tokens, mask, rebuild = token_inputs(x)
+    rows = tf.shape(tokens)[0]
+    prompts = tf.broadcast_to(tf.cast(prompt_length, "int32"), [rows])
+    if np.ndim(seed) == 0:
+        seed = [validation.check_int("seed", seed), 0]
+
+    @tf.function
+    def run(tokens, mask, prompts, seed):
+        return continue_tokens(
+            lambda t, m: model(rebuild(t, m), training=False),
+            tokens,
+            prompts,
+            new_tokens,
+            temperature,
+            seed,
+            mask,
+        )
+
+    tokens, mask = run(tokens, mask, prompts, tf.constant(seed, "int64"))
+    if mask is None:
+        return tokens.numpy()
+    return {TOKEN_IDS: tokens.numpy(), PADDING_MASK: mask.numpy()}
