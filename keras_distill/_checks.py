@@ -567,11 +567,40 @@ def check_labels_given(y, compiled_loss):
         )
 
 
-def check_cache_serves(teacher_view, losses, cached=None):
-    """Cached teacher outputs serve losses on the final output only, and
-    top-k ones the losses that can read them."""
+def check_cache_serves(teacher_view, losses, cached=None, classes=None):
+    """Cached teacher outputs serve losses on the final output only,
+    top-k ones the losses that can read them, and a student of `classes`
+    outputs (the vocabulary): full logits of another size are refused,
+    and top-k indices past the student's last class fail the step.
+
+    Returns:
+        `cached`, its top-k indices checked in the graph (outside XLA).
+    """
+    from keras_distill.losses.divergences import TOP_K_INDICES
     from keras_distill.losses.divergences import is_top_k
 
+    if classes is not None and not is_top_k(cached):
+        size = cached.shape[-1] if hasattr(cached, "shape") else None
+        if size is not None and int(size) != int(classes):
+            raise ValueError(
+                "The teacher cache holds logits over "
+                f"{int(size)} classes and the student outputs {int(classes)}."
+                " Expected a cache of a teacher with the student's classes "
+                "(the same vocabulary). Received: a cache of another teacher"
+            )
+    if classes is not None and is_top_k(cached):
+        indices = cached[TOP_K_INDICES]
+        check = tf.debugging.assert_less(
+            tf.reduce_max(indices),
+            tf.cast(classes, indices.dtype),
+            message=(
+                "The top-k teacher cache holds ids past the vocabulary of "
+                f"the student ({int(classes)} classes). Expected a cache of a "
+                "teacher with the same vocabulary (the same tokenizer)"
+            ),
+        )
+        with tf.control_dependencies([check]):
+            cached = dict(cached, **{TOP_K_INDICES: tf.identity(indices)})
     if is_top_k(cached):
         unable = [type(x).__name__ for x in losses if not x.reads_top_k_teacher]
         if unable:
@@ -588,3 +617,4 @@ def check_cache_serves(teacher_view, losses, cached=None):
             "Received: losses on teacher layers "
             f"{[x.teacher_layer for x in losses]}"
         )
+    return cached

@@ -407,7 +407,8 @@ class Distiller(MultiWorkerBuild, keras.Model):
             return None
         if cached is None:
             return view(self._for_teacher(x), training=False)
-        checks.check_cache_serves(view, self._distill_losses, cached)
+        losses, classes = self._distill_losses, self._student_view.classes()
+        cached = checks.check_cache_serves(view, losses, cached, classes)
         return {views.LOGITS: view.logits(cached), views.MASK: None}
 
     def compute_loss(
@@ -551,9 +552,8 @@ class Distiller(MultiWorkerBuild, keras.Model):
         """
         bound = self._checked("fit", args, kwargs)
         if self.optimizer is not None and not self.optimizer.built:
-            # Built here rather than in the first trace of the step, where
-            # its variables would be made inside the NaN guard's `cond`
-            # and the trace would cost about twice as long.
+            # Not in the step's first trace: inside the NaN guard's `cond`
+            # its variables double that trace's time.
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
         if "shuffle" not in bound.arguments and isinstance(

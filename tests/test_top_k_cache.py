@@ -4,6 +4,7 @@ k = V equal to the full cache's, invalidation and the stored file."""
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_distill
 from keras_distill import losses
@@ -125,3 +126,29 @@ def test_stored_invalidated_and_refused_where_it_cannot_serve(tmp_path):
         distiller.fit(data, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="Expected an integer >= 1"):
         TeacherCache(teacher, x, verbose=0, top_k=0)
+
+
+def test_a_cache_of_another_vocabulary_is_refused_naming_both_sizes():
+    x, y, _ = tokens()
+    teacher = token_model("teacher", 8, 1)
+    # A teacher of 32 tokens: its top-4 ids go past the student's 24.
+    inputs = keras.Input((TIME,), dtype="int32")
+    h = keras.layers.Embedding(VOCAB, 8)(inputs)
+    wide = keras.Model(inputs, keras.layers.Dense(VOCAB + 8)(h))
+    wide.layers[-1].set_weights(
+        [np.zeros((8, VOCAB + 8)), np.arange(VOCAB + 8, dtype="float32")]
+    )  # the largest logits are the last ids, past 24
+    student = token_model("student", 4, 2)
+    distiller = keras_distill.Distiller(teacher, student, "kd")
+    distiller.compile("sgd", keras.losses.SparseCategoricalCrossentropy(True))
+    full = TeacherCache(wide, x, verbose=0)
+    with pytest.raises(ValueError, match="over 32 classes and the student "
+                       "outputs 24"):
+        distiller.fit(full.dataset(x, y, batch_size=4), verbose=0)
+    top = TeacherCache(wide, x, verbose=0, top_k=4)
+    match = r"past the vocabulary of the student \(24 classes\)"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+        distiller.fit(top.dataset(x, y, batch_size=4), verbose=0)
+    # The teacher's own cache serves.
+    own = TeacherCache(teacher, x, verbose=0, top_k=4)
+    distiller.fit(own.dataset(x, y, batch_size=4), verbose=0)
