@@ -385,9 +385,18 @@ def test_bench_lm_quick_writes_every_row(tmp_path, capsys):
         == 0
     )
     result = json.loads(output.read_text())
-    rows = {"teacher", "scratch", "forward", "reverse", "jsd"}
+    rows = {"teacher", "scratch", "forward", "jsd", "on_policy_0.5"}
     rows |= {f"top4_{form}" for form in lm.FORMS}
     assert set(result["validation_ce"]) == rows
+    assert result["config"]["corpus"] == "docs"
+    # Every student's continuations, scored by the teacher (nats).
+    assert set(result["sampled_nll"]) == rows - {"teacher"}
+    for key, (nll,) in result["sampled_nll"].items():
+        assert 0 < nll < 3 * np.log(result["config"]["vocabulary"]), key
+    assert result["ratios"]["on_policy_0.5/jsd sampled NLL"] == pytest.approx(
+        result["mean_sampled_nll"]["on_policy_0.5"]
+        / result["mean_sampled_nll"]["jsd"]
+    )
     for key, (ce,) in result["validation_ce"].items():
         assert 0 < ce < np.log(result["config"]["vocabulary"]) + 1, key
         np.testing.assert_allclose(result["perplexity"][key][0], np.exp(ce))
@@ -459,3 +468,25 @@ def test_bench_memory_quick_measures_the_chunked_loss(tmp_path, capsys):
         ("kd", 16384, 4),
     ]
     assert "extra peak (logits tensors)" in capsys.readouterr().out
+
+
+def test_sampled_nll_is_the_teachers_nll_of_the_students_tokens():
+    from types import SimpleNamespace
+
+    from keras_distill import on_policy
+    from keras_distill.app.bench import lm
+
+    teacher = lm.decoder_lm(11, 6, dim=8, layers=1, heads=2, seed=0, name="t")
+    student = lm.decoder_lm(11, 6, dim=4, layers=1, heads=1, seed=1, name="s")
+    x = np.random.default_rng(0).integers(0, 11, (5, 6)).astype("int32")
+    setup = SimpleNamespace(x_val=x, sampled=(4, 2, 3))
+    got = lm.sampled_nll(student, teacher, setup, seed=7)
+    tokens = on_policy.sample(student, x[:4], 2, 3, 1.0, seed=[7, 1])
+    np.testing.assert_array_equal(tokens[:, :2], x[:4, :2])
+    logits = np.asarray(teacher(tokens), np.float64)
+    logits -= logits.max(-1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = -np.mean(
+        [log_p[r, t - 1, tokens[r, t]] for r in range(4) for t in (2, 3, 4)]
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-5)

@@ -1,25 +1,31 @@
 """The language-model benchmark behind `keras-distill bench lm`.
 
-Offline, on the English documentation every Python ships with
-(`pydoc_data.topics`, about 465,000 characters in 79 documents), split by
-document (every tenth for validation). A WordPiece vocabulary is trained
-on the training split (`keras_hub.tokenizers`, the `hub` extra), and the
-text cut into windows of `WINDOW` tokens. A decoder-only Transformer
-teacher and a much smaller student (`decoder_lm`) are trained per seed:
+Offline, on the source of the Python standard library (`lm_corpus`,
+about 10 MB of `.py` files, split by module name; `--corpus docs` and
+`--quick` use the documentation Python ships). A WordPiece vocabulary is
+trained on the training split, the text cut into windows of `WINDOW`
+tokens, and every `TRAIN_STRIDE`-th training window (every
+`VALIDATION_STRIDE`-th validation window) kept, so that a run fits 45
+minutes on two cores. A decoder-only Transformer teacher (`decoder_lm`)
+is trained once, on seed 0; then per seed, a much smaller student:
 
-- `teacher`, `scratch` (the student from the next tokens alone);
-- `forward` (KD: `LogitsDistillation` at T = 1), `reverse` (`ReverseKL`),
-  `jsd` (GKD's `GeneralizedJSD(0.5)`), the teacher online;
+- `scratch` (the student from the next tokens alone);
+- `forward` (KD: `LogitsDistillation` at T = 1) and `jsd` (GKD's
+  `GeneralizedJSD(0.5)`), the teacher online: off-policy;
 - `top{k}_{form}`: forward KD from a `TeacherCache(top_k=k)`, for k in
-  `TOP_K` and both top-k forms (`keras_distill.losses.divergences`).
+  `TOP_K` and both top-k forms (`keras_distill.losses.divergences`);
+- `on_policy_{λ}`: `jsd` with `keras_distill.on_policy.OnPolicy`, a
+  fraction λ of each batch continued by the student (`ON_POLICY`).
 
 Every student mixes the cross-entropy on the next tokens and its
 distillation term at `ALPHA`, reads the same batches in the same order,
-and is scored by its validation cross-entropy per token (nats) and
-perplexity. The `forward` student of the first seed is exported to TFLite
-(float32 and dynamic-range int8): file size, milliseconds per token
-(one thread) and the share of validation tokens whose next-token argmax
-agrees with Keras.
+and is scored by its validation cross-entropy per token (nats) and by
+what it generates: the teacher's negative log-likelihood per token of
+the student's own sampled continuations of `SAMPLED_PROMPTS` validation
+prompts (`sampled_nll`). The `forward` student of the first seed is
+exported to TFLite (float32 and dynamic-range int8): file size,
+milliseconds per token (one thread) and the share of validation tokens
+whose next-token argmax agrees with Keras.
 """
 
 import os
@@ -29,10 +35,14 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_distill import losses
-from keras_distill._utils import optional_import
+from keras_distill import on_policy
 from keras_distill._utils import predict
+from keras_distill.app.bench.lm_corpus import corpus
+from keras_distill.app.bench.lm_corpus import windows
+from keras_distill.app.bench.lm_corpus import word_piece_tokenizer
 from keras_distill.app.environment import versions
 from keras_distill.app.report import format_table
 from keras_distill.distiller import Distiller
@@ -42,64 +52,37 @@ from keras_distill.teachers import TeacherCache
 WINDOW = 64
 VOCABULARY = 2048
 TEACHER = dict(dim=128, layers=2, heads=4)
-STUDENT = dict(dim=48, layers=1, heads=2)
+STUDENT = dict(dim=32, layers=1, heads=2)
 ALPHA = 0.5
-TOP_K = (8, 32)
+TOP_K = (32,)
 FORMS = ("rest", "renormalized")
+TRAIN_STRIDE, VALIDATION_STRIDE = 6, 8
+# Texts the tokenizer is trained on: every third training module.
+TOKENIZER_STRIDE = 3
 ONLINE = {
     "forward": lambda: losses.LogitsDistillation(1.0),
-    "reverse": lambda: losses.ReverseKL(),
     "jsd": lambda: losses.GeneralizedJSD(0.5),
 }
+# On-policy rows: JSD(0.5) on the student's own continuations of a
+# fraction λ of each batch (λ = 0 is the `jsd` row).
+ON_POLICY = dict(
+    fractions=(0.5, 1.0), prompt_length=(8, 40), new_tokens=16
+)
+# What the students generate: continuations of validation prompts,
+# scored by the teacher.
+SAMPLED_PROMPTS, SAMPLED_PROMPT_LENGTH, SAMPLED_TOKENS = 256, 16, 32
 # A tiny configuration for tests: a few windows, small models.
 QUICK = dict(
+    corpus="docs",
     window=16,
     vocabulary=300,
     teacher=dict(dim=16, layers=1, heads=2),
     student=dict(dim=8, layers=1, heads=1),
     windows=48,
     top_k=(4,),
+    on_policy=dict(fractions=(0.5,), prompt_length=(2, 6), new_tokens=4),
+    sampled=(8, 4, 6),
 )
-
-
-def corpus():
-    """`(training texts, validation texts)`: every tenth document of
-    `pydoc_data.topics` (sorted by name) is for validation."""
-    from pydoc_data.topics import topics
-
-    names = sorted(topics)
-    train = [topics[n] for i, n in enumerate(names) if i % 10 != 5]
-    validation = [topics[n] for i, n in enumerate(names) if i % 10 == 5]
-    return train, validation
-
-
-def word_piece_tokenizer(texts, size):
-    """A WordPiece tokenizer (`keras_hub`) trained on `texts`."""
-    keras_hub = optional_import("keras_hub", "hub", "The LM benchmark")
-    import tensorflow as tf
-
-    vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
-        tf.data.Dataset.from_tensor_slices(texts),
-        vocabulary_size=size,
-        lowercase=False,
-        strip_accents=False,
-        reserved_tokens=["[PAD]", "[UNK]"],
-    )
-    return keras_hub.tokenizers.WordPieceTokenizer(
-        vocabulary=vocabulary, lowercase=False, strip_accents=False
-    )
-
-
-def windows(tokenizer, texts, window):
-    """`(x, y)`: consecutive windows of the texts' tokens and the next
-    token of each position (int32 `(n, window)`)."""
-    stream = np.concatenate(
-        [np.asarray(tokenizer(t)).astype("int32") for t in texts]
-    )
-    n = (len(stream) - 1) // window
-    x = stream[: n * window].reshape(n, window)
-    y = stream[1 : n * window + 1].reshape(n, window)
-    return x, y
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -190,18 +173,24 @@ def timed_fit(model, data, epochs):
 class Setup:
     """The data and the sizes of one benchmark run."""
 
-    def __init__(self, quick, batch_size):
+    def __init__(self, quick, batch_size, corpus_name="stdlib"):
         config = QUICK if quick else {}
+        self.corpus = config.get("corpus", corpus_name)
         self.window = config.get("window", WINDOW)
         self.teacher = config.get("teacher", TEACHER)
         self.student = config.get("student", STUDENT)
         self.top_k = config.get("top_k", TOP_K)
+        self.on_policy = config.get("on_policy", ON_POLICY)
+        self.sampled = config.get(
+            "sampled", (SAMPLED_PROMPTS, SAMPLED_PROMPT_LENGTH, SAMPLED_TOKENS)
+        )
         self.batch_size = batch_size
-        train, validation = corpus()
+        train, validation = corpus(self.corpus)
         if quick:
             train, validation = train[:6], validation[:2]
         self.tokenizer = word_piece_tokenizer(
-            train, config.get("vocabulary", VOCABULARY)
+            train[::TOKENIZER_STRIDE] if self.corpus == "stdlib" else train,
+            config.get("vocabulary", VOCABULARY),
         )
         self.vocabulary = int(self.tokenizer.vocabulary_size())
         self.x, self.y = windows(self.tokenizer, train, self.window)
@@ -214,6 +203,10 @@ class Setup:
                 self.y[: config["windows"]],
             )
             self.x_val, self.y_val = self.x_val[:16], self.y_val[:16]
+        elif self.corpus == "stdlib":
+            self.x, self.y = self.x[::TRAIN_STRIDE], self.y[::TRAIN_STRIDE]
+            self.x_val = self.x_val[::VALIDATION_STRIDE]
+            self.y_val = self.y_val[::VALIDATION_STRIDE]
 
     def model(self, sizes, seed, name):
         keras.utils.set_random_seed(seed)
@@ -227,14 +220,44 @@ class Setup:
         )
 
 
-def train_student(setup, seed, epochs, teacher=None, loss=None, cache=None):
+def sampled_nll(student, teacher, setup, seed):
+    """What the student generates, as the teacher judges it.
+
+    The student continues the first tokens of `SAMPLED_PROMPTS` validation
+    windows with `SAMPLED_TOKENS` sampled tokens (temperature 1, seeded);
+    the result is the teacher's mean negative log-likelihood per
+    generated token (nats): lower means continuations the teacher finds
+    likelier.
+    """
+    count, prompt, new = setup.sampled
+    x = setup.x_val[:count]
+    tokens = on_policy.sample(student, x, prompt, new, 1.0, seed=[seed, 1])
+    logits = tf.cast(predict(teacher, tokens), "float32")
+    log_p = tf.nn.log_softmax(logits, axis=-1).numpy()
+    positions = np.arange(prompt, prompt + new)
+    picked = np.take_along_axis(
+        log_p[:, positions - 1], tokens[:, positions, None], -1
+    )
+    return float(-picked.mean())
+
+
+def train_student(
+    setup, seed, epochs, teacher=None, loss=None, cache=None, generation=None
+):
     """A student from labels (no `loss`), or distilled with `loss` from the
-    teacher online or from `cache`. Returns `(model, seconds per epoch)`."""
+    teacher online (with `generation`, an `OnPolicy`) or from `cache`.
+    Returns `(model, seconds per epoch)`."""
     student = setup.model(setup.student, seed + 1, "student")
     if loss is None:
         model, data = student, setup.batches(seed)
     else:
-        model = Distiller(teacher, student, loss, student_loss_weight=ALPHA)
+        model = Distiller(
+            teacher,
+            student,
+            loss,
+            student_loss_weight=ALPHA,
+            generation=generation,
+        )
         data = setup.batches(seed)
         if cache is not None:
             data = cache.dataset(
@@ -265,21 +288,26 @@ def export_figures(student, setup):
     return figures
 
 
-def run_seed(setup, seed, epochs, teacher_epochs, record, log):
-    """Trains and scores every row of one seed."""
+def train_teacher(setup, epochs):
+    """The teacher every seed's students learn from (seed 0)."""
+    teacher = setup.model(setup.teacher, 0, "teacher")
+    teacher.compile(keras.optimizers.Adam(1e-3), cross_entropy())
+    seconds = timed_fit(teacher, setup.batches(0), epochs)
+    return teacher, seconds
+
+
+def run_seed(setup, seed, epochs, teacher, record, log):
+    """Trains and scores every student row of one seed."""
 
     def score(key, model, seconds):
         ce = validation_ce(model, setup.x_val, setup.y_val)
-        record(key, ce, seconds)
-        log(f"[lm seed {seed}] {key}: {ce:.4f} nats, {seconds:.1f} s/epoch")
+        nll = sampled_nll(model, teacher, setup, seed)
+        record(key, ce, seconds, nll)
+        log(
+            f"[lm seed {seed}] {key}: {ce:.4f} nats, sampled NLL "
+            f"{nll:.4f}, {seconds:.1f} s/epoch"
+        )
 
-    teacher = setup.model(setup.teacher, seed, "teacher")
-    teacher.compile(keras.optimizers.Adam(1e-3), cross_entropy())
-    score(
-        "teacher",
-        teacher,
-        timed_fit(teacher, setup.batches(seed), teacher_epochs),
-    )
     student, seconds = train_student(setup, seed, epochs)
     score("scratch", student, seconds)
     students = {}
@@ -288,6 +316,19 @@ def run_seed(setup, seed, epochs, teacher_epochs, record, log):
             setup, seed, epochs, teacher, make()
         )
         score(key, students[key], seconds)
+    config = setup.on_policy
+    for fraction in config["fractions"]:
+        generation = on_policy.OnPolicy(
+            fraction,
+            config["prompt_length"],
+            config["new_tokens"],
+            temperature=1.0,
+            seed=seed,
+        )
+        model, seconds = train_student(
+            setup, seed, epochs, teacher, ONLINE["jsd"](), None, generation
+        )
+        score(f"on_policy_{fraction:g}", model, seconds)
     cache_bytes = {}
     for k in setup.top_k:
         cache = TeacherCache(
@@ -305,23 +346,25 @@ def run_seed(setup, seed, epochs, teacher_epochs, record, log):
 
 def run(
     seeds=(0, 1, 2),
-    epochs=6,
+    epochs=3,
     teacher_epochs=8,
     batch_size=32,
     quick=False,
     output=None,
     log=print,
+    corpus_name="stdlib",
 ):
     """Runs the language-model benchmark; see the module docstring.
 
     Args:
-        seeds: One run per seed.
+        seeds: One run of every student per seed.
         epochs: Epochs of every student.
-        teacher_epochs: Epochs of the teacher.
+        teacher_epochs: Epochs of the teacher (trained once).
         batch_size: Windows per batch.
-        quick: A tiny configuration (`QUICK`), for tests.
+        quick: A tiny configuration (`QUICK`, the docs corpus), for tests.
         output: A JSON file written after every seed, or None.
         log: A function that prints a progress line.
+        corpus_name: `"stdlib"` or `"docs"` (`lm_corpus.CORPORA`).
 
     Returns:
         The result dict.
@@ -332,17 +375,21 @@ def run(
     """
     from keras_distill.app.bench import common
 
-    setup = Setup(quick, batch_size)
-    ce, seconds = {}, {}
+    setup = Setup(quick, batch_size, corpus_name)
+    ce, seconds, nll = {}, {}, {}
 
-    def record(key, value, time_per_epoch):
+    def record(key, value, time_per_epoch, sampled=None):
         ce.setdefault(key, []).append(value)
         seconds.setdefault(key, []).append(round(time_per_epoch, 2))
+        if sampled is not None:
+            nll.setdefault(key, []).append(sampled)
 
     tokens = int(setup.x.size)
+    count, prompt, new = setup.sampled
     result = {
         "versions": versions(),
         "config": dict(
+            corpus=setup.corpus,
             window=setup.window,
             vocabulary=setup.vocabulary,
             tokenizer="WordPiece, trained on the training split",
@@ -354,15 +401,21 @@ def run(
             batch_size=batch_size,
             train_tokens=tokens,
             validation_tokens=int(setup.x_val.size),
+            on_policy=dict(setup.on_policy),
+            sampled=dict(prompts=count, prompt_length=prompt, tokens=new),
         ),
     }
+    start = time.perf_counter()
+    teacher, teacher_seconds = train_teacher(setup, teacher_epochs)
+    teacher_ce = validation_ce(teacher, setup.x_val, setup.y_val)
+    log(f"[lm] teacher: {teacher_ce:.4f} nats, {teacher_seconds:.1f} s/epoch")
     for i, seed in enumerate(seeds):
+        record("teacher", teacher_ce, teacher_seconds)
         forward, cache_bytes = run_seed(
-            setup, seed, epochs, teacher_epochs, record, log
+            setup, seed, epochs, teacher, record, log
         )
         if i == 0:
             result["tflite"] = export_figures(forward, setup)
-            teacher = setup.model(setup.teacher, 0, "teacher")
             result["params"] = {
                 "teacher": int(teacher.count_params()),
                 "student": int(forward.count_params()),
@@ -373,24 +426,38 @@ def run(
             perplexity={
                 k: [float(np.exp(v)) for v in vs] for k, vs in ce.items()
             },
+            sampled_nll=nll,
             seconds_per_epoch=seconds,
             mean_ce={k: statistics.mean(v) for k, v in ce.items()},
+            mean_sampled_nll={k: statistics.mean(v) for k, v in nll.items()},
             cache_bytes_per_token={
                 "full": 4 * setup.vocabulary,
                 **{f"top{k}": b / tokens for k, b in cache_bytes.items()},
             },
+            minutes=round((time.perf_counter() - start) / 60, 1),
         )
-        result["ratios"] = ratios(result["mean_ce"])
+        result["ratios"] = ratios(result["mean_ce"], result["mean_sampled_nll"])
         common.write_json(output, result)
     return result
 
 
-def ratios(mean_ce):
-    """The goals' ratios: KD over scratch, top-k over full-vocabulary KD."""
-    out = {"forward/scratch": mean_ce["forward"] / mean_ce["scratch"]}
+def ratios(mean_ce, mean_nll=None):
+    """The goals' ratios: the teacher and KD over scratch, top-k over
+    full-vocabulary KD, and each on-policy row's sampled NLL and
+    cross-entropy over the off-policy `forward` and `jsd` rows'."""
+    out = {
+        "teacher/scratch": mean_ce["teacher"] / mean_ce["scratch"],
+        "forward/scratch": mean_ce["forward"] / mean_ce["scratch"],
+    }
     for key in mean_ce:
         if key.startswith("top"):
             out[f"{key}/forward"] = mean_ce[key] / mean_ce["forward"]
+    for key in mean_nll or {}:
+        if not key.startswith("on_policy"):
+            continue
+        for base in ONLINE:
+            out[f"{key}/{base} sampled NLL"] = mean_nll[key] / mean_nll[base]
+            out[f"{key}/{base} CE"] = mean_ce[key] / mean_ce[base]
     return out
 
 
@@ -400,14 +467,16 @@ def table(result):
     per_token = result["cache_bytes_per_token"]
     for key, values in result["validation_ce"].items():
         cache = "-"
-        if key in ONLINE:
+        if key in ONLINE or key.startswith("on_policy"):
             cache = f"{per_token['full']:.0f} (full)"
         elif key.startswith("top"):
             cache = f"{per_token[key.split('_')[0]]:.0f}"
+        sampled = result.get("sampled_nll", {}).get(key)
         rows.append(
             [
                 key,
                 f"{statistics.mean(values):.4f}",
+                f"{statistics.mean(sampled):.4f}" if sampled else "-",
                 f"{float(np.exp(statistics.mean(values))):.1f}",
                 f"{statistics.median(result['seconds_per_epoch'][key]):.1f}",
                 cache,
@@ -416,6 +485,7 @@ def table(result):
     header = [
         "model",
         "val CE (nats)",
+        "sampled NLL",
         "perplexity",
         "s/epoch",
         "cache B/token",
