@@ -152,3 +152,50 @@ def test_a_cache_of_another_vocabulary_is_refused_naming_both_sizes():
     # The teacher's own cache serves.
     own = TeacherCache(teacher, x, verbose=0, top_k=4)
     distiller.fit(own.dataset(x, y, batch_size=4), verbose=0)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "xla"])
+def test_the_students_top_k_and_rest_and_their_gradient(compiled):
+    from keras_distill.losses.divergences import student_top_k_log_probs
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 3, (2, 3, 10)).astype("float32")
+    logits[1, 2] = [30, 29, 28, -30, -30, -30, -30, -30, -30, -30]
+    indices = np.argsort(-logits, axis=-1)[..., :3].astype("int32")
+    indices[0, 0] = [9, 0, 4]  # not the largest: a large rest
+    up_top = rng.normal(size=(2, 3, 3)).astype("float32")
+    up_rest = rng.normal(size=(2, 3)).astype("float32")
+
+    def value_and_gradient(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            top, rest = student_top_k_log_probs(x, indices)
+            objective = tf.reduce_sum(top * up_top) + tf.reduce_sum(
+                rest * up_rest
+            )
+        return top, rest, tape.gradient(objective, x)
+
+    run = tf.function(value_and_gradient) if compiled else value_and_gradient
+    top, rest, gradient = run(tf.constant(logits))
+    # NumPy: the log-softmax at the indices, the rest summed directly,
+    # and the gradient of the same objective.
+    z = logits.astype(np.float64)
+    lse = np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1)) + z.max(-1)
+    q = np.exp(z - lse[..., None])
+    inside = np.zeros_like(z, bool)
+    np.put_along_axis(inside, indices, True, -1)
+    rest_mass = np.where(inside, 0.0, q).sum(-1)
+    np.testing.assert_allclose(
+        top, np.take_along_axis(z, indices, -1) - lse[..., None], atol=1e-5
+    )
+    np.testing.assert_allclose(rest, np.log(rest_mass), rtol=1e-4)
+    q_out = np.where(inside, 0.0, q) / rest_mass[..., None]
+    expected = up_rest[..., None] * (q_out - q)
+    expected -= up_top.sum(-1)[..., None] * q
+    np.put_along_axis(
+        expected,
+        indices,
+        np.take_along_axis(expected, indices, -1) + up_top,
+        -1,
+    )
+    np.testing.assert_allclose(gradient, expected, atol=1e-5)

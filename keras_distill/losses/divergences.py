@@ -30,6 +30,7 @@ how much mass lies outside the top k, "renormalized" drops it.
 
 import math
 
+import tensorflow as tf
 from keras import ops
 
 from keras_distill._validation import check_choice
@@ -127,20 +128,93 @@ def top_k_log_probs(teacher, student_logits, temperature=1.0, form="rest"):
     z = ops.cast(teacher[LOG_NORMALIZER], "float32")[..., None]
     log_rest = ops.cast(teacher[LOG_REST], "float32")[..., None]
     log_p = ops.concatenate([values - z, log_rest], axis=-1)
-    log_q_full = ops.log_softmax(student, axis=-1)
-    log_q = ops.concatenate(
-        [
-            ops.take_along_axis(log_q_full, indices, axis=-1),
-            rest_log_mass(student, indices)[..., None],
-        ],
-        axis=-1,
-    )
+    top, rest = student_top_k_log_probs(student, indices)
+    log_q = ops.concatenate([top, rest[..., None]], axis=-1)
     log_p, log_q = ops.maximum(log_p, _LOG_ZERO), ops.maximum(log_q, _LOG_ZERO)
     # Tempering: p^(1/T), renormalised over the buckets (exact at T = 1).
     return (
         ops.log_softmax(log_p / t, axis=-1),
         ops.log_softmax(log_q / t, axis=-1),
     )
+
+
+def _top_k_and_rest(logits, indices):
+    """`(log q at indices, log q_rest, the two log-normalizers)` of
+    `(rows, V)` float32 logits: `logsumexp` over every token and over the
+    tokens outside the indices."""
+    rows, vocab = tf.shape(logits)[0], tf.shape(logits)[1]
+    k = tf.shape(indices)[1]
+    row = tf.repeat(tf.range(rows)[:, None], k, axis=1)
+    coords = tf.stack([row, indices], axis=-1)
+    outside = tf.tensor_scatter_nd_update(
+        logits, coords, tf.fill([rows, k], -1e30)
+    )
+    lse = tf.reduce_logsumexp(logits, axis=-1)
+    lse_out = tf.reduce_logsumexp(outside, axis=-1)
+    top = tf.gather(logits, indices, batch_dims=1) - lse[:, None]
+    rest = tf.maximum(lse_out - lse, _LOG_ZERO)
+    del vocab
+    return top, rest, lse, lse_out, outside
+
+
+def _top_k_and_rest_gradient(logits, indices, upstream_top, upstream_rest):
+    """The gradient of `(top, rest)` of `_top_k_and_rest` with respect to
+    the logits: `Σ_i g_i (e_i - q) + g_rest (q_out - q)`, `q` the softmax,
+    `q_out` the softmax over the tokens outside the indices (0 on them),
+    and no rest term where the rest was clipped (nothing left)."""
+    _, rest, lse, lse_out, outside = _top_k_and_rest(logits, indices)
+    g_rest = tf.where(rest > _LOG_ZERO, upstream_rest, 0.0)
+    q = tf.exp(logits - lse[:, None])
+    q_out = tf.exp(outside - lse_out[:, None])
+    total = tf.reduce_sum(upstream_top, axis=-1) + g_rest
+    gradient = g_rest[:, None] * q_out - total[:, None] * q
+    rows, k = tf.shape(indices)[0], tf.shape(indices)[1]
+    row = tf.repeat(tf.range(rows)[:, None], k, axis=1)
+    coords = tf.stack([row, indices], axis=-1)
+    return tf.tensor_scatter_nd_add(gradient, coords, upstream_top)
+
+
+def student_top_k_log_probs(logits, indices):
+    """The student's log-probabilities of the teacher's top-k tokens and
+    of the rest, `(log q_i for i in indices, log Σ_{j ∉ indices} q_j)`.
+
+    Two log-sum-exps over the vocabulary (all tokens, and those outside
+    the indices, summed directly: never `log(1 - Σ q_i)`), with their
+    gradient written out; inside a compiled step both directions run as
+    one XLA program each, so the vocabulary is read a few times instead
+    of once per elementary op.
+
+    Args:
+        logits: float32 logits `(..., V)`.
+        indices: int `(..., k)` distinct token ids.
+
+    Returns:
+        float32 `(..., k)` and `(...)`.
+    """
+    logits = tf.cast(logits, "float32")
+    indices = tf.cast(indices, "int32")
+    leading = tf.shape(logits)[:-1]
+    flat = tf.reshape(logits, (-1, logits.shape[-1]))
+    flat_indices = tf.reshape(indices, (-1, indices.shape[-1]))
+
+    def forward(flat, flat_indices):
+        return _top_k_and_rest(flat, flat_indices)[:2]
+
+    backward = _top_k_and_rest_gradient
+    if not tf.executing_eagerly():
+        forward = tf.function(forward, jit_compile=True)
+        backward = tf.function(backward, jit_compile=True)
+
+    @tf.custom_gradient
+    def both(flat):
+        def gradient(upstream_top, upstream_rest):
+            return backward(flat, flat_indices, upstream_top, upstream_rest)
+
+        return forward(flat, flat_indices), gradient
+
+    top, rest = both(flat)
+    top_shape = tf.concat([leading, tf.shape(indices)[-1:]], axis=0)
+    return tf.reshape(top, top_shape), tf.reshape(rest, leading)
 
 
 def rest_log_mass(logits, indices):

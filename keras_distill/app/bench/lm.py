@@ -14,8 +14,10 @@ is trained once, on seed 0; then per seed, a much smaller student:
   `GeneralizedJSD(0.5)`), the teacher online: off-policy;
 - `top{k}_{form}`: forward KD from a `TeacherCache(top_k=k)`, for k in
   `TOP_K` and both top-k forms (`keras_distill.losses.divergences`);
-- `on_policy_{λ}`: `jsd` with `keras_distill.on_policy.OnPolicy`, a
-  fraction λ of each batch continued by the student (`ON_POLICY`).
+- `on_policy_{λ}`: the `jsd` student with its last epoch on policy
+  (`keras_distill.on_policy.OnPolicy`): a fraction λ of each batch
+  continued by the student itself (`ON_POLICY`), as GKD fine-tunes a
+  trained student; same updates as `jsd`.
 
 Every student mixes the cross-entropy on the next tokens and its
 distillation term at `ALPHA`, reads the same batches in the same order,
@@ -61,12 +63,16 @@ TRAIN_STRIDE, VALIDATION_STRIDE = 6, 8
 TOKENIZER_STRIDE = 3
 ONLINE = {
     "forward": lambda: losses.LogitsDistillation(1.0),
-    "jsd": lambda: losses.GeneralizedJSD(0.5),
+    # A mean per weighted token: per generated token on policy.
+    "jsd": lambda: losses.GeneralizedJSD(
+        0.5, reduction="mean_with_sample_weight"
+    ),
 }
-# On-policy rows: JSD(0.5) on the student's own continuations of a
-# fraction λ of each batch (λ = 0 is the `jsd` row).
+# On-policy rows: the `jsd` student whose last epoch is on policy, JSD(0.5)
+# on its own continuations of a fraction λ of each batch (as GKD starts
+# from a trained student); the `jsd` row is λ = 0 at the same updates.
 ON_POLICY = dict(
-    fractions=(0.5, 1.0), prompt_length=(8, 40), new_tokens=16
+    fractions=(0.5, 1.0), prompt_length=(8, 32), new_tokens=24
 )
 # What the students generate: continuations of validation prompts,
 # scored by the teacher.
@@ -153,8 +159,14 @@ def validation_ce(model, x, y):
     return float(np.mean(log_z - picked))
 
 
-def timed_fit(model, data, epochs):
-    """Fits; returns the median seconds per epoch."""
+def timed_fit(model, data, epochs, initial_epoch=0):
+    """Fits from `initial_epoch` to `epochs`; returns the median seconds
+    per epoch (`epoch_seconds` returns them all)."""
+    return statistics.median(epoch_seconds(model, data, epochs, initial_epoch))
+
+
+def epoch_seconds(model, data, epochs, initial_epoch=0):
+    """Fits from `initial_epoch` to `epochs`; returns each epoch's seconds."""
     seconds = []
 
     class Clock(keras.callbacks.Callback):
@@ -165,9 +177,14 @@ def timed_fit(model, data, epochs):
             seconds.append(time.perf_counter() - self.start)
 
     model.fit(
-        data, epochs=epochs, verbose=0, shuffle=False, callbacks=[Clock()]
+        data,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        verbose=0,
+        shuffle=False,
+        callbacks=[Clock()],
     )
-    return statistics.median(seconds)
+    return seconds
 
 
 class Setup:
@@ -242,29 +259,37 @@ def sampled_nll(student, teacher, setup, seed):
 
 
 def train_student(
-    setup, seed, epochs, teacher=None, loss=None, cache=None, generation=None
+    setup, seed, epochs, teacher=None, loss=None, cache=None, last=False,
+    generation=None,
 ):
     """A student from labels (no `loss`), or distilled with `loss` from the
-    teacher online (with `generation`, an `OnPolicy`) or from `cache`.
-    Returns `(model, seconds per epoch)`."""
+    teacher online or from `cache`. With `last`, its last epoch is a
+    second `fit` (given `generation`, an `OnPolicy`, on policy): the
+    off-policy row and the on-policy rows then share their first epochs.
+
+    Returns:
+        `(model, seconds per epoch)`: the median over epochs, or the last
+        epoch's with `last`.
+    """
     student = setup.model(setup.student, seed + 1, "student")
     if loss is None:
         model, data = student, setup.batches(seed)
     else:
-        model = Distiller(
-            teacher,
-            student,
-            loss,
-            student_loss_weight=ALPHA,
-            generation=generation,
-        )
+        model = Distiller(teacher, student, loss, student_loss_weight=ALPHA)
         data = setup.batches(seed)
         if cache is not None:
             data = cache.dataset(
                 setup.x, setup.y, batch_size=setup.batch_size, seed=seed
             )
     model.compile(keras.optimizers.Adam(2e-3), cross_entropy())
-    return student, timed_fit(model, data, epochs)
+    if not last:
+        return student, timed_fit(model, data, epochs)
+    epoch_seconds(model, setup.batches(seed), epochs - 1)
+    if generation is not None:
+        model.generation = generation
+        model.train_function = None  # traced again, with generation
+    (seconds,) = epoch_seconds(model, setup.batches(seed), epochs, epochs - 1)
+    return student, seconds
 
 
 def export_figures(student, setup):
@@ -313,7 +338,7 @@ def run_seed(setup, seed, epochs, teacher, record, log):
     students = {}
     for key, make in ONLINE.items():
         students[key], seconds = train_student(
-            setup, seed, epochs, teacher, make()
+            setup, seed, epochs, teacher, make(), last=key == "jsd"
         )
         score(key, students[key], seconds)
     config = setup.on_policy
@@ -326,7 +351,8 @@ def run_seed(setup, seed, epochs, teacher, record, log):
             seed=seed,
         )
         model, seconds = train_student(
-            setup, seed, epochs, teacher, ONLINE["jsd"](), None, generation
+            setup, seed, epochs, teacher, ONLINE["jsd"](), None, True,
+            generation,
         )
         score(f"on_policy_{fraction:g}", model, seconds)
     cache_bytes = {}
