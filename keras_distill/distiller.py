@@ -514,7 +514,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
 
     def _generated(self, x, y, sample_weight, cached):
         """The batch with its first rows continued (`self.generation`)."""
-        self.generation.refuse_cache(cached)
+        self.generation.refuse_checked(cached, self._distill_losses)
         teacher = self.generation.generator == "teacher"
         view = self._teacher_view if teacher else self._student_view
         prepare = self._for_teacher if teacher else (lambda inputs: inputs)

@@ -191,8 +191,21 @@ class Generation:
         )
         self.seed = validation.check_int("seed", seed)
 
-    def refuse_cache(self, cached):
-        """Raises if the batch's teacher outputs come from a cache."""
+    def refuse_checked(self, cached, losses):
+        """Raises if the batch's teacher outputs come from a cache, or if a
+        loss takes no sample weights (it would compare every position)."""
+        from keras_distill.losses.base import accepts_sample_weight
+
+        unweighted = [
+            type(x).__name__ for x in losses if not accepts_sample_weight(x)
+        ]
+        if unweighted:
+            raise ValueError(
+                f"`{type(self).__name__}` weighs the generated positions "
+                "only. Expected distillation losses that take sample weights "
+                "(LogitsDistillation, ReverseKL, GeneralizedJSD). Received: "
+                f"{unweighted}, which would compare every position"
+            )
         if cached is not None:
             raise ValueError(
                 f"Invalid data for a Distiller with `{type(self).__name__}`. "
@@ -202,11 +215,12 @@ class Generation:
             )
 
     def _rows(self, batch):
-        """How many of a batch's rows are generated (the first ones)."""
+        """How many of a batch's rows are generated (the first ones):
+        `ceil(fraction · batch)`, so a small batch keeps one."""
         static = tf.get_static_value(batch)
-        if static is not None:
-            return int(round(self.fraction * int(static)))
-        rows = tf.round(self.fraction * tf.cast(batch, "float32"))
+        if static is not None:  # at least one row of a non-empty batch
+            return int(np.ceil(self.fraction * int(static)))
+        rows = tf.math.ceil(self.fraction * tf.cast(batch, "float32"))
         return tf.cast(rows, "int32")
 
     def prompts(self, rows, seed):
@@ -245,11 +259,13 @@ class Generation:
             `(x, y, supervised_weight, distillation_weight)`: the inputs
             with the generated rows, their labels (the generated tokens
             at the covered positions), and `(batch, window)` weights. A
-            generated row's distillation weight is 1 on the positions that
-            predict its generated tokens and 0 elsewhere (prompt, padding,
-            what follows); its supervised weight is the same for
-            `SequenceLevel` and 0 for `OnPolicy`. The other rows keep
-            their data and weights.
+            generated row's distillation weight is 1 (its own weight, for
+            per-example weights) on the positions that predict its
+            generated tokens and 0 elsewhere (prompt, padding, what
+            follows); its supervised weight is the same for
+            `SequenceLevel` and 0 for `OnPolicy`. With a padding mask a
+            prompt ends at its row's last valid token at the latest. The
+            other rows keep their data and weights.
         """
         tokens, mask, rebuild = token_inputs(x)
         tokens = tf.cast(tokens, "int32")
@@ -257,10 +273,17 @@ class Generation:
         self._check_window(tokens.shape[1])
         rows = self._rows(batch)
         prompts = self.prompts(rows, seed)
-        head_mask = None if mask is None else mask[:rows]
+        # The generated rows alone, every input of theirs (other keys of
+        # a dict included).
+        _, head_mask, rebuild_head = token_inputs(
+            tf.nest.map_structure(lambda t: t[:rows], x)
+        )
+        if mask is not None:  # a prompt ends at its row's last valid token
+            valid = tf.reduce_sum(tf.cast(head_mask, "int32"), axis=1)
+            prompts = tf.minimum(prompts, tf.maximum(valid, 1))
 
         def head_logits(head, head_mask):
-            return logits_fn(rebuild(head, head_mask))
+            return logits_fn(rebuild_head(head, head_mask))
 
         head, head_mask = continue_tokens(
             head_logits,
@@ -287,6 +310,8 @@ class Generation:
                 weight = weight[:, None]
             base = base * weight
         on = tf.cast(covered, "float32")
+        if sample_weight is not None and sample_weight.shape.rank == 1:
+            on = on * base[:rows]  # a row's own weight
         supervised_on = on if self.supervises_generated else on * 0.0
         distillation = tf.concat([on, base[rows:]], axis=0)
         supervised = tf.concat([supervised_on, base[rows:]], axis=0)
@@ -357,8 +382,9 @@ class OnPolicy(Generation):
 
     Raises:
         ValueError: If a value is out of range; at the first batch, if a
-            prompt plus `new_tokens` does not fit the window or the inputs
-            are not token ids.
+            prompt plus `new_tokens` does not fit the window, the inputs
+            are not token ids, or a distillation loss takes no sample
+            weights (it would compare every position).
 
     Example:
 
@@ -463,8 +489,9 @@ def sample(
         seed: An int, or a stateless seed of shape `(2,)`.
 
     Returns:
-        The `(batch, window)` token ids as a NumPy array (for a dict
-        input: a dict with the new `token_ids` and `padding_mask`).
+        The `(batch, window)` token ids as a NumPy array; for a dict
+        input with a `padding_mask`, a dict of the new `token_ids` and
+        `padding_mask`.
 
     Example:
 
@@ -475,11 +502,24 @@ def sample(
     ```
     """
     validation.check_int("new_tokens", new_tokens, low=1)
+    if np.min(prompt_length) < 1:
+        raise ValueError(
+            "Invalid value for argument `prompt_length`. Expected at least 1 "
+            f"token. Received: prompt_length={prompt_length!r}"
+        )
     if isinstance(x, dict):
         x = {k: tf.convert_to_tensor(v) for k, v in x.items()}
     else:
         x = tf.convert_to_tensor(x)
     tokens, mask, rebuild = token_inputs(x)
+    window = tokens.shape[1]
+    if window is not None and np.max(prompt_length) + new_tokens > window:
+        raise ValueError(
+            f"`sample` writes {new_tokens} tokens after prompts of up to "
+            f"{int(np.max(prompt_length))}: expected a window of at least "
+            f"{int(np.max(prompt_length)) + new_tokens} tokens. Received: a "
+            f"window of {window}"
+        )
     rows = tf.shape(tokens)[0]
     prompts = tf.broadcast_to(tf.cast(prompt_length, "int32"), [rows])
     if np.ndim(seed) == 0:

@@ -257,3 +257,54 @@ def test_config_round_trip_and_errors(models):
         cached.fit(cache.dataset(tokens, labels, batch_size=4), verbose=0)
     with pytest.raises(ValueError, match="token ids of shape"):
         generation.sample(student, tokens.astype("float32"), 2, 3)
+
+
+def test_small_batches_short_rows_and_other_inputs(models):
+    _, student = models
+    tokens, labels = data()
+    mask = np.ones_like(tokens, bool)
+    mask[0, 2:] = False  # row 0: two valid tokens
+    extra = np.arange(4, dtype="float32")[:, None] * np.ones((1, 3))
+    seen = []
+
+    def logits(inputs):  # every input sliced to the generated rows
+        seen.append(tuple(inputs["extra"].shape))
+        return student(inputs["token_ids"])
+
+    on_policy = generation.OnPolicy(0.3, prompt_length=4, new_tokens=2)
+    x = {"token_ids": tf.constant(tokens), "padding_mask": tf.constant(mask),
+         "extra": tf.constant(extra)}
+    seed = tf.constant([0, 0], "int64")
+    new_x, _, _, weight = on_policy.batch(logits, x, tf.constant(labels),
+                                          None, seed)
+    assert seen and set(seen) == {(2, 3)}  # ceil(0.3 * 4) = 2 rows
+    new_tokens, new_mask = new_x["token_ids"].numpy(), new_x["padding_mask"]
+    # Row 0's prompt ends at its last valid token: tokens 2, 3 are new.
+    np.testing.assert_array_equal(
+        new_mask.numpy()[0], [1, 1, 1, 1, 0, 0, 0, 0]
+    )
+    np.testing.assert_array_equal(weight.numpy()[0], [0, 1, 1, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(weight.numpy()[1], [0, 0, 0, 1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(new_tokens[2:], tokens[2:])
+    # One row of one: a fraction above 0 still generates.
+    one, _, _, w = on_policy.batch(
+        lambda t: student(t), tf.constant(tokens[:1]), None, None, seed
+    )
+    assert w.numpy().sum() == 2
+
+
+class _Unweighted(losses.DistillationLoss):
+    def compute(self, teacher_outputs, student_outputs, y_true=None):
+        return keras.ops.mean(keras.ops.square(teacher_outputs))
+
+
+def test_a_loss_without_sample_weights_is_refused(models):
+    teacher, student = models
+    tokens, labels = data()
+    distiller = keras_distill.Distiller(
+        teacher, student, _Unweighted(), student_loss_weight=0.0,
+        generation=generation.OnPolicy(1.0, 2, 2),
+    )
+    distiller.compile("sgd")
+    with pytest.raises(ValueError, match=r"take sample weights.*_Unweighted"):
+        distiller.fit(tokens, labels, verbose=0)

@@ -139,10 +139,10 @@ def top_k_log_probs(teacher, student_logits, temperature=1.0, form="rest"):
 
 
 def _top_k_and_rest(logits, indices):
-    """`(log q at indices, log q_rest, the two log-normalizers)` of
-    `(rows, V)` float32 logits: `logsumexp` over every token and over the
-    tokens outside the indices."""
-    rows, vocab = tf.shape(logits)[0], tf.shape(logits)[1]
+    """`(log q at indices, log q_rest, logsumexp over every token, over
+    the tokens outside the indices, the logits with -1e30 at the
+    indices)` of `(rows, V)` float32 logits."""
+    rows = tf.shape(logits)[0]
     k = tf.shape(indices)[1]
     row = tf.repeat(tf.range(rows)[:, None], k, axis=1)
     coords = tf.stack([row, indices], axis=-1)
@@ -153,7 +153,6 @@ def _top_k_and_rest(logits, indices):
     lse_out = tf.reduce_logsumexp(outside, axis=-1)
     top = tf.gather(logits, indices, batch_dims=1) - lse[:, None]
     rest = tf.maximum(lse_out - lse, _LOG_ZERO)
-    del vocab
     return top, rest, lse, lse_out, outside
 
 
