@@ -114,7 +114,7 @@ def __getattr__(name):
 
         return Distiller
     if name == "NonFiniteLossError":
-        from keras_distill._checks import NonFiniteLossError
+        from keras_distill._nan_guard import NonFiniteLossError
 
         return NonFiniteLossError
     if name in _SUBMODULES:

@@ -10,6 +10,7 @@ from keras_distill import _checks as checks
 from keras_distill import _hub as hub
 from keras_distill import _keras_internals as internals
 from keras_distill import _keras_io as keras_io
+from keras_distill import _nan_guard as nan_guard
 from keras_distill import _objective as objective
 from keras_distill import _references as references
 from keras_distill import _validation as validation
@@ -488,9 +489,8 @@ class Distiller(MultiWorkerBuild, keras.Model):
             )
         guard = self._nan_policy == "raise"
         # Put back if the loss is not finite: what the forward pass moves.
-        saved = (
-            checks.snapshot(self.student.non_trainable_weights) if guard else []
-        )
+        moved = self.student.non_trainable_weights if guard else []
+        saved = nan_guard.snapshot(moved)
         teacher_outputs = self._teacher_outputs(x, cached)
         with tf.GradientTape() as tape:
             y_pred, supervised, distillation, total = self._objective(
@@ -502,7 +502,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
         if not guard:
             self.optimizer.apply_gradients(zip(gradients, variables))
         else:  # XLA drops in-graph checks: the guard reads the epoch's loss
-            supervised, distillation = checks.apply_if_finite(
+            supervised, distillation = nan_guard.apply_if_finite(
                 self.optimizer,
                 zip(gradients, variables),
                 (total, supervised, distillation),

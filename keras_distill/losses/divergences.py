@@ -138,14 +138,19 @@ def top_k_log_probs(teacher, student_logits, temperature=1.0, form="rest"):
     )
 
 
+def _coordinates(indices):
+    """`(rows, k, 2)` `(row, index)` pairs of `(rows, k)` indices."""
+    rows, k = tf.shape(indices)[0], tf.shape(indices)[1]
+    row = tf.repeat(tf.range(rows)[:, None], k, axis=1)
+    return tf.stack([row, indices], axis=-1)
+
+
 def _top_k_and_rest(logits, indices):
     """`(log q at indices, log q_rest, logsumexp over every token, over
     the tokens outside the indices, the logits with -1e30 at the
     indices)` of `(rows, V)` float32 logits."""
-    rows = tf.shape(logits)[0]
-    k = tf.shape(indices)[1]
-    row = tf.repeat(tf.range(rows)[:, None], k, axis=1)
-    coords = tf.stack([row, indices], axis=-1)
+    rows, k = tf.shape(indices)[0], tf.shape(indices)[1]
+    coords = _coordinates(indices)
     outside = tf.tensor_scatter_nd_update(
         logits, coords, tf.fill([rows, k], -1e30)
     )
@@ -167,10 +172,9 @@ def _top_k_and_rest_gradient(logits, indices, upstream_top, upstream_rest):
     q_out = tf.exp(outside - lse_out[:, None])
     total = tf.reduce_sum(upstream_top, axis=-1) + g_rest
     gradient = g_rest[:, None] * q_out - total[:, None] * q
-    rows, k = tf.shape(indices)[0], tf.shape(indices)[1]
-    row = tf.repeat(tf.range(rows)[:, None], k, axis=1)
-    coords = tf.stack([row, indices], axis=-1)
-    return tf.tensor_scatter_nd_add(gradient, coords, upstream_top)
+    return tf.tensor_scatter_nd_add(
+        gradient, _coordinates(indices), upstream_top
+    )
 
 
 def student_top_k_log_probs(logits, indices):
