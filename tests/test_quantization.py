@@ -231,3 +231,98 @@ def test_a_range_frozen_before_training_takes_the_first_batch():
     quantizer(np.array([-9.0, 0.0, 9.0], "float32"), training=True)
     assert float(quantizer.range_min) == -1.0
     assert float(quantizer.range_max) == 3.0
+
+
+# The dynamic-range scheme: what LiteRT's hybrid kernels compute.
+
+
+def np_dynamic_rows(x, axes):
+    """LiteRT's run-time rounding of a float input to a dynamic-range op:
+    each row (the trailing `axes` axes) asymmetric int8 from
+    [min(0, row min), max(0, row max)], scale = range / 255, zero point
+    rounded (half to even, as the runtime's lrintf) into [-128, 127]."""
+    reduce = tuple(range(x.ndim - axes, x.ndim))
+    low = np.minimum(x.min(reduce, keepdims=True), 0.0)
+    high = np.maximum(x.max(reduce, keepdims=True), 0.0)
+    scale = (high - low) / 255.0
+    zero_point = np.clip(np.round(-128 - low / scale), -128, 127)
+    q = np.clip(np.round(x / scale) + zero_point, -128, 127)
+    return (q - zero_point) * scale
+
+
+@pytest.mark.parametrize("axes", [1, 2, 3])
+def test_dynamic_rows_match_the_runtimes_rounding(axes):
+    x = (rng.normal(size=(3, 4, 5, 6)) * 2 + 0.5).astype("float32")
+    x[0] = np.abs(x[0])  # a row with no negative value: range from 0
+    import tensorflow as tf
+
+    tensor = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(tensor)
+        got = quantization._fake.quantize_rows(tensor, axes)
+        total = tf.reduce_sum(got * 3.0)
+    np.testing.assert_allclose(
+        got.numpy(), np_dynamic_rows(x, axes), rtol=1e-5, atol=1e-6
+    )
+    # Straight through: the gradient of the rounding is the identity.
+    np.testing.assert_allclose(tape.gradient(total, tensor).numpy(), 3.0)
+    # Rounding again changes nothing that matters: each row has 256 levels.
+    levels = [len(np.unique(r)) for r in got.numpy().reshape(-1, 6)]
+    assert max(levels) <= 256
+
+
+def test_attention_projection_kernels_round_per_output_unit():
+    """An `EinsumDense` kernel is rounded per element of its axes that
+    reach the output (the file's flattened fully connected weights)."""
+    from keras_distill.quantization._layers import quantize_kernel
+
+    query = keras.layers.EinsumDense("abc,cde->abde", (5, 2, 3))
+    query.build((None, 5, 4))
+    output = keras.layers.EinsumDense("abcd,cde->abe", (5, 4))
+    output.build((None, 5, 2, 3))
+    for layer, axes in ((query, (0,)), (output, (0, 1))):
+        kernel = rng.normal(size=layer.kernel.shape).astype("float32")
+        kept = [a for a in range(kernel.ndim) if a not in axes]
+        moved = np.transpose(kernel, list(axes) + kept)
+        flat = moved.reshape(int(np.prod(moved.shape[: len(axes)])), -1)
+        want, _ = np_weight_grid(flat)
+        want = np.transpose(
+            want.reshape(moved.shape),
+            np.argsort(list(axes) + kept),
+        )
+        got = keras.ops.convert_to_numpy(quantize_kernel(layer, kernel))
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_dynamic_twin_rounds_what_the_converter_rounds():
+    """Under "dynamic": inputs rounded per row and weights per channel
+    for kernels of at least 1,024 weights; a smaller kernel stays float,
+    and an embedding table is on one symmetric grid."""
+    tokens = keras.Input((6,), dtype="int32")
+    h = keras.layers.Embedding(64, 32, name="table")(tokens)
+    h = keras.layers.Dense(48, name="big")(h)  # 1,536 weights
+    out = keras.layers.Dense(8, name="small")(h)  # 384 weights
+    model = keras.Model(tokens, out)
+    x = rng.integers(0, 64, (5, 6)).astype("int32")
+    twin = quantization.quantization_aware(model, "dynamic")
+    got = keras.ops.convert_to_numpy(twin(x))
+
+    table = model.get_layer("table").embeddings.numpy()
+    scale = np.abs(table).max() / 127.0
+    table = np.clip(np.round(table / scale), -127, 127) * scale
+    big, small = model.get_layer("big"), model.get_layer("small")
+    kernel, _ = np_weight_grid(big.kernel.numpy())
+    h = np_dynamic_rows(table[x], 1) @ kernel + big.bias.numpy()
+    want = h @ small.kernel.numpy() + small.bias.numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_is_refused_in_full_integer():
+    inputs = keras.Input((6, 8))
+    h = keras.layers.MultiHeadAttention(2, 4, name="attend")(inputs, inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(h))
+    with pytest.raises(ValueError, match="'attend' of type MultiHeadAtt"):
+        quantization.quantization_aware(model)
+    twin = quantization.quantization_aware(model, scheme="dynamic")
+    x = rng.normal(size=(2, 6, 8)).astype("float32")
+    assert twin(x).shape == (2, 6, 3)

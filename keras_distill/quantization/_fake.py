@@ -76,3 +76,42 @@ def quantize_activations_constant(x, low, high):
         tf.cast(x, "float32"), min=low, max=high, num_bits=8
     )
     return tf.cast(quantized, dtype)
+
+
+# The converter's dynamic-range mode leaves smaller weights in float.
+DYNAMIC_MIN_ELEMENTS = 1024
+
+
+def quantize_rows(x, axes=1):
+    """`x` rounded as LiteRT's dynamic-range kernels round an input at run
+    time: each row (the trailing `axes` axes: a token's features for a
+    fully connected op, a whole image for a convolution) on its own int8
+    grid, asymmetric, its range `[min(0, row min), max(0, row max)]`,
+    `scale = range / 255`, zero point rounded into `[-128, 127]`;
+    straight-through gradient."""
+    x = tf.convert_to_tensor(x)
+    dtype = x.dtype
+    values = tf.cast(x, "float32")
+    reduce = list(range(len(x.shape) - axes, len(x.shape)))
+    low = tf.minimum(tf.reduce_min(values, reduce, keepdims=True), 0.0)
+    high = tf.maximum(tf.reduce_max(values, reduce, keepdims=True), 0.0)
+    scale = tf.maximum(high - low, _TINY) / 255.0
+    zero = tf.clip_by_value(tf.round(-128.0 - low / scale), -128.0, 127.0)
+    steps = tf.clip_by_value(tf.round(values / scale) + zero, -128.0, 127.0)
+    rounded = (steps - zero) * scale
+    rounded = values + tf.stop_gradient(rounded - values)
+    return tf.cast(rounded, dtype)
+
+
+def quantize_symmetric(x):
+    """`x` on one symmetric int8 grid (`scale = max|x| / 127`, zero point
+    0), as the dynamic-range mode stores a gathered table;
+    straight-through gradient."""
+    x = tf.convert_to_tensor(x)
+    dtype = x.dtype
+    values = tf.cast(x, "float32")
+    scale = tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(values)), _TINY))
+    scale = scale / 127.0
+    steps = tf.clip_by_value(tf.round(values / scale), -127.0, 127.0)
+    rounded = values + tf.stop_gradient(steps * scale - values)
+    return tf.cast(rounded, dtype)

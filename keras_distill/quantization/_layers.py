@@ -4,6 +4,7 @@ per-tensor range tracked during training) and `QuantizedLayer` (a
 with int8-rounded weights, a `BatchNormalization` after it folded in)."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_distill._validation import check_choice
@@ -247,16 +248,30 @@ class QuantizedLayer(_Wrapper):
             factor = ops.reshape(factor, (-1, m))
         return kernel * factor, shift
 
+    @property
+    def stays_float(self):
+        """Whether the file keeps this layer in float: under `"dynamic"`,
+        a kernel of fewer than 1,024 weights, as the converter leaves it."""
+        size = int(np.prod(self.layer.kernel.shape))
+        return self.scheme == "dynamic" and size < _fake.DYNAMIC_MIN_ELEMENTS
+
     def quantized_kernel(self):
         """The kernel the layer computes with: folded, then rounded."""
         if self.constant_kernel is not None:
             return self.constant_kernel
         kernel, _ = self.folded()
+        if self.stays_float:
+            return kernel
         return quantize_kernel(self.layer, kernel)
 
     def call(self, inputs, training=None, mask=None):
         layer = self.layer
         kernel = self.quantized_kernel()
+        # Under "dynamic" the file rounds each input row as it runs; the
+        # exported graph (constant kernels) leaves that to the runtime.
+        rounds_inputs = self.scheme == "dynamic" and not self.stays_float
+        if rounds_inputs and self.constant_kernel is None:
+            inputs = _fake.quantize_rows(inputs, _row_axes(layer))
         _, bias = self.folded()
         outputs = _compute(layer, inputs, kernel)
         if bias is not None:
@@ -298,12 +313,49 @@ def _activation_of(layer):
     return name if isinstance(name, str) else "custom"
 
 
+def _einsum_axes(layer):
+    """`(input letters, kernel letters, output letters)` of an
+    `EinsumDense` equation."""
+    inputs, output = layer.equation.replace(" ", "").split("->")
+    source, kernel = inputs.split(",")
+    return source, kernel, output
+
+
+def _row_axes(layer):
+    """How many trailing input axes LiteRT's dynamic-range kernel of
+    `layer` quantizes together: the features of a fully connected op (the
+    contracted axes of an `EinsumDense`), a whole image for a convolution.
+    """
+    if isinstance(layer, keras.layers.EinsumDense):
+        source, kernel, output = _einsum_axes(layer)
+        return sum(1 for c in source if c in kernel and c not in output)
+    if isinstance(layer, keras.layers.Dense):
+        return 1
+    return len(layer.kernel.shape) - 1  # Conv1D: 2 axes, Conv2D: 3
+
+
 def quantize_kernel(layer, kernel):
-    """A layer's kernel rounded per output channel, as LiteRT stores it."""
+    """A layer's kernel rounded per output channel, as LiteRT stores it
+    (an `EinsumDense` kernel: per element of its axes that reach the
+    output, as the file's flattened fully connected weights)."""
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         shape = ops.shape(kernel)
         flat = ops.reshape(kernel, (shape[0], shape[1], -1))
         return ops.reshape(_fake.quantize_weights(flat), shape)
+    if isinstance(layer, keras.layers.EinsumDense):
+        _, letters, output = _einsum_axes(layer)
+        kept = [i for i, c in enumerate(letters) if c in output]
+        if len(kept) > 1:
+            order = [i for i in range(len(letters)) if i not in kept] + kept
+            moved = ops.transpose(kernel, order)
+            shape = ops.shape(moved)
+            split = len(letters) - len(kept)
+            flat = ops.reshape(moved, (*shape[:split], -1))
+            rounded = ops.reshape(_fake.quantize_weights(flat), shape)
+            inverse = [order.index(i) for i in range(len(order))]
+            return ops.transpose(rounded, inverse)
+        if kept:
+            return _fake.quantize_weights(kernel, kept[0])
     return _fake.quantize_weights(kernel, -1)
 
 

@@ -5,15 +5,17 @@ import contextlib
 
 import keras
 import numpy as np
-from keras import ops
 
 from keras_distill._validation import check_choice
-from keras_distill.quantization import _fake
-from keras_distill.quantization._layers import FIXED_RANGES
+from keras_distill.quantization._attention import QuantizedAttention
 from keras_distill.quantization._layers import SCHEMES
 from keras_distill.quantization._layers import ActivationQuantizer
 from keras_distill.quantization._layers import QuantizedLayer
-from keras_distill.quantization._layers import _Wrapper
+from keras_distill.quantization._wrappers import FoldedAway
+from keras_distill.quantization._wrappers import QuantizedEmbedding
+from keras_distill.quantization._wrappers import QuantizedOperation
+from keras_distill.quantization._wrappers import QuantizedOutput
+from keras_distill.quantization._wrappers import _activation_name
 
 # Layers whose weights are rounded (their output too, under "int8").
 WEIGHTED = (
@@ -63,97 +65,19 @@ REQUANTIZING = (
     keras.layers.GlobalAveragePooling1D,
     keras.layers.GlobalAveragePooling2D,
 )
-
-
-@keras.saving.register_keras_serializable(package="keras_distill")
-class QuantizedOutput(_Wrapper):
-    """A layer whose output is rounded to its own tracked int8 range
-    (an `Add`, a `Concatenate`, an activation or an average pooling).
-
-    Args:
-        layer: The layer to wrap.
-        decay: The range's moving-average decay.
-        **kwargs: `keras.layers.Layer` arguments.
-    """
-
-    def __init__(self, layer, decay=0.99, **kwargs):
-        super().__init__(layer, **kwargs)
-        self.decay = decay
-        self.output_quantizer = ActivationQuantizer(
-            decay,
-            fixed_range=FIXED_RANGES.get(_activation_name(layer)),
-            name=f"{self.name}_output",
-        )
-
-    def build(self, input_shape):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-        self.output_quantizer.build(
-            self.layer.compute_output_shape(input_shape)
-        )
-
-    def call(self, inputs, training=None, mask=None):
-        return self.output_quantizer(self.layer(inputs), training=training)
-
-    def get_config(self):
-        return {**super().get_config(), "decay": self.decay}
-
-
-@keras.saving.register_keras_serializable(package="keras_distill")
-class QuantizedEmbedding(_Wrapper):
-    """An `Embedding` whose table is rounded to one int8 grid (per tensor,
-    asymmetric, from the table's own minimum and maximum), as LiteRT
-    stores a gathered table; the looked-up rows keep that grid.
-
-    Args:
-        layer: The `Embedding` to wrap.
-        **kwargs: `keras.layers.Layer` arguments.
-    """
-
-    def __init__(self, layer, **kwargs):
-        super().__init__(layer, **kwargs)
-        # Set by `keras_distill.export`: the table's range as floats.
-        self.constant_range = None
-
-    def build(self, input_shape):
-        if not self.layer.built:
-            self.layer.build(input_shape)
-
-    def table(self):
-        """The rounded table."""
-        table = self.layer.embeddings
-        if self.constant_range is not None:
-            return _fake.quantize_activations_constant(
-                ops.convert_to_tensor(table), *self.constant_range
-            )
-        low = ops.stop_gradient(ops.min(table))
-        high = ops.stop_gradient(ops.max(table))
-        return _fake.quantize_activations(table, low, high)
-
-    def call(self, inputs, training=None, mask=None):
-        return ops.take(self.table(), ops.cast(inputs, "int32"), axis=0)
-
-
-
-@keras.saving.register_keras_serializable(package="keras_distill")
-class FoldedAway(keras.layers.Layer):
-    """Where a folded `BatchNormalization` was: passes its input on."""
-
-    def call(self, inputs, training=None, mask=None):
-        return inputs
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-
-def _activation_name(layer):
-    """The activation a Softmax or Activation layer applies, or None."""
-    if isinstance(layer, keras.layers.Softmax):
-        return "softmax"
-    if isinstance(layer, keras.layers.Activation):
-        name = keras.activations.serialize(layer.activation)
-        return name if isinstance(name, str) else None
-    return None
+# Keras ops of a functional graph (`x + y`, `ops.reshape`), by class name:
+# those that keep their input's int8 grid, and those LiteRT runs in int8
+# with an output range of their own.
+PRESERVING_OPS = ("Reshape", "Transpose", "ExpandDims", "Squeeze", "GetItem")
+REQUANTIZING_OPS = (
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Concatenate",
+    "Maximum",
+    "Minimum",
+    "Mean",
+)
 
 
 def _producer(tensor):
@@ -211,15 +135,6 @@ def _folds(model):
 
 
 def _check_supported(layer):
-    if isinstance(layer, keras.layers.EinsumDense) and len(
-        layer.kernel.shape
-    ) != 2:
-        raise ValueError(
-            "Invalid model for `quantization_aware`. Expected "
-            "`EinsumDense` layers with a 2D kernel (a dense projection). "
-            f"Received: layer {layer.name!r} with a kernel of shape "
-            f"{tuple(layer.kernel.shape)}"
-        )
     if getattr(layer, "groups", 1) != 1:
         raise ValueError(
             "Invalid model for `quantization_aware`. Expected "
@@ -236,7 +151,7 @@ def _float_inputs(model):
     ]
 
 
-def quantization_aware(model, scheme="int8", decay=0.99):
+def quantization_aware(model, scheme="int8", decay=0.99, float_layers="warn"):
     """The quantization-aware twin of a Keras model.
 
     The twin shares the model's weights and computes as the model's
@@ -296,9 +211,17 @@ def quantization_aware(model, scheme="int8", decay=0.99):
             f"Received: model {model.name!r} without inputs"
         )
     folds = _folds(model)
+    kept_float = []
     folded = {id(f) for pair in folds.values() for f in pair if f is not None}
 
     def clone(layer):
+        if not isinstance(layer, keras.layers.Layer):  # an op: `x + y`
+            name = type(layer).__name__
+            if scheme == "dynamic" or name in PRESERVING_OPS:
+                return layer
+            if name not in REQUANTIZING_OPS:
+                kept_float.append(f"{layer.name!r} ({name})")
+            return QuantizedOperation(layer, decay=decay)
         if isinstance(layer, keras.Model):
             raise ValueError(
                 "Invalid model for `quantization_aware`. Expected a model "
@@ -316,6 +239,10 @@ def quantization_aware(model, scheme="int8", decay=0.99):
                 decay=decay,
                 activation=activation,
             )
+        if isinstance(layer, keras.layers.MultiHeadAttention):
+            return QuantizedAttention(layer, scheme=scheme, decay=decay)
+        if isinstance(layer, keras.layers.Embedding) and scheme == "dynamic":
+            return QuantizedEmbedding(layer, symmetric=True)
         if isinstance(layer, keras.layers.Embedding) and scheme == "int8":
             if layer.mask_zero:
                 raise ValueError(
@@ -339,14 +266,18 @@ def quantization_aware(model, scheme="int8", decay=0.99):
                 "folds into it as LiteRT folds it. Received: "
                 f"layer {layer.name!r} elsewhere"
             )
-        raise ValueError(
-            "Invalid model for `quantization_aware`. Expected layers "
-            "LiteRT runs in int8 (Dense, Conv1D/2D, DepthwiseConv2D, "
-            "EinsumDense, BatchNormalization after them, Add, Concatenate, "
-            "activations, poolings, reshapes). Received: layer "
-            f"{layer.name!r} of type {type(layer).__name__}; use "
-            "scheme='dynamic' to round its weights only"
-        )
+        if float_layers == "raise":
+            raise ValueError(
+                "Invalid model for `quantization_aware`. Expected layers "
+                "LiteRT runs in int8 (Dense, Conv1D/2D, DepthwiseConv2D, "
+                "EinsumDense, BatchNormalization after them, Add, "
+                "Concatenate, activations, poolings, reshapes). Received: "
+                f"layer {layer.name!r} of type {type(layer).__name__}; "
+                "pass float_layers='keep' to run it in float between int8 "
+                "tensors, or use scheme='dynamic' to round weights only"
+            )
+        kept_float.append(f"{layer.name!r} ({type(layer).__name__})")
+        return QuantizedOutput(layer, decay=decay)
 
     inner = keras.models.clone_model(model, clone_function=clone)
     if scheme == "dynamic":

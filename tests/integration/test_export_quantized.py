@@ -143,8 +143,55 @@ def test_weights_only_twin_holds_the_files_weights(tmp_path):
     report = keras_distill.export.tflite(
         twin, tmp_path / "w.tflite", quantize="dynamic", check_data=x
     )
-    assert report.argmax_agreement >= 0.99
-    assert report.max_abs_diff < 0.05
+    # The twin rounds each input row as the runtime does: the same numbers.
+    assert report.argmax_agreement == 1.0
+    assert report.max_abs_diff < 1e-4
+    float_report = keras_distill.export.tflite(
+        model, tmp_path / "f.tflite", quantize="dynamic", check_data=x
+    )
+    assert float_report.max_abs_diff > 100 * report.max_abs_diff
+
+
+def test_decoder_twin_computes_as_its_dynamic_range_file(tmp_path):
+    """The `bench lm` decoder (embeddings, layer normalization, causal
+    multi-head attention, a GELU MLP), distilled into its weights-only
+    twin from a float teacher, against its dynamic-range file."""
+    from keras_distill.app.bench.lm import decoder_lm
+
+    x = rng.integers(0, 300, size=(48, 16)).astype("int32")
+    y = np.roll(x, -1, axis=1)
+    teacher = decoder_lm(300, 16, 32, 1, 2, seed=1, name="teacher")
+    teacher = _trained(teacher, x, y, 1)
+    student = decoder_lm(300, 16, 32, 1, 2, seed=2, name="student")
+    twin = quantization.quantization_aware(student, scheme="dynamic")
+    kinds = {type(layer).__name__ for layer in twin.layers}
+    assert {"QuantizedAttention", "QuantizedEmbedding"} <= kinds
+    query = student.get_layer("student_att0").query_dense.kernel
+    before = query.numpy().copy()
+    distiller = keras_distill.Distiller(
+        teacher, twin, keras_distill.losses.LogitsDistillation(1.0)
+    )
+    distiller.compile(keras.optimizers.Adam(1e-2), CE)
+    distiller.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert not np.allclose(before, query.numpy())  # attention trains
+    report = keras_distill.export.tflite(
+        twin, tmp_path / "decoder.tflite", quantize="dynamic", check_data=x
+    )
+    assert report.argmax_agreement >= 0.999
+    # Most logits equal; the rest differ where a float difference of the
+    # attention or the normalization moved an input across a rounding.
+    from keras_distill.export._runner import Runner
+
+    file = Runner(str(tmp_path / "decoder.tflite")).predict(x)
+    keras_logits = keras.ops.convert_to_numpy(twin(x))
+    assert np.mean(np.abs(file - keras_logits) < 1e-4) >= 0.95
+    plain = keras.ops.convert_to_numpy(student(x))
+    assert np.mean(np.abs(plain - keras_logits) < 1e-4) < 0.5
+    twin.save(tmp_path / "twin.keras")
+    again = keras.models.load_model(tmp_path / "twin.keras")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(again(x)), keras_logits, atol=1e-6
+    )
 
 
 RELOAD = textwrap.dedent(

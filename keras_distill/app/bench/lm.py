@@ -42,6 +42,7 @@ import tensorflow as tf
 from keras_distill import losses
 from keras_distill import on_policy
 from keras_distill._utils import predict
+from keras_distill.app.bench import lm_quantized
 from keras_distill.app.bench.lm_corpus import corpus
 from keras_distill.app.bench.lm_corpus import windows
 from keras_distill.app.bench.lm_corpus import word_piece_tokenizer
@@ -152,7 +153,12 @@ def cross_entropy():
 
 def validation_ce(model, x, y):
     """The mean cross-entropy per validation token, in nats."""
-    logits = predict(model, x).astype(np.float64)
+    return mean_ce(predict(model, x), y)
+
+
+def mean_ce(logits, y):
+    """The mean cross-entropy per token of next-token `logits`, in nats."""
+    logits = np.asarray(logits, np.float64)
     logits -= logits.max(-1, keepdims=True)
     log_z = np.log(np.exp(logits).sum(-1))
     picked = np.take_along_axis(logits, y[..., None], -1)[..., 0]
@@ -260,12 +266,14 @@ def sampled_nll(student, teacher, setup, seed):
 
 def train_student(
     setup, seed, epochs, teacher=None, loss=None, cache=None, last=False,
-    generation=None,
+    generation=None, fork=None,
 ):
     """A student from labels (no `loss`), or distilled with `loss` from the
     teacher online or from `cache`. With `last`, its last epoch is a
     second `fit` (given `generation`, an `OnPolicy`, on policy): the
-    off-policy row and the on-policy rows then share their first epochs.
+    off-policy row and the on-policy rows then share their first epochs;
+    `fork`, if given, is called with the student and its training model
+    before that epoch.
 
     Returns:
         `(model, seconds per epoch)`: the median over epochs, or the last
@@ -285,6 +293,8 @@ def train_student(
     if not last:
         return student, timed_fit(model, data, epochs)
     epoch_seconds(model, setup.batches(seed), epochs - 1)
+    if fork is not None:
+        fork(student, model)
     if generation is not None:
         model.generation = generation
         model.train_function = None  # traced again, with generation
@@ -321,7 +331,7 @@ def train_teacher(setup, epochs):
     return teacher, seconds
 
 
-def run_seed(setup, seed, epochs, teacher, record, log):
+def run_seed(setup, seed, epochs, teacher, record, log, quantized):
     """Trains and scores every student row of one seed."""
 
     def score(key, model, seconds):
@@ -335,12 +345,26 @@ def run_seed(setup, seed, epochs, teacher, record, log):
 
     student, seconds = train_student(setup, seed, epochs)
     score("scratch", student, seconds)
-    students = {}
+    students, figures = {}, {}
+
+    def fork(student, model):
+        figures.update(
+            lm_quantized.last_epoch(setup, seed, epochs, teacher, model)
+        )
+
     for key, make in ONLINE.items():
         students[key], seconds = train_student(
-            setup, seed, epochs, teacher, make(), last=key == "jsd"
+            setup, seed, epochs, teacher, make(), last=True,
+            fork=fork if key == "forward" else None,
         )
         score(key, students[key], seconds)
+        if key == "forward":
+            figures.update(lm_quantized.post_training(setup, students[key]))
+            figures = lm_quantized.finish(figures, seconds)
+            for row in ("forward_int8", "forward_qat_int8"):
+                record(row, figures[f"{row}_ce"], figures[f"{row}_seconds"])
+            quantized.append(figures)
+            log(lm_quantized.line(seed, figures))
     config = setup.on_policy
     for fraction in config["fractions"]:
         generation = on_policy.OnPolicy(
@@ -402,7 +426,7 @@ def run(
     from keras_distill.app.bench import common
 
     setup = Setup(quick, batch_size, corpus_name)
-    ce, seconds, nll = {}, {}, {}
+    ce, seconds, nll, quantized = {}, {}, {}, []
 
     def record(key, value, time_per_epoch, sampled=None):
         ce.setdefault(key, []).append(value)
@@ -438,7 +462,7 @@ def run(
     for i, seed in enumerate(seeds):
         record("teacher", teacher_ce, teacher_seconds)
         forward, cache_bytes = run_seed(
-            setup, seed, epochs, teacher, record, log
+            setup, seed, epochs, teacher, record, log, quantized
         )
         if i == 0:
             result["tflite"] = export_figures(forward, setup)
@@ -461,6 +485,7 @@ def run(
                 **{f"top{k}": b / tokens for k, b in cache_bytes.items()},
             },
             minutes=round((time.perf_counter() - start) / 60, 1),
+            quantization_aware=lm_quantized.summary(quantized),
         )
         result["ratios"] = ratios(result["mean_ce"], result["mean_sampled_nll"])
         common.write_json(output, result)

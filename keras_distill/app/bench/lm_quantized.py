@@ -1,0 +1,159 @@
+"""`bench lm`'s quantization-aware rows: the `forward` student as it
+runs in its dynamic-range int8 file.
+
+Per seed, two rows beside the float `forward` student:
+
+- `forward_int8`: that student's dynamic-range int8 file (post-training
+  quantization), scored by running the file on the validation windows;
+- `forward_qat_int8`: the same student whose last epoch is distilled
+  quantization-aware instead
+  (`keras_distill.quantization.quantization_aware(student, "dynamic")`,
+  the same loss, batches and optimizer state: only the arithmetic
+  differs), exported to a dynamic-range file and scored the same way.
+
+The figures: each file's validation cross-entropy, the share of the gap
+between the float student and its post-training file that the
+quantization-aware file closes, and the share of validation tokens
+whose next-token argmax each file and its Keras model agree on.
+"""
+
+import os
+import statistics
+import tempfile
+
+import numpy as np
+
+
+def file_logits(path, x):
+    """The next-token logits a `.tflite` file computes for windows `x`."""
+    from keras_distill.export._runner import Runner
+
+    return Runner(path).predict(x)
+
+
+def _exported(model, x, name):
+    """`model`'s dynamic-range file's logits on `x`."""
+    from keras_distill import export
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, f"{name}.tflite")
+        export.tflite(
+            model, path, quantize="dynamic", check_data=x[:8], latency_runs=1
+        )
+        return file_logits(path, x)
+
+
+def last_epoch(setup, seed, epochs, teacher, model):
+    """The quantization-aware branch, run where the `forward` student is
+    about to start its last epoch: that epoch on the student's twin, from
+    the same weights and optimizer state, then both put back so that the
+    float epoch runs as if this had not happened.
+
+    Args:
+        setup: The benchmark's `lm.Setup`.
+        seed: The seed (the batch order).
+        epochs: The students' epochs; the last is the branch's.
+        teacher: The float teacher.
+        model: The `forward` student's `Distiller`, compiled and trained
+            up to its last epoch.
+
+    Returns:
+        A dict of figures.
+    """
+    from keras_distill import quantization
+    from keras_distill.app.bench import lm
+    from keras_distill.distiller import Distiller
+
+    student, optimizer = model.student, model.optimizer
+    weights = student.get_weights()
+    state = [v.numpy() for v in optimizer.variables]
+    twin = quantization.quantization_aware(student, "dynamic")
+    branch = Distiller(
+        teacher, twin, lm.ONLINE["forward"](), student_loss_weight=lm.ALPHA
+    )
+    # The same optimizer: its slots are keyed by the shared variables.
+    branch.compile(optimizer, lm.cross_entropy())
+    (seconds,) = lm.epoch_seconds(
+        branch, setup.batches(seed), epochs, epochs - 1
+    )
+    x, y = setup.x_val, setup.y_val
+    keras_logits = np.asarray(lm.predict(twin, x))
+    file = _exported(twin, x, "forward_qat_int8")
+    student.set_weights(weights)
+    for variable, value in zip(optimizer.variables, state):
+        variable.assign(value)
+    return {
+        "forward_qat_ce": lm.mean_ce(keras_logits, y),
+        "forward_qat_int8_ce": lm.mean_ce(file, y),
+        "forward_qat_int8_seconds": seconds,
+        "qat_file_agreement": float(
+            np.mean(file.argmax(-1) == keras_logits.argmax(-1))
+        ),
+    }
+
+
+def post_training(setup, student):
+    """The trained float student and its dynamic-range file."""
+    from keras_distill.app.bench import lm
+
+    x, y = setup.x_val, setup.y_val
+    keras_logits = np.asarray(lm.predict(student, x))
+    file = _exported(student, x, "forward_int8")
+    return {
+        "forward_ce": lm.mean_ce(keras_logits, y),
+        "forward_int8_ce": lm.mean_ce(file, y),
+        "ptq_file_agreement": float(
+            np.mean(file.argmax(-1) == keras_logits.argmax(-1))
+        ),
+    }
+
+
+def finish(figures, float_seconds):
+    """Adds the gap closed and the float epoch's seconds."""
+    gap = figures["forward_int8_ce"] - figures["forward_ce"]
+    closed = figures["forward_int8_ce"] - figures["forward_qat_int8_ce"]
+    return {
+        **figures,
+        "forward_int8_seconds": float_seconds,
+        "gap_closed": closed / gap if gap > 0 else None,
+    }
+
+
+def line(seed, figures):
+    """One progress line."""
+    closed = figures["gap_closed"]
+    closed = "n/a" if closed is None else f"{closed:.0%}"
+    return (
+        f"[lm seed {seed}] int8 files: forward {figures['forward_int8_ce']:.4f}"
+        f", quantization-aware {figures['forward_qat_int8_ce']:.4f} nats "
+        f"(float {figures['forward_ce']:.4f}; gap closed {closed}); "
+        f"file = Keras on {figures['qat_file_agreement']:.2%} of tokens"
+    )
+
+
+def summary(per_seed):
+    """The seeds' figures as lists, with the goal's means."""
+    if not per_seed:
+        return {}
+    keys = per_seed[0].keys()
+    out = {k: [f[k] for f in per_seed] for k in keys}
+    gaps = [g for g in out["gap_closed"] if g is not None]
+    mean = {
+        k: statistics.mean(out[k])
+        for k in ("forward_ce", "forward_int8_ce", "forward_qat_int8_ce")
+    }
+    gap = mean["forward_int8_ce"] - mean["forward_ce"]
+    out["mean"] = {
+        **mean,
+        # The goal: the mean gap the quantization-aware file closes.
+        "gap_closed": (
+            (mean["forward_int8_ce"] - mean["forward_qat_int8_ce"]) / gap
+            if gap > 0
+            else None
+        ),
+        "gap_closed_per_seed_median": (
+            statistics.median(gaps) if gaps else None
+        ),
+        "qat_file_agreement_min": min(out["qat_file_agreement"]),
+    }
+    return out
