@@ -176,15 +176,27 @@ def test_twin_shares_weights_and_trains_in_a_distiller():
     )
 
 
-def test_unsupported_layers_are_named():
+def test_layers_without_int8_simulation_are_named():
     inputs = keras.Input((6, 4))
     h = keras.layers.LayerNormalization(name="norm")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2)(h))
     with pytest.raises(ValueError, match="'norm' of type LayerNormalization"):
-        quantization.quantization_aware(model)
+        quantization.quantization_aware(model, float_layers="raise")
+    # By default it runs in float between int8 tensors, and says so.
+    with pytest.warns(UserWarning, match="'norm' \\(LayerNormalization\\)"):
+        twin = quantization.quantization_aware(model)
+    x = rng.normal(size=(3, 6, 4)).astype("float32")
+    twin(x, training=True)
+    norm = twin.layers[-1].get_layer("norm_quantized")
+    step = (float(norm.output_quantizer.range_max.numpy())
+            - float(norm.output_quantizer.range_min.numpy())) / 255
+    normalized = keras.ops.convert_to_numpy(norm(model.layers[1](x)))
+    assert len(np.unique(normalized)) <= 256 and step > 0
     # Weights only: the normalization stays float.
     twin = quantization.quantization_aware(model, scheme="dynamic")
     assert quantization.is_quantization_aware(twin)
+    with pytest.raises(ValueError, match="float_layers"):
+        quantization.quantization_aware(model, float_layers="ignore")
 
 
 def test_subclassed_models_are_refused():

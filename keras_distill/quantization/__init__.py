@@ -21,22 +21,28 @@ keras_distill.quantization.freeze_ranges(twin)
 ```
 """
 
+from keras_distill.quantization._attention import QuantizedAttention
 from keras_distill.quantization._layers import SCHEMES
 from keras_distill.quantization._layers import ActivationQuantizer
 from keras_distill.quantization._layers import QuantizedLayer
+from keras_distill.quantization._twin import FLOAT_LAYERS
 from keras_distill.quantization._twin import FreezeRanges
-from keras_distill.quantization._twin import QuantizedEmbedding
-from keras_distill.quantization._twin import QuantizedOutput
 from keras_distill.quantization._twin import freeze_ranges
 from keras_distill.quantization._twin import is_quantization_aware
 from keras_distill.quantization._twin import quantization_aware
+from keras_distill.quantization._wrappers import QuantizedEmbedding
+from keras_distill.quantization._wrappers import QuantizedOperation
+from keras_distill.quantization._wrappers import QuantizedOutput
 
 __all__ = [
+    "FLOAT_LAYERS",
     "SCHEMES",
     "ActivationQuantizer",
     "FreezeRanges",
+    "QuantizedAttention",
     "QuantizedEmbedding",
     "QuantizedLayer",
+    "QuantizedOperation",
     "QuantizedOutput",
     "freeze_ranges",
     "is_quantization_aware",

@@ -3,9 +3,6 @@ as LiteRT's fully connected ops of the exported file compute them."""
 
 import keras
 
-from keras_distill._validation import check_choice
-from keras_distill.quantization._layers import SCHEMES
-from keras_distill.quantization._layers import ActivationQuantizer
 from keras_distill.quantization._layers import QuantizedLayer
 from keras_distill.quantization._layers import _Wrapper
 
@@ -20,30 +17,38 @@ class QuantizedAttention(_Wrapper):
     sharing the attention layer's variables).
 
     In the file the projections are fully connected ops with int8 weights
-    per output unit (the head and the unit within it, flattened); under
-    the `"dynamic"` scheme each token's features are rounded as they enter
-    a projection, as the runtime does. The attention itself (the scores,
-    the mask, the softmax, the weighted sum) stays float, as the
-    dynamic-range file keeps it.
+    per output unit (the head and the unit within it, flattened), and
+    each token's features are rounded as they enter a projection, as the
+    runtime does; the attention itself (the scores, the mask, the
+    softmax, the weighted sum) stays float, as the dynamic-range file
+    keeps it. Only the `"dynamic"` scheme simulates attention: the
+    full-integer converter quantizes parts of the attention core on its
+    own, which the twin cannot follow.
 
     Args:
         layer: The `MultiHeadAttention` layer to wrap.
-        scheme: `"dynamic"` (the only scheme with an attention layer).
-        decay: Kept for the twin's other layers' signature.
+        scheme: `"dynamic"`.
+        decay: Unused (the signature of the twin's other layers).
         **kwargs: `keras.layers.Layer` arguments.
+
+    Raises:
+        ValueError: For another scheme, naming the layer.
     """
 
     def __init__(self, layer, scheme="dynamic", decay=0.99, **kwargs):
         super().__init__(layer, **kwargs)
-        check_choice("scheme", scheme, SCHEMES)
+        if scheme != "dynamic":
+            raise ValueError(
+                "Invalid model for `quantization_aware` with scheme="
+                f"{scheme!r}. Expected layers the int8 twin simulates. "
+                f"Received: layer {layer.name!r} of type "
+                f"{type(layer).__name__} (the full-integer twin does not "
+                "simulate attention); use scheme='dynamic' (int8 weights, "
+                "the dynamic-range file)"
+            )
         self.scheme = scheme
         self.decay = decay
         self.projections = None
-        self.core_quantizer = None
-        if scheme == "int8":
-            self.core_quantizer = ActivationQuantizer(
-                decay, name=f"{self.name}_core"
-            )
 
     def build(self, query_shape, value_shape, key_shape=None):
         if not self.layer.built:
@@ -54,9 +59,6 @@ class QuantizedAttention(_Wrapper):
             )
             for name in PROJECTIONS
         ]
-        if self.core_quantizer is not None:
-            shape = self.layer.query_dense.compute_output_shape(query_shape)
-            self.core_quantizer.build(shape)
 
     def call(
         self,
@@ -76,18 +78,7 @@ class QuantizedAttention(_Wrapper):
         # The attention layer's own computation, with the quantized
         # projections in place of its sublayers for the call (set without
         # Keras' attribute tracking, and put back after).
-        swapped = list(self.projections)
-        if self.core_quantizer is not None:
-            # Under "int8" the float attention's output is rounded to its
-            # own range before the int8 output projection reads it.
-            output = swapped[-1]
-            core = self.core_quantizer
-
-            def swapped_output(inputs):
-                return output(core(inputs, training=training))
-
-            swapped[-1] = swapped_output
-        for name, projection in zip(PROJECTIONS, swapped):
+        for name, projection in zip(PROJECTIONS, self.projections):
             object.__setattr__(attention, name, projection)
         try:
             return attention.call(

@@ -2,6 +2,7 @@
 LiteRT int8 file will; `freeze_ranges` and the export's constant form."""
 
 import contextlib
+import warnings
 
 import keras
 import numpy as np
@@ -65,6 +66,8 @@ REQUANTIZING = (
     keras.layers.GlobalAveragePooling1D,
     keras.layers.GlobalAveragePooling2D,
 )
+# What `quantization_aware` does with a layer it has no int8 simulation of.
+FLOAT_LAYERS = ("warn", "keep", "raise")
 # Keras ops of a functional graph (`x + y`, `ops.reshape`), by class name:
 # those that keep their input's int8 grid, and those LiteRT runs in int8
 # with an output range of their own.
@@ -151,24 +154,31 @@ def _float_inputs(model):
     ]
 
 
-def quantization_aware(model, scheme="int8", decay=0.99, float_layers="warn"):
+def quantization_aware(
+    model, scheme="int8", decay=0.99, float_layers="warn"
+):
     """The quantization-aware twin of a Keras model.
 
     The twin shares the model's weights and computes as the model's
     LiteRT file will: every `Dense`, `Conv1D`, `Conv2D`,
-    `DepthwiseConv2D` and 2D-kernel `EinsumDense` uses its weights rounded
-    to int8 (symmetric, per output channel, narrow range), every
-    `Embedding` (scheme `"int8"`) its table on one int8 grid, a
-    `BatchNormalization` right after one is folded into it, and with the
-    `"int8"` scheme every activation LiteRT stores (the float inputs, each
-    of those layers' outputs after a fused ReLU or ReLU6, the outputs of
-    `Add`, `Concatenate`, activations and average poolings) is rounded to
-    a per-tensor int8 range tracked while training. Train it as any model
-    (as a `keras_distill.Distiller`'s student, from the float teacher);
-    gradients pass straight through the rounding. Then export it with
-    `keras_distill.export.tflite(twin, path, quantize=scheme_mode)`:
-    `"int8"` for the `"int8"` scheme (no representative data: the file
-    takes the ranges the twin learned), `"dynamic"` for `"dynamic"`.
+    `DepthwiseConv2D` and `EinsumDense` (and the projections of a
+    `MultiHeadAttention`) uses its weights rounded to int8 (symmetric,
+    per output channel, narrow range), every `Embedding` its table on one
+    int8 grid, and a `BatchNormalization` right after one is folded into
+    it. With the `"int8"` scheme every activation LiteRT stores (the float
+    inputs, each of those layers' outputs after a fused ReLU or ReLU6, the
+    outputs of `Add`, `Concatenate`, `x + y`, activations and average
+    poolings) is rounded to a per-tensor int8 range tracked while
+    training; a layer without an int8 simulation (a
+    `LayerNormalization`, a custom layer) runs in float between int8
+    tensors, as the file runs it (see `float_layers`). With `"dynamic"`
+    each input of a dense or convolution is rounded per row as the
+    runtime rounds it, and the rest stays float, as in the file. Train the
+    twin as any model (as a `keras_distill.Distiller`'s student, from the
+    float teacher); gradients pass straight through the rounding. Then
+    export it with `keras_distill.export.tflite(twin, path,
+    quantize=scheme)`: with `"int8"` no representative data is needed
+    (the file takes the ranges the twin learned).
 
     Since the weights are shared, pruning masks (`keras_distill.prune`)
     on the original model's kernels keep applying; zeros round to zero.
@@ -176,17 +186,22 @@ def quantization_aware(model, scheme="int8", decay=0.99, float_layers="warn"):
     Args:
         model: A functional or `Sequential` Keras model, built.
         scheme: `"int8"` (full integer: weights and activations, as
-            `quantize="int8"` exports) or `"dynamic"` (weights only, as
-            `quantize="dynamic"` exports).
+            `quantize="int8"` exports) or `"dynamic"` (int8 weights, inputs
+            rounded at run time, as `quantize="dynamic"` exports).
         decay: The activation ranges' moving-average decay.
+        float_layers: What `"int8"` does with a layer it cannot simulate:
+            `"warn"` (run it in float between int8 tensors, and say
+            which), `"keep"` (the same, silently) or `"raise"`.
 
     Returns:
         A `keras.Model` with the same inputs and outputs.
 
     Raises:
-        ValueError: If the model is subclassed or unbuilt, a scheme is
-            unknown, or (with `"int8"`) a layer cannot be simulated in
-            int8 (the error names it).
+        ValueError: If the model is subclassed or unbuilt, an argument is
+            unknown, a `BatchNormalization` cannot be folded, or (with
+            `"int8"`) a `MultiHeadAttention` or, under
+            `float_layers="raise"`, another layer has no int8 simulation
+            (the error names it).
 
     Example:
 
@@ -196,6 +211,7 @@ def quantization_aware(model, scheme="int8", decay=0.99, float_layers="warn"):
     ```
     """
     check_choice("scheme", scheme, SCHEMES)
+    check_choice("float_layers", float_layers, FLOAT_LAYERS)
     functional = isinstance(model, keras.Sequential) or (
         isinstance(model, keras.Model) and hasattr(model, "_operations")
     )
@@ -220,7 +236,7 @@ def quantization_aware(model, scheme="int8", decay=0.99, float_layers="warn"):
             if scheme == "dynamic" or name in PRESERVING_OPS:
                 return layer
             if name not in REQUANTIZING_OPS:
-                kept_float.append(f"{layer.name!r} ({name})")
+                keep_float(layer)
             return QuantizedOperation(layer, decay=decay)
         if isinstance(layer, keras.Model):
             raise ValueError(
@@ -266,20 +282,34 @@ def quantization_aware(model, scheme="int8", decay=0.99, float_layers="warn"):
                 "folds into it as LiteRT folds it. Received: "
                 f"layer {layer.name!r} elsewhere"
             )
+        keep_float(layer)
+        return QuantizedOutput(layer, decay=decay)
+
+    def keep_float(layer):
+        kind = type(layer).__name__
         if float_layers == "raise":
             raise ValueError(
                 "Invalid model for `quantization_aware`. Expected layers "
                 "LiteRT runs in int8 (Dense, Conv1D/2D, DepthwiseConv2D, "
                 "EinsumDense, BatchNormalization after them, Add, "
                 "Concatenate, activations, poolings, reshapes). Received: "
-                f"layer {layer.name!r} of type {type(layer).__name__}; "
-                "pass float_layers='keep' to run it in float between int8 "
+                f"layer {layer.name!r} of type {kind}; pass "
+                "float_layers='warn' to run it in float between int8 "
                 "tensors, or use scheme='dynamic' to round weights only"
             )
-        kept_float.append(f"{layer.name!r} ({type(layer).__name__})")
-        return QuantizedOutput(layer, decay=decay)
+        kept_float.append(f"{layer.name!r} ({kind})")
 
     inner = keras.models.clone_model(model, clone_function=clone)
+    if kept_float and float_layers == "warn":
+        warnings.warn(
+            f"`quantization_aware`: {len(kept_float)} layer(s) have no int8 "
+            "simulation and run in float between int8 tensors (their "
+            "inputs and outputs rounded to tracked ranges), as the int8 "
+            "file will run them: " + ", ".join(kept_float[:6])
+            + ". Pass float_layers='keep' to silence this, 'raise' to "
+            "refuse them.",
+            stacklevel=2,
+        )
     if scheme == "dynamic":
         inner.name = f"{model.name}_quantization_aware"
         return inner

@@ -387,10 +387,24 @@ def test_bench_lm_quick_writes_every_row(tmp_path, capsys):
     result = json.loads(output.read_text())
     rows = {"teacher", "scratch", "forward", "jsd", "on_policy_0.5"}
     rows |= {f"top4_{form}" for form in lm.FORMS}
-    assert set(result["validation_ce"]) == rows
+    files = {"forward_int8", "forward_qat_int8"}
+    assert set(result["validation_ce"]) == rows | files
     assert result["config"]["corpus"] == "docs"
     # Every student's continuations, scored by the teacher (nats).
     assert set(result["sampled_nll"]) == rows - {"teacher"}
+    # The int8 files, run on the validation windows.
+    qat = result["quantization_aware"]
+    forward = result["validation_ce"]["forward"]
+    assert qat["forward_ce"] == pytest.approx(forward)
+    assert min(qat["qat_file_agreement"]) >= 0.999
+    (ptq, qat_file, plain) = (
+        qat["forward_int8_ce"][0],
+        qat["forward_qat_int8_ce"][0],
+        qat["forward_ce"][0],
+    )
+    if ptq > plain:
+        closed = (ptq - qat_file) / (ptq - plain)
+        assert qat["gap_closed"][0] == pytest.approx(closed)
     for key, (nll,) in result["sampled_nll"].items():
         assert 0 < nll < 3 * np.log(result["config"]["vocabulary"]), key
     assert result["ratios"]["on_policy_0.5/jsd sampled NLL"] == pytest.approx(

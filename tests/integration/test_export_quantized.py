@@ -194,6 +194,33 @@ def test_decoder_twin_computes_as_its_dynamic_range_file(tmp_path):
     )
 
 
+def test_float_layers_between_int8_tensors_match_their_file(tmp_path):
+    """A `LayerNormalization` (no int8 simulation: float between int8
+    tensors), a GELU (LiteRT's int8 kernel) and `x + y` (a Keras op)."""
+    x = rng.normal(size=(64, 10, 8)).astype("float32")
+    y = rng.integers(0, 5, (64, 10))
+    inputs = keras.Input((10, 8))
+    h = keras.layers.Dense(32, name="widen")(inputs)
+    h = keras.layers.LayerNormalization(name="norm")(h)
+    g = keras.layers.Dense(32, activation="gelu", name="mlp")(h)
+    outputs = keras.layers.Dense(5, name="logits")(g + h)
+    model = _trained(keras.Model(inputs, outputs), x, y, 1)
+    with pytest.warns(UserWarning, match="'norm'"):
+        twin = quantization.quantization_aware(model)
+    twin.compile("adam", CE)
+    twin.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    report = keras_distill.export.tflite(
+        twin, tmp_path / "mixed.tflite", quantize="int8", check_data=x
+    )
+    assert report.within_one_step >= 0.999
+    assert report.argmax_agreement >= 0.999
+    from keras_distill.app.bench.lm import decoder_lm
+
+    decoder = decoder_lm(50, 8, 16, 1, 2, seed=0, name="decoder")
+    with pytest.raises(ValueError, match="'decoder_att0' of type MultiHead"):
+        quantization.quantization_aware(decoder)
+
+
 RELOAD = textwrap.dedent(
     """
     import os, sys

@@ -11,6 +11,7 @@ import statistics
 import time
 
 import keras
+import numpy as np
 
 from keras_distill._utils import predict
 from keras_distill._utils import write_text
@@ -95,6 +96,15 @@ def test_errors(model, arrays):
     """The number of misclassified test examples."""
     logits = predict(model, arrays.x_test)
     return int((logits.argmax(-1) != arrays.y_test).sum())
+
+
+def next_token_ce(logits, y):
+    """The mean cross-entropy per token of next-token `logits`, in nats."""
+    logits = np.asarray(logits, np.float64)
+    logits -= logits.max(-1, keepdims=True)
+    log_z = np.log(np.exp(logits).sum(-1))
+    picked = np.take_along_axis(logits, y[..., None], -1)[..., 0]
+    return float(np.mean(log_z - picked))
 
 
 def ratio(a, b):

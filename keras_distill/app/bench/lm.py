@@ -42,6 +42,7 @@ import tensorflow as tf
 from keras_distill import losses
 from keras_distill import on_policy
 from keras_distill._utils import predict
+from keras_distill.app.bench import common
 from keras_distill.app.bench import lm_quantized
 from keras_distill.app.bench.lm_corpus import corpus
 from keras_distill.app.bench.lm_corpus import windows
@@ -153,16 +154,7 @@ def cross_entropy():
 
 def validation_ce(model, x, y):
     """The mean cross-entropy per validation token, in nats."""
-    return mean_ce(predict(model, x), y)
-
-
-def mean_ce(logits, y):
-    """The mean cross-entropy per token of next-token `logits`, in nats."""
-    logits = np.asarray(logits, np.float64)
-    logits -= logits.max(-1, keepdims=True)
-    log_z = np.log(np.exp(logits).sum(-1))
-    picked = np.take_along_axis(logits, y[..., None], -1)[..., 0]
-    return float(np.mean(log_z - picked))
+    return common.next_token_ce(predict(model, x), y)
 
 
 def timed_fit(model, data, epochs, initial_epoch=0):
@@ -348,9 +340,17 @@ def run_seed(setup, seed, epochs, teacher, record, log, quantized):
     students, figures = {}, {}
 
     def fork(student, model):
-        figures.update(
-            lm_quantized.last_epoch(setup, seed, epochs, teacher, model)
-        )
+        def last_epoch(twin):  # the twin's last epoch, same optimizer
+            branch = Distiller(
+                teacher, twin, ONLINE["forward"](), student_loss_weight=ALPHA
+            )
+            branch.compile(model.optimizer, cross_entropy())
+            (seconds,) = epoch_seconds(
+                branch, setup.batches(seed), epochs, epochs - 1
+            )
+            return seconds
+
+        figures.update(lm_quantized.branch(model, last_epoch, setup))
 
     for key, make in ONLINE.items():
         students[key], seconds = train_student(
@@ -423,7 +423,6 @@ def run(
         ImportError: Without `keras_hub` (the `hub` extra), for the
             tokenizer.
     """
-    from keras_distill.app.bench import common
 
     setup = Setup(quick, batch_size, corpus_name)
     ce, seconds, nll, quantized = {}, {}, {}, []

@@ -23,6 +23,9 @@ import tempfile
 
 import numpy as np
 
+from keras_distill._utils import predict
+from keras_distill.app.bench.common import next_token_ce
+
 
 def file_logits(path, x):
     """The next-token logits a `.tflite` file computes for windows `x`."""
@@ -43,48 +46,38 @@ def _exported(model, x, name):
         return file_logits(path, x)
 
 
-def last_epoch(setup, seed, epochs, teacher, model):
+def branch(model, last_epoch, setup):
     """The quantization-aware branch, run where the `forward` student is
     about to start its last epoch: that epoch on the student's twin, from
     the same weights and optimizer state, then both put back so that the
     float epoch runs as if this had not happened.
 
     Args:
-        setup: The benchmark's `lm.Setup`.
-        seed: The seed (the batch order).
-        epochs: The students' epochs; the last is the branch's.
-        teacher: The float teacher.
         model: The `forward` student's `Distiller`, compiled and trained
             up to its last epoch.
+        last_epoch: A function that trains a twin's last epoch with
+            `model`'s optimizer and returns its seconds.
+        setup: The benchmark's `lm.Setup` (the validation windows).
 
     Returns:
         A dict of figures.
     """
     from keras_distill import quantization
-    from keras_distill.app.bench import lm
-    from keras_distill.distiller import Distiller
 
     student, optimizer = model.student, model.optimizer
     weights = student.get_weights()
     state = [v.numpy() for v in optimizer.variables]
     twin = quantization.quantization_aware(student, "dynamic")
-    branch = Distiller(
-        teacher, twin, lm.ONLINE["forward"](), student_loss_weight=lm.ALPHA
-    )
-    # The same optimizer: its slots are keyed by the shared variables.
-    branch.compile(optimizer, lm.cross_entropy())
-    (seconds,) = lm.epoch_seconds(
-        branch, setup.batches(seed), epochs, epochs - 1
-    )
+    seconds = last_epoch(twin)
     x, y = setup.x_val, setup.y_val
-    keras_logits = np.asarray(lm.predict(twin, x))
+    keras_logits = np.asarray(predict(twin, x))
     file = _exported(twin, x, "forward_qat_int8")
     student.set_weights(weights)
     for variable, value in zip(optimizer.variables, state):
         variable.assign(value)
     return {
-        "forward_qat_ce": lm.mean_ce(keras_logits, y),
-        "forward_qat_int8_ce": lm.mean_ce(file, y),
+        "forward_qat_ce": next_token_ce(keras_logits, y),
+        "forward_qat_int8_ce": next_token_ce(file, y),
         "forward_qat_int8_seconds": seconds,
         "qat_file_agreement": float(
             np.mean(file.argmax(-1) == keras_logits.argmax(-1))
@@ -94,14 +87,12 @@ def last_epoch(setup, seed, epochs, teacher, model):
 
 def post_training(setup, student):
     """The trained float student and its dynamic-range file."""
-    from keras_distill.app.bench import lm
-
     x, y = setup.x_val, setup.y_val
-    keras_logits = np.asarray(lm.predict(student, x))
+    keras_logits = np.asarray(predict(student, x))
     file = _exported(student, x, "forward_int8")
     return {
-        "forward_ce": lm.mean_ce(keras_logits, y),
-        "forward_int8_ce": lm.mean_ce(file, y),
+        "forward_ce": next_token_ce(keras_logits, y),
+        "forward_int8_ce": next_token_ce(file, y),
         "ptq_file_agreement": float(
             np.mean(file.argmax(-1) == keras_logits.argmax(-1))
         ),
