@@ -152,6 +152,21 @@ def test_weights_only_twin_holds_the_files_weights(tmp_path):
     assert float_report.max_abs_diff > 100 * report.max_abs_diff
 
 
+def test_weights_only_convolutions_round_each_image(tmp_path):
+    """Dynamic-range convolutions round each input image on its own grid
+    (the twin's `quantize_rows` over an image's axes)."""
+    inputs = keras.Input((10, 10, 8))
+    h = keras.layers.DepthwiseConv2D(3, depth_multiplier=16)(inputs)
+    h = keras.layers.Reshape((64, 128))(h)
+    model = keras.Model(inputs, keras.layers.Conv1D(40, 3)(h))
+    x = rng.normal(size=(8, 10, 10, 8)).astype("float32")
+    twin = quantization.quantization_aware(model, scheme="dynamic")
+    report = keras_distill.export.tflite(
+        twin, tmp_path / "conv.tflite", quantize="dynamic", check_data=x
+    )
+    assert report.max_abs_diff < 1e-4
+
+
 def test_decoder_twin_computes_as_its_dynamic_range_file(tmp_path):
     """The `bench lm` decoder (embeddings, layer normalization, causal
     multi-head attention, a GELU MLP), distilled into its weights-only
@@ -295,3 +310,21 @@ def test_embedding_and_einsum_dense_match_their_file(tmp_path):
     )
     with pytest.raises(ValueError, match="mask_zero"):
         quantization.quantization_aware(masked)
+
+
+@pytest.mark.slow
+def test_keras_applications_mobilenet_twin_matches_its_file(tmp_path):
+    """MobileNetV2 (depthwise convolutions, batch normalization, ReLU6,
+    residual adds, a softmax head) in full integer."""
+    model = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10
+    )
+    x = rng.uniform(size=(32, 32, 32, 3)).astype("float32")
+    twin = quantization.quantization_aware(model, float_layers="raise")
+    twin.compile("adam", "sparse_categorical_crossentropy")
+    twin.fit(x, rng.integers(0, 10, 32), epochs=1, verbose=0)
+    report = keras_distill.export.tflite(
+        twin, tmp_path / "mobilenet.tflite", quantize="int8", check_data=x
+    )
+    assert report.within_one_step >= 0.999
+    assert report.argmax_agreement >= 0.999
