@@ -338,3 +338,22 @@ def test_attention_is_refused_in_full_integer():
     twin = quantization.quantization_aware(model, scheme="dynamic")
     x = rng.normal(size=(2, 6, 8)).astype("float32")
     assert twin(x).shape == (2, 6, 3)
+
+
+def test_a_custom_block_of_dense_layers_is_refused_by_name():
+    """A layer the twin does not wrap, holding a `Dense` the file would
+    quantize: refused under both schemes rather than left float."""
+
+    class Block(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = keras.layers.Dense(40, name="inner")
+
+        def call(self, x):
+            return self.inner(x)
+
+    inputs = keras.Input((40,))
+    model = keras.Model(inputs, Block(name="block")(inputs))
+    for scheme in quantization.SCHEMES:
+        with pytest.raises(ValueError, match="'block' of type Block holding"):
+            quantization.quantization_aware(model, scheme)

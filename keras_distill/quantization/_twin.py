@@ -146,6 +146,29 @@ def _check_supported(layer):
         )
 
 
+def _check_no_hidden_weights(layer):
+    """Refuses a layer the twin does not wrap that holds layers whose
+    weights the file quantizes (a custom block of `Dense` layers): the
+    twin would compute them in float where the file would not."""
+    kinds = WEIGHTED + (keras.layers.Embedding, keras.layers.MultiHeadAttention)
+    inner = [
+        sub
+        for sub in layer._flatten_layers(include_self=False, recursive=True)
+        if isinstance(sub, kinds)
+    ]
+    if inner:
+        raise ValueError(
+            "Invalid model for `quantization_aware`. Expected quantized "
+            "layers (Dense, convolutions, EinsumDense, Embedding, "
+            "MultiHeadAttention) directly in the functional model. "
+            f"Received: layer {layer.name!r} of type "
+            f"{type(layer).__name__} holding {inner[0].name!r} "
+            f"({type(inner[0]).__name__}), whose weights the file would "
+            "quantize where the twin cannot see them; build the model "
+            "from those layers in one functional graph"
+        )
+
+
 def _float_inputs(model):
     return [
         i
@@ -270,6 +293,7 @@ def quantization_aware(
             return QuantizedEmbedding(layer)
         if id(layer) in folded:
             return FoldedAway(name=f"{layer.name}_folded")
+        _check_no_hidden_weights(layer)
         if scheme == "dynamic" or isinstance(layer, PRESERVING):
             return layer
         if isinstance(layer, REQUANTIZING):
