@@ -357,3 +357,52 @@ def test_a_custom_block_of_dense_layers_is_refused_by_name():
     for scheme in quantization.SCHEMES:
         with pytest.raises(ValueError, match="'block' of type Block holding"):
             quantization.quantization_aware(model, scheme)
+
+
+def test_dynamic_rows_follow_the_contracted_axes():
+    """An `EinsumDense` whose contracted axis is not the last: each row
+    is the contracted axis, wherever it is."""
+    inputs = keras.Input((40, 6))
+    layer = keras.layers.EinsumDense("abc,bd->acd", (6, 32), name="mix")
+    model = keras.Model(inputs, layer(inputs))  # a 1,280-weight kernel
+    x = rng.normal(size=(3, 40, 6)).astype("float32")
+    got = keras.ops.convert_to_numpy(
+        quantization.quantization_aware(model, "dynamic")(x)
+    )
+    rows = np.moveaxis(np_dynamic_rows(np.moveaxis(x, 1, -1), 1), -1, 1)
+    kernel, _ = np_weight_grid(layer.kernel.numpy())
+    want = np.einsum("abc,bd->acd", rows, kernel)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_gated_attention_rounds_its_gate_too():
+    inputs = keras.Input((6, 32))
+    attention = keras.layers.MultiHeadAttention(2, 16, use_gate=True)
+    model = keras.Model(inputs, attention(inputs, inputs))
+    twin = quantization.quantization_aware(model, "dynamic")
+    wrapper = twin.layers[-1]
+    assert isinstance(wrapper, quantization.QuantizedAttention)
+    wrapped = {p.layer.name for p in wrapper.projections}
+    assert attention._gate_dense.name in wrapped and len(wrapped) == 5
+
+
+def test_ops_in_the_graph_are_rounded_and_integer_outputs_pass():
+    inputs = keras.Input((8,))
+    h = keras.layers.Dense(6, name="dense")(inputs)
+    squashed = keras.ops.tanh(h) + h  # two ops: tanh's fixed grid, an add
+    model = keras.Model(inputs, [squashed, keras.ops.argmax(h, axis=-1)])
+    twin = quantization.quantization_aware(model, float_layers="raise")
+    wrappers = {
+        type(w.operation).__name__: w
+        for w in twin._flatten_layers(recursive=True)
+        if isinstance(w, quantization.QuantizedOperation)
+    }
+    assert set(wrappers) == {"Tanh", "Add"}  # argmax: not float, exact
+    assert wrappers["Tanh"].output_quantizer.fixed_range == (-1.0, 127 / 128)
+    x = rng.normal(size=(16, 8)).astype("float32")
+    values, labels = twin(x, training=True)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(labels),
+        keras.ops.convert_to_numpy(model(x)[1]),
+    )
+    assert len(np.unique(keras.ops.convert_to_numpy(values))) <= 256

@@ -13,8 +13,9 @@ PROJECTIONS = ("_query_dense", "_key_dense", "_value_dense", "_output_dense")
 @keras.saving.register_keras_serializable(package="keras_distill")
 class QuantizedAttention(_Wrapper):
     """A `keras.layers.MultiHeadAttention` computing with its query, key,
-    value and output projections quantized (each a `QuantizedLayer`
-    sharing the attention layer's variables).
+    value and output projections (and its gate's, with `use_gate=True`)
+    quantized, each a `QuantizedLayer` sharing the attention layer's
+    variables.
 
     In the file the projections are fully connected ops with int8 weights
     per output unit (the head and the unit within it, flattened), and
@@ -57,8 +58,14 @@ class QuantizedAttention(_Wrapper):
             QuantizedLayer(
                 getattr(self.layer, name), scheme=self.scheme, decay=self.decay
             )
-            for name in PROJECTIONS
+            for name in self._wrapped()
         ]
+
+    def _wrapped(self):
+        """The attention layer's dense sublayers, its gate's if it has
+        one."""
+        gate = ("_gate_dense",) if getattr(self.layer, "_use_gate", 0) else ()
+        return PROJECTIONS + gate
 
     def call(
         self,
@@ -74,11 +81,12 @@ class QuantizedAttention(_Wrapper):
         use_causal_mask=False,
     ):
         attention = self.layer
-        originals = [getattr(attention, name) for name in PROJECTIONS]
+        names = self._wrapped()
+        originals = [getattr(attention, name) for name in names]
         # The attention layer's own computation, with the quantized
         # projections in place of its sublayers for the call (set without
         # Keras' attribute tracking, and put back after).
-        for name, projection in zip(PROJECTIONS, self.projections):
+        for name, projection in zip(names, self.projections):
             object.__setattr__(attention, name, projection)
         try:
             return attention.call(
@@ -94,7 +102,7 @@ class QuantizedAttention(_Wrapper):
                 use_causal_mask=use_causal_mask,
             )
         finally:
-            for name, original in zip(PROJECTIONS, originals):
+            for name, original in zip(names, originals):
                 object.__setattr__(attention, name, original)
 
     def compute_output_shape(self, query_shape, value_shape, key_shape=None):

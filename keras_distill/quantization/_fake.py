@@ -84,15 +84,28 @@ DYNAMIC_MIN_ELEMENTS = 1024
 
 def quantize_rows(x, axes=1):
     """`x` rounded as LiteRT's dynamic-range kernels round an input at run
-    time: each row (the trailing `axes` axes: a token's features for a
+    time: each row (the axes an op reduces over: a token's features for a
     fully connected op, a whole image for a convolution) on its own int8
     grid, asymmetric, its range `[min(0, row min), max(0, row max)]`,
     `scale = range / 255`, zero point rounded into `[-128, 127]`;
-    straight-through gradient."""
+    straight-through gradient.
+
+    Args:
+        x: A float tensor.
+        axes: The row's axes: an int for that many trailing axes, or a
+            tuple of axis indices.
+
+    Returns:
+        The rounded tensor, in `x`'s dtype.
+    """
     x = tf.convert_to_tensor(x)
     dtype = x.dtype
     values = tf.cast(x, "float32")
-    reduce = list(range(len(x.shape) - axes, len(x.shape)))
+    rank = len(x.shape)
+    if isinstance(axes, int):
+        reduce = list(range(rank - axes, rank))
+    else:
+        reduce = sorted(a % rank for a in axes)
     low = tf.minimum(tf.reduce_min(values, reduce, keepdims=True), 0.0)
     high = tf.maximum(tf.reduce_max(values, reduce, keepdims=True), 0.0)
     scale = tf.maximum(high - low, _TINY) / 255.0

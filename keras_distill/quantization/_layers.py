@@ -172,14 +172,18 @@ class QuantizedLayer(_Wrapper):
     folding; γ and β train, the statistics stay as they are. With the
     `"int8"` scheme the output (after a fused ReLU or ReLU6) is rounded to
     its own tracked range; another activation runs after that rounding,
-    and its output is rounded again.
+    and its output is rounded again. With `"dynamic"` each input row is
+    rounded as the runtime rounds it (`_fake.quantize_rows`), and a
+    kernel of fewer than 1,024 weights stays float, as in the file.
 
     Args:
         layer: The layer to wrap.
         batch_norm: A `BatchNormalization` layer to fold in, or None.
-        scheme: `"int8"` (weights and activations) or `"dynamic"`
-            (weights only).
+        scheme: `"int8"` (weights and activations) or `"dynamic"` (int8
+            weights, inputs rounded per row at run time).
         decay: The ranges' moving-average decay.
+        activation: A `ReLU` layer (or relu activation) after the layer
+            that LiteRT fuses into it, or None.
         **kwargs: `keras.layers.Layer` arguments.
     """
 
@@ -322,13 +326,21 @@ def _einsum_axes(layer):
 
 
 def _row_axes(layer):
-    """How many trailing input axes LiteRT's dynamic-range kernel of
-    `layer` quantizes together: the features of a fully connected op (the
-    contracted axes of an `EinsumDense`), a whole image for a convolution.
-    """
+    """The input axes LiteRT's dynamic-range kernel of `layer` rounds
+    together (an int: that many trailing axes): the features of a fully
+    connected op (the contracted axes of an `EinsumDense`), a whole image
+    for a convolution."""
     if isinstance(layer, keras.layers.EinsumDense):
         source, kernel, output = _einsum_axes(layer)
-        return sum(1 for c in source if c in kernel and c not in output)
+        head, tail = source.split("...") if "..." in source else ("", source)
+
+        def contracted(c):
+            return c in kernel and c not in output
+
+        return tuple(
+            [i for i, c in enumerate(head) if contracted(c)]
+            + [j - len(tail) for j, c in enumerate(tail) if contracted(c)]
+        )
     if isinstance(layer, keras.layers.Dense):
         return 1
     return len(layer.kernel.shape) - 1  # Conv1D: 2 axes, Conv2D: 3

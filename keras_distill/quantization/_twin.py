@@ -80,6 +80,13 @@ REQUANTIZING_OPS = (
     "Maximum",
     "Minimum",
     "Mean",
+    "Relu",
+    "Relu6",
+    "Gelu",
+    "LeakyRelu",
+    "Tanh",
+    "Sigmoid",
+    "Softmax",
 )
 
 
@@ -144,6 +151,16 @@ def _check_supported(layer):
             f"convolutions with groups=1. Received: layer {layer.name!r} "
             f"with groups={layer.groups}"
         )
+
+
+def _float_outputs(operation):
+    """Whether an op of the graph outputs a float tensor (an integer or
+    boolean output, such as an argmax, is exact in the file)."""
+    return any(
+        "float" in str(tensor.dtype)
+        for node in operation._inbound_nodes
+        for tensor in node.outputs
+    )
 
 
 def _check_no_hidden_weights(layer):
@@ -220,11 +237,15 @@ def quantization_aware(
         A `keras.Model` with the same inputs and outputs.
 
     Raises:
-        ValueError: If the model is subclassed or unbuilt, an argument is
-            unknown, a `BatchNormalization` cannot be folded, or (with
-            `"int8"`) a `MultiHeadAttention` or, under
-            `float_layers="raise"`, another layer has no int8 simulation
-            (the error names it).
+        ValueError: If the model is subclassed, unbuilt or nests a
+            model, an argument is unknown, a `BatchNormalization` cannot
+            be folded, a convolution has `groups > 1`, a layer the twin
+            does not wrap holds quantized layers (a custom block of
+            `Dense` layers), or (with `"int8"`) an `Embedding` has
+            `mask_zero=True`, a layer returns several tensors without an
+            int8 simulation, a `MultiHeadAttention` is present or, under
+            `float_layers="raise"`, another layer has no int8 simulation.
+            Each error names the layer.
 
     Example:
 
@@ -256,7 +277,8 @@ def quantization_aware(
     def clone(layer):
         if not isinstance(layer, keras.layers.Layer):  # an op: `x + y`
             name = type(layer).__name__
-            if scheme == "dynamic" or name in PRESERVING_OPS:
+            exact = name in PRESERVING_OPS or not _float_outputs(layer)
+            if scheme == "dynamic" or exact:
                 return layer
             if name not in REQUANTIZING_OPS:
                 keep_float(layer)
@@ -461,7 +483,7 @@ def constant_form(model):
 def _final_quantizer(layer):
     if isinstance(layer, QuantizedLayer):
         return layer.activation_quantizer or layer.output_quantizer
-    if isinstance(layer, (QuantizedOutput,)):
+    if isinstance(layer, (QuantizedOutput, QuantizedOperation)):
         return layer.output_quantizer
     if isinstance(layer, ActivationQuantizer):
         return layer

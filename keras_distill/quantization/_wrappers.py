@@ -13,10 +13,34 @@ from keras_distill.quantization._layers import ActivationQuantizer
 from keras_distill.quantization._layers import _Wrapper
 
 
+def _rounded(quantizer, outputs, training):
+    """`outputs` rounded by `quantizer` if it is a float tensor (integer
+    and boolean outputs are exact in the file)."""
+    if "float" not in keras.backend.standardize_dtype(outputs.dtype):
+        return outputs
+    return quantizer(outputs, training=training)
+
+
+def _one_output(spec, name):
+    """Raises unless `spec` is one tensor: one range rounds one output."""
+    if isinstance(spec, (list, tuple, dict)):
+        raise ValueError(
+            "Invalid model for `quantization_aware`. Expected layers "
+            "without an int8 simulation to return one tensor. Received: "
+            f"{name!r}, which returns {type(spec).__name__} of "
+            f"{len(spec)}; use scheme='dynamic', or split it into layers "
+            "of one output"
+        )
+    return spec
+
+
 @keras.saving.register_keras_serializable(package="keras_distill")
 class QuantizedOutput(_Wrapper):
-    """A layer whose output is rounded to its own tracked int8 range
-    (an `Add`, a `Concatenate`, an activation or an average pooling).
+    """A layer whose output is rounded to its own tracked int8 range: an
+    `Add`, a `Concatenate`, an activation or an average pooling, which
+    LiteRT runs in int8, or a layer without an int8 simulation (a
+    `LayerNormalization`, a custom layer), which the file runs in float
+    between int8 tensors. An output that is not float passes unrounded.
 
     Args:
         layer: The layer to wrap.
@@ -38,11 +62,15 @@ class QuantizedOutput(_Wrapper):
             self.layer.build(input_shape)
         self.output_quantizer.build(input_shape)  # a per-tensor range
 
-    def call(self, inputs, training=None, mask=None):
-        return self.output_quantizer(self.layer(inputs), training=training)
+    def call(self, inputs, *args, training=None, mask=None, **kwargs):
+        outputs = self.layer(inputs, *args, **kwargs)
+        return _rounded(self.output_quantizer, outputs, training)
 
-    def compute_output_spec(self, inputs, training=None, mask=None):
-        return self.layer.compute_output_spec(inputs)
+    def compute_output_spec(
+        self, inputs, *args, training=None, mask=None, **kwargs
+    ):
+        spec = self.layer.compute_output_spec(inputs, *args, **kwargs)
+        return _one_output(spec, self.layer.name)
 
     def get_config(self):
         return {**super().get_config(), "decay": self.decay}
@@ -114,7 +142,9 @@ class FoldedAway(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="keras_distill")
 class QuantizedOperation(keras.layers.Layer):
     """A Keras op of a functional graph (`x + y`, `ops.concatenate`, ...)
-    whose output is rounded to its own tracked int8 range.
+    whose output is rounded to its own tracked int8 range (the fixed grid
+    of LiteRT's kernel for `ops.tanh`, `ops.sigmoid`, `ops.softmax`); an
+    output that is not float passes unrounded.
 
     Args:
         operation: The `keras.Operation` to wrap.
@@ -128,17 +158,21 @@ class QuantizedOperation(keras.layers.Layer):
         self.operation = operation
         self.decay = decay
         self.output_quantizer = ActivationQuantizer(
-            decay, name=f"{self.name}_output"
+            decay,
+            # `ops.tanh`, `ops.sigmoid`, `ops.softmax`: LiteRT's fixed grids.
+            fixed_range=FIXED_RANGES.get(type(operation).__name__.lower()),
+            name=f"{self.name}_output",
         )
         self.output_quantizer.build(None)  # per-tensor scalars
         self.built = True
 
     def call(self, *args, training=None, **kwargs):
         outputs = self.operation(*args, **kwargs)
-        return self.output_quantizer(outputs, training=training)
+        return _rounded(self.output_quantizer, outputs, training)
 
     def compute_output_spec(self, *args, training=None, **kwargs):
-        return self.operation.compute_output_spec(*args, **kwargs)
+        spec = self.operation.compute_output_spec(*args, **kwargs)
+        return _one_output(spec, self.operation.name)
 
     def get_config(self):
         return {

@@ -99,7 +99,15 @@ def test_errors(model, arrays):
 
 
 def next_token_ce(logits, y):
-    """The mean cross-entropy per token of next-token `logits`, in nats."""
+    """The mean cross-entropy per token of next-token logits.
+
+    Args:
+        logits: `(windows, steps, vocabulary)` logits.
+        y: `(windows, steps)` integer next tokens.
+
+    Returns:
+        The mean cross-entropy per token, in nats, as a float.
+    """
     logits = np.asarray(logits, np.float64)
     logits -= logits.max(-1, keepdims=True)
     log_z = np.log(np.exp(logits).sum(-1))

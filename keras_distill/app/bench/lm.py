@@ -17,10 +17,17 @@ is trained once, on seed 0; then per seed, a much smaller student:
 - `on_policy_{λ}`: the `jsd` student with its last epoch on policy
   (`keras_distill.on_policy.OnPolicy`): a fraction λ of each batch
   continued by the student itself (`ON_POLICY`), as GKD fine-tunes a
-  trained student; same updates as `jsd`.
+  trained student; same updates as `jsd`;
+- `forward_int8` and `forward_qat_int8`: the `forward` student's
+  dynamic-range int8 file, and the file of the same student whose last
+  epoch was distilled quantization-aware instead (`lm_quantized`).
+
+The `forward` and `jsd` students train their last epoch in a second
+`fit` (where the on-policy and quantization-aware rows branch off), which
+reads the batches in the first epoch's order again.
 
 Every student mixes the cross-entropy on the next tokens and its
-distillation term at `ALPHA`, reads the same batches in the same order,
+distillation term at `ALPHA`, reads the same batches,
 and is scored by its validation cross-entropy per token (nats) and by
 what it generates: the teacher's negative log-likelihood per token of
 the student's own sampled continuations of `SAMPLED_PROMPTS` validation

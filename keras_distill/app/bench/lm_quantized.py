@@ -10,6 +10,8 @@ Per seed, two rows beside the float `forward` student:
   (`keras_distill.quantization.quantization_aware(student, "dynamic")`,
   the same loss, batches and optimizer state: only the arithmetic
   differs), exported to a dynamic-range file and scored the same way.
+  Its seconds include tracing the twin's step (the float epoch's step
+  was traced in the epochs before).
 
 The figures: each file's validation cross-entropy, the share of the gap
 between the float student and its post-training file that the
@@ -67,14 +69,16 @@ def branch(model, last_epoch, setup):
     student, optimizer = model.student, model.optimizer
     weights = student.get_weights()
     state = [v.numpy() for v in optimizer.variables]
-    twin = quantization.quantization_aware(student, "dynamic")
-    seconds = last_epoch(twin)
-    x, y = setup.x_val, setup.y_val
-    keras_logits = np.asarray(predict(twin, x))
-    file = _exported(twin, x, "forward_qat_int8")
-    student.set_weights(weights)
-    for variable, value in zip(optimizer.variables, state):
-        variable.assign(value)
+    try:
+        twin = quantization.quantization_aware(student, "dynamic")
+        seconds = last_epoch(twin)
+        x, y = setup.x_val, setup.y_val
+        keras_logits = np.asarray(predict(twin, x))
+        file = _exported(twin, x, "forward_qat_int8")
+    finally:
+        student.set_weights(weights)
+        for variable, value in zip(optimizer.variables, state):
+            variable.assign(value)
     return {
         "forward_qat_ce": next_token_ce(keras_logits, y),
         "forward_qat_int8_ce": next_token_ce(file, y),
