@@ -56,7 +56,9 @@ PRESETS = {
     "mnist-cnn": dict(teacher="cnn-large", student="cnn-small"),
 }
 # speed: fresh processes per run, and timed units per variant in each
-# (about 10 minutes a run on a 2-core machine). One process of 21 rounds
-# left offsets of a whole process of up to 3.8% between two runs.
-DEFAULT_PROCESSES = 3
-DEFAULT_ROUNDS = 7
+# (about 12 minutes a run on a 2-core machine). A variant can run a few
+# per cent faster or slower for a whole process: one process of 21
+# rounds, or three of 7, left two runs up to 3.8% apart; the median of
+# six processes of 3 rounds is steadier at the same work.
+DEFAULT_PROCESSES = 6
+DEFAULT_ROUNDS = 3
