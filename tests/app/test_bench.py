@@ -405,6 +405,8 @@ def test_bench_lm_quick_writes_every_row(tmp_path, capsys):
     if ptq > plain:
         closed = (ptq - qat_file) / (ptq - plain)
         assert qat["gap_closed"][0] == pytest.approx(closed)
+    goal = qat_file <= plain + 0.2 * max(ptq - plain, 0.0)
+    assert qat["goal_met"] == [goal]
     for key, (nll,) in result["sampled_nll"].items():
         assert 0 < nll < 3 * np.log(result["config"]["vocabulary"]), key
     assert result["ratios"]["on_policy_0.5/jsd sampled NLL"] == pytest.approx(
