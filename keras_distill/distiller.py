@@ -64,8 +64,7 @@ class Distiller(MultiWorkerBuild, keras.Model):
             these. Defaults to `LogitsDistillation(temperature=4.0)`.
         distillation_loss_weights: One non-negative float per loss.
             Defaults to 1.0 each.
-        student_loss_weight: `alpha`, in [0, 1]. Defaults to 0.5. With 0,
-            labels are not needed.
+        student_loss_weight: `alpha` in [0, 1], 0.5 by default (0: no labels).
         augment: Optional `keras_distill.augment.ConsistentAugment` (or a
             list of layers) applied to each training batch before both
             models run (function matching). Needs the teacher online.
@@ -406,8 +405,9 @@ class Distiller(MultiWorkerBuild, keras.Model):
         view = self._teacher_view
         if view is None or not self._needs_teacher:
             return None
-        if cached is None:
-            return view(self._for_teacher(x), training=False)
+        if cached is None:  # online; in top-k form if `generation` asks
+            outputs = view(self._for_teacher(x), training=False)
+            return generations.online(self.generation, outputs, self)
         losses, classes = self._distill_losses, self._student_view.classes()
         cached = checks.check_cache_serves(view, losses, cached, classes)
         return {views.LOGITS: view.logits(cached), views.MASK: None}

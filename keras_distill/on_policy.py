@@ -181,7 +181,8 @@ class Generation:
     supervises_generated = False
 
     def __init__(
-        self, fraction, prompt_length, new_tokens, temperature, seed
+        self, fraction, prompt_length, new_tokens, temperature, seed,
+        teacher_top_k=None,
     ):
         self.fraction = validation.check_fraction("fraction", fraction)
         self.prompt_length = _check_prompt_length(prompt_length)
@@ -190,6 +191,29 @@ class Generation:
             "temperature", temperature
         )
         self.seed = validation.check_int("seed", seed)
+        if teacher_top_k is not None:
+            validation.check_int("teacher_top_k", teacher_top_k, low=1)
+        self.teacher_top_k = teacher_top_k
+
+    def teacher_outputs(self, outputs, losses):
+        """The teacher's outputs as `losses` read them: with
+        `teacher_top_k`, its logits in the top-k form of a
+        `TeacherCache(top_k=k)`, computed in the step."""
+        if self.teacher_top_k is None or outputs is None:
+            return outputs
+        unable = [type(x).__name__ for x in losses if not x.reads_top_k_teacher]
+        if unable:
+            raise ValueError(
+                f"`{type(self).__name__}(teacher_top_k=...)` gives the "
+                "losses the teacher's top-k logits. Expected losses that "
+                "read them (LogitsDistillation, ReverseKL, GeneralizedJSD). "
+                f"Received: {unable}"
+            )
+        from keras_distill._views import LOGITS
+        from keras_distill.losses.divergences import top_k_teacher
+
+        top = top_k_teacher(outputs[LOGITS], self.teacher_top_k)
+        return dict(outputs, **{LOGITS: top})
 
     def refuse_checked(self, cached, losses):
         """Raises if the batch's teacher outputs come from a cache, or if a
@@ -325,6 +349,7 @@ class Generation:
             "new_tokens": self.new_tokens,
             "temperature": self.temperature,
             "seed": self.seed,
+            "teacher_top_k": self.teacher_top_k,
         }
 
     @classmethod
@@ -379,6 +404,10 @@ class OnPolicy(Generation):
         new_tokens: How many tokens the student writes. Defaults to 16.
         temperature: The sampling temperature; 0 is greedy. Defaults to 1.
         seed: An int seeding the draws. Defaults to 0.
+        teacher_top_k: None (the teacher's full distribution), or k: the
+            losses get the teacher's k largest logits and its rest mass,
+            the form of a `TeacherCache(top_k=k)`, computed in the step
+            (the losses' `top_k_form` applies).
 
     Raises:
         ValueError: If a value is out of range; at the first batch, if a
@@ -405,9 +434,12 @@ class OnPolicy(Generation):
 
     def __init__(
         self, fraction=0.5, prompt_length=8, new_tokens=16, temperature=1.0,
-        seed=0,
+        seed=0, teacher_top_k=None,
     ):
-        super().__init__(fraction, prompt_length, new_tokens, temperature, seed)
+        super().__init__(
+            fraction, prompt_length, new_tokens, temperature, seed,
+            teacher_top_k,
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_distill")
@@ -427,6 +459,7 @@ class SequenceLevel(Generation):
         new_tokens: How many tokens the teacher writes. Defaults to 16.
         temperature: 0 (greedy, the default) or a sampling temperature.
         seed: An int seeding the draws. Defaults to 0.
+        teacher_top_k: As for `OnPolicy`.
 
     Raises:
         ValueError: As for `OnPolicy`.
@@ -454,9 +487,20 @@ class SequenceLevel(Generation):
 
     def __init__(
         self, fraction=1.0, prompt_length=8, new_tokens=16, temperature=0.0,
-        seed=0,
+        seed=0, teacher_top_k=None,
     ):
-        super().__init__(fraction, prompt_length, new_tokens, temperature, seed)
+        super().__init__(
+            fraction, prompt_length, new_tokens, temperature, seed,
+            teacher_top_k,
+        )
+
+
+def online(generation, outputs, distiller):
+    """A distiller's online teacher outputs as its losses read them (see
+    `Generation.teacher_outputs`)."""
+    if generation is None:
+        return outputs
+    return generation.teacher_outputs(outputs, distiller._distill_losses)
 
 
 def check_generation(value):

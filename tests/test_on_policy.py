@@ -154,6 +154,26 @@ def test_the_loss_covers_exactly_the_generated_positions(models):
     np.testing.assert_allclose(
         logs["distillation_loss"][0], expected, rtol=1e-5
     )
+    # With a top-k teacher (k = 3 of 7 tokens and the rest mass), the
+    # same positions, each compared over the k + 1 buckets.
+    top = on_policy_distiller(
+        models, generation.OnPolicy(**{**on_policy.get_config(),
+                                       "teacher_top_k": 3})
+    ).fit(tokens, labels, batch_size=4, epochs=1, verbose=0, shuffle=False)
+    order = np.argsort(-t, axis=-1)[..., :3]
+
+    def buckets(logits):
+        probs = np.exp(log_softmax(logits))
+        picked = np.take_along_axis(probs, order, -1)
+        return np.concatenate([picked, 1 - picked.sum(-1, keepdims=True)], -1)
+
+    p, q = buckets(t), buckets(s)
+    top_kl = (p * (np.log(p) - np.log(q))).sum(-1)
+    np.testing.assert_allclose(
+        top.history["distillation_loss"][0],
+        (top_kl * weight).sum() / weight.sum(),
+        rtol=1e-5,
+    )
     # The prompt, and the junk after the generated tokens, are inert:
     # other tokens there give the same batch loss (the causal models
     # never read them for a covered position).
@@ -229,7 +249,19 @@ def test_config_round_trip_and_errors(models):
         "new_tokens": 3,
         "temperature": 0.8,
         "seed": 7,
+        "teacher_top_k": None,
     }
+    assert generation.SequenceLevel(teacher_top_k=4).teacher_top_k == 4
+    with pytest.raises(ValueError, match="teacher_top_k"):
+        generation.OnPolicy(teacher_top_k=0)
+    squared = keras_distill.Distiller(
+        teacher, student, losses.LogitsDistillation(1.0, loss="mse"),
+        student_loss_weight=0.0,
+        generation=generation.OnPolicy(1.0, 2, 2, teacher_top_k=3),
+    )
+    squared.compile("sgd")
+    with pytest.raises(ValueError, match=r"top-k logits.*LogitsDistillation"):
+        squared.fit(*data(), epochs=1, verbose=0)
     level = keras.saving.deserialize_keras_object(
         keras.saving.serialize_keras_object(generation.SequenceLevel())
     )

@@ -220,6 +220,31 @@ def student_top_k_log_probs(logits, indices):
     return tf.reshape(top, top_shape), tf.reshape(rest, leading)
 
 
+def top_k_teacher(logits, k):
+    """The top-k form of teacher logits `(..., V)`, as tensors: what a
+    `TeacherCache(top_k=k)` holds, computed on the fly.
+
+    Args:
+        logits: `(..., V)` teacher logits.
+        k: How many of the largest logits to keep (at most V).
+
+    Returns:
+        A dict: `top_k_values` (float32 `(..., k)`), `top_k_indices`
+        (int32), `log_normalizer` (float32 `(...)`, the log-sum-exp of all
+        V logits) and `log_rest` (float32, the log of the probability
+        outside the top k, summed directly; `_LOG_ZERO` when empty).
+    """
+    logits = ops.cast(logits, "float32")
+    k = min(int(k), int(logits.shape[-1]))
+    values, indices = tf.math.top_k(logits, k=k)
+    return {
+        TOP_K_VALUES: values,
+        TOP_K_INDICES: indices,
+        LOG_NORMALIZER: ops.logsumexp(logits, axis=-1),
+        LOG_REST: rest_log_mass(logits, indices),
+    }
+
+
 def rest_log_mass(logits, indices):
     """`log Σ_{j ∉ indices} softmax(logits)_j` per position, summed
     directly (not `log(1 - Σ_indices)`); `_LOG_ZERO` when nothing is left.

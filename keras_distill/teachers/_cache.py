@@ -14,10 +14,8 @@ from keras_distill._validation import check_int
 from keras_distill._views import LOGITS
 from keras_distill._views import ModelView
 from keras_distill.augment import shift_images
-from keras_distill.losses.divergences import LOG_NORMALIZER
-from keras_distill.losses.divergences import LOG_REST
-from keras_distill.losses.divergences import TOP_K_INDICES
 from keras_distill.losses.divergences import TOP_K_VALUES
+from keras_distill.losses.divergences import top_k_teacher
 from keras_distill.pipelines import batch_keys
 from keras_distill.pipelines import shuffled_batches
 from keras_distill.pipelines import shuffled_positions
@@ -508,18 +506,9 @@ def top_k_logits(logits, k):
         V logits) and `log_rest` (float32, the log of the probability
         outside the top k, summed directly; -1e4 when empty).
     """
-    import tensorflow as tf
-
-    from keras_distill.losses.divergences import rest_log_mass
-
-    k = min(k, logits.shape[-1])
-    values, indices = tf.math.top_k(logits, k=k)
-    return {
-        TOP_K_VALUES: np.asarray(tf.cast(values, tf.float16)),
-        TOP_K_INDICES: np.asarray(indices, np.int32),
-        LOG_NORMALIZER: np.asarray(tf.reduce_logsumexp(logits, axis=-1)),
-        LOG_REST: np.asarray(rest_log_mass(logits, indices)),
-    }
+    top = {key: np.asarray(v) for key, v in top_k_teacher(logits, k).items()}
+    top[TOP_K_VALUES] = top[TOP_K_VALUES].astype(np.float16)
+    return top
 
 
 def _concat(*parts):
