@@ -57,6 +57,16 @@ def _trained(model, x, y, epochs=2):
     return model
 
 
+def _fit_and_export(twin, x, y, path, batch_size=32, loss=CE):
+    """One epoch of the twin (its ranges see data), then its int8 file's
+    report, checked against the twin."""
+    twin.compile("adam", loss)
+    twin.fit(x, y, epochs=1, batch_size=batch_size, verbose=0)
+    return keras_distill.export.tflite(
+        twin, path, quantize="int8", check_data=x
+    )
+
+
 def test_distilled_pruned_mlp_exports_what_it_trained(tmp_path):
     x = rng.normal(size=(256, 20)).astype("float32")
     y = rng.integers(0, 5, 256)
@@ -101,11 +111,7 @@ def test_cnn_with_folds_depthwise_and_add_matches_its_file(tmp_path):
     twin = quantization.quantization_aware(model)
     names = {layer.name for layer in twin.layers[-1].layers}
     assert "stem_bn_folded" in names and "stem_relu_folded" in names
-    twin.compile("adam", CE)
-    twin.fit(x, y, epochs=1, batch_size=32, verbose=0)
-    report = keras_distill.export.tflite(
-        twin, tmp_path / "cnn.tflite", quantize="int8", check_data=x
-    )
+    report = _fit_and_export(twin, x, y, tmp_path / "cnn.tflite")
     assert report.within_one_step >= 0.999
     assert report.argmax_agreement >= 0.99
     # int8 inputs and outputs too, with the twin's input range.
@@ -222,11 +228,7 @@ def test_float_layers_between_int8_tensors_match_their_file(tmp_path):
     model = _trained(keras.Model(inputs, outputs), x, y, 1)
     with pytest.warns(UserWarning, match="'norm'"):
         twin = quantization.quantization_aware(model)
-    twin.compile("adam", CE)
-    twin.fit(x, y, epochs=1, batch_size=16, verbose=0)
-    report = keras_distill.export.tflite(
-        twin, tmp_path / "mixed.tflite", quantize="int8", check_data=x
-    )
+    report = _fit_and_export(twin, x, y, tmp_path / "mixed.tflite", 16)
     assert report.within_one_step >= 0.999
     assert report.argmax_agreement >= 0.999
     # The `x + y` op's range saves and reloads with the twin.
@@ -331,10 +333,9 @@ def test_keras_applications_mobilenet_twin_matches_its_file(tmp_path):
     )
     x = rng.uniform(size=(32, 32, 32, 3)).astype("float32")
     twin = quantization.quantization_aware(model, float_layers="raise")
-    twin.compile("adam", "sparse_categorical_crossentropy")
-    twin.fit(x, rng.integers(0, 10, 32), epochs=1, verbose=0)
-    report = keras_distill.export.tflite(
-        twin, tmp_path / "mobilenet.tflite", quantize="int8", check_data=x
+    report = _fit_and_export(
+        twin, x, rng.integers(0, 10, 32), tmp_path / "mobilenet.tflite",
+        loss="sparse_categorical_crossentropy",
     )
     assert report.within_one_step >= 0.999
     assert report.argmax_agreement >= 0.999
