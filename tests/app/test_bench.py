@@ -419,6 +419,10 @@ def test_bench_lm_quick_writes_every_row(tmp_path, capsys):
     per_token = result["cache_bytes_per_token"]
     assert per_token["top4"] == 4 * 6 + 8  # float16 + int32, two floats
     assert per_token["full"] == 4 * result["config"]["vocabulary"]
+    seconds = result["seconds_per_epoch"]
+    assert result["ratios"]["top4_rest/top4_renormalized s/epoch"] == (
+        pytest.approx(seconds["top4_rest"][0] / seconds["top4_renormalized"][0])
+    )
     assert result["ratios"]["forward/scratch"] == pytest.approx(
         result["mean_ce"]["forward"] / result["mean_ce"]["scratch"]
     )

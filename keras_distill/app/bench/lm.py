@@ -13,7 +13,8 @@ is trained once, on seed 0; then per seed, a much smaller student:
 - `forward` (KD: `LogitsDistillation` at T = 1) and `jsd` (GKD's
   `GeneralizedJSD(0.5)`), the teacher online: off-policy;
 - `top{k}_{form}`: forward KD from a `TeacherCache(top_k=k)`, for k in
-  `TOP_K` and both top-k forms (`keras_distill.losses.divergences`);
+  `TOP_K` and both top-k forms (`keras_distill.losses.divergences`),
+  trained in turns, an epoch of each, so their times compare;
 - `on_policy_{λ}`: the `jsd` student with its last epoch on policy
   (`keras_distill.on_policy.OnPolicy`): a fraction λ of each batch
   continued by the student itself (`ON_POLICY`), as GKD fine-tunes a
@@ -54,6 +55,7 @@ from keras_distill.app.bench import lm_quantized
 from keras_distill.app.bench.lm_corpus import corpus
 from keras_distill.app.bench.lm_corpus import windows
 from keras_distill.app.bench.lm_corpus import word_piece_tokenizer
+from keras_distill.app.bench.lm_models import decoder_lm
 from keras_distill.app.environment import versions
 from keras_distill.app.report import format_table
 from keras_distill.distiller import Distiller
@@ -98,61 +100,6 @@ QUICK = dict(
     on_policy=dict(fractions=(0.5,), prompt_length=(2, 6), new_tokens=4),
     sampled=(8, 4, 6),
 )
-
-
-@keras.saving.register_keras_serializable(package="keras_distill")
-class PositionEmbedding(keras.layers.Layer):
-    """Adds a learned embedding of each position to its features.
-
-    Args:
-        length: The number of positions.
-        seed: Optional initializer seed.
-        **kwargs: Passed on to `keras.layers.Layer`.
-    """
-
-    def __init__(self, length, seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.length = length
-        self.seed = seed
-
-    def build(self, input_shape):
-        self.embeddings = self.add_weight(
-            shape=(self.length, input_shape[-1]),
-            initializer=keras.initializers.GlorotUniform(seed=self.seed),
-            name="embeddings",
-        )
-
-    def call(self, features):
-        steps = keras.ops.shape(features)[1]
-        return features + self.embeddings[None, :steps]
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(length=self.length, seed=self.seed)
-        return config
-
-
-def decoder_lm(vocabulary, window, dim, layers, heads, seed, name):
-    """A decoder-only Transformer: token and position embeddings, `layers`
-    pre-norm blocks of causal self-attention and an MLP, logits out."""
-    init = keras.initializers.GlorotUniform(seed=seed)
-    tokens = keras.Input((window,), dtype="int32", name="tokens")
-    h = keras.layers.Embedding(vocabulary, dim, embeddings_initializer=init)(
-        tokens
-    )
-    h = PositionEmbedding(window, seed=seed)(h)
-    for i in range(layers):
-        a = keras.layers.LayerNormalization(name=f"{name}_ln{i}a")(h)
-        a = keras.layers.MultiHeadAttention(
-            heads, dim // heads, kernel_initializer=init, name=f"{name}_att{i}"
-        )(a, a, use_causal_mask=True)
-        h = h + a
-        m = keras.layers.LayerNormalization(name=f"{name}_ln{i}b")(h)
-        m = keras.layers.Dense(4 * dim, "gelu", kernel_initializer=init)(m)
-        h = h + keras.layers.Dense(dim, kernel_initializer=init)(m)
-    h = keras.layers.LayerNormalization(name=f"{name}_ln")(h)
-    logits = keras.layers.Dense(vocabulary, kernel_initializer=init)(h)
-    return keras.Model(tokens, logits, name=name)
 
 
 def cross_entropy():
@@ -278,17 +225,10 @@ def train_student(
         `(model, seconds per epoch)`: the median over epochs, or the last
         epoch's with `last`.
     """
-    student = setup.model(setup.student, seed + 1, "student")
-    if loss is None:
-        model, data = student, setup.batches(seed)
-    else:
-        model = Distiller(teacher, student, loss, student_loss_weight=ALPHA)
-        data = setup.batches(seed)
-        if cache is not None:
-            data = cache.dataset(
-                setup.x, setup.y, batch_size=setup.batch_size, seed=seed
-            )
-    model.compile(keras.optimizers.Adam(2e-3), cross_entropy())
+    student, model = compiled_student(setup, seed, teacher, loss)
+    data = setup.batches(seed)
+    if cache is not None:
+        data = cached_batches(setup, cache, seed)
     if not last:
         return student, timed_fit(model, data, epochs)
     epoch_seconds(model, setup.batches(seed), epochs - 1)
@@ -299,6 +239,46 @@ def train_student(
         model.train_function = None  # traced again, with generation
     (seconds,) = epoch_seconds(model, setup.batches(seed), epochs, epochs - 1)
     return student, seconds
+
+
+def compiled_student(setup, seed, teacher=None, loss=None):
+    """`(student, the model that trains it)`: the student itself, or a
+    `Distiller` with `loss`; compiled."""
+    student = setup.model(setup.student, seed + 1, "student")
+    model = student
+    if loss is not None:
+        model = Distiller(teacher, student, loss, student_loss_weight=ALPHA)
+    model.compile(keras.optimizers.Adam(2e-3), cross_entropy())
+    return student, model
+
+
+def cached_batches(setup, cache, seed):
+    """The training batches with the teacher's outputs from `cache`, in
+    the order of `setup.batches(seed)`."""
+    return cache.dataset(
+        setup.x, setup.y, batch_size=setup.batch_size, seed=seed
+    )
+
+
+def train_in_turns(setup, seed, epochs, teacher, rows, cache):
+    """Students distilled from `cache`, one per loss of `rows`, one epoch
+    of each in turn, so that their seconds per epoch compare on a shared
+    machine; each reads its own batches, in `train_student`'s order.
+
+    Returns:
+        `{key: (student, median seconds per epoch)}`.
+    """
+    turns = {}
+    for key, loss in rows.items():
+        student, model = compiled_student(setup, seed, teacher, loss)
+        turns[key] = (student, model, cached_batches(setup, cache, seed), [])
+    for epoch in range(epochs):
+        for _, model, data, seconds in turns.values():
+            seconds += epoch_seconds(model, data, epoch + 1, epoch)
+    return {
+        key: (student, statistics.median(seconds))
+        for key, (student, _, _, seconds) in turns.items()
+    }
 
 
 def export_figures(student, setup):
@@ -392,12 +372,13 @@ def run_seed(setup, seed, epochs, teacher, record, log, quantized):
             teacher, setup.x, top_k=k, batch_size=256, verbose=0
         )
         cache_bytes[k] = cache.nbytes
-        for form in FORMS:
-            loss = losses.LogitsDistillation(1.0, top_k_form=form)
-            model, seconds = train_student(
-                setup, seed, epochs, teacher, loss, cache
-            )
-            score(f"top{k}_{form}", model, seconds)
+        rows = {
+            f"top{k}_{form}": losses.LogitsDistillation(1.0, top_k_form=form)
+            for form in FORMS
+        }
+        trained = train_in_turns(setup, seed, epochs, teacher, rows, cache)
+        for key, (model, seconds) in trained.items():
+            score(key, model, seconds)
     return students["forward"], cache_bytes
 
 
@@ -493,15 +474,19 @@ def run(
             minutes=round((time.perf_counter() - start) / 60, 1),
             quantization_aware=lm_quantized.summary(quantized),
         )
-        result["ratios"] = ratios(result["mean_ce"], result["mean_sampled_nll"])
+        result["ratios"] = ratios(
+            result["mean_ce"], result["mean_sampled_nll"], seconds
+        )
         common.write_json(output, result)
     return result
 
 
-def ratios(mean_ce, mean_nll=None):
+def ratios(mean_ce, mean_nll=None, seconds=None):
     """The goals' ratios: the teacher and KD over scratch, top-k over
-    full-vocabulary KD, and each on-policy row's sampled NLL and
-    cross-entropy over the off-policy `forward` and `jsd` rows'."""
+    full-vocabulary KD, each on-policy row's sampled NLL and
+    cross-entropy over the off-policy `forward` and `jsd` rows', and the
+    top-k rest form's seconds per epoch over the renormalized form's
+    (medians over seeds; the two train in turns)."""
     out = {
         "teacher/scratch": mean_ce["teacher"] / mean_ce["scratch"],
         "forward/scratch": mean_ce["forward"] / mean_ce["scratch"],
@@ -515,6 +500,12 @@ def ratios(mean_ce, mean_nll=None):
         for base in ONLINE:
             out[f"{key}/{base} sampled NLL"] = mean_nll[key] / mean_nll[base]
             out[f"{key}/{base} CE"] = mean_ce[key] / mean_ce[base]
+    for key in seconds or {}:
+        if key.startswith("top") and key.endswith("_rest"):
+            other = key.replace("_rest", "_renormalized")
+            out[f"{key}/{other} s/epoch"] = statistics.median(
+                seconds[key]
+            ) / statistics.median(seconds[other])
     return out
 
 
