@@ -232,6 +232,7 @@ def _forward(logits, indices):
 
 
 def _backward(logits, indices, rest, lse, upstream_top, upstream_rest):
+    """The gradient of `_forward`'s `(top, rest)`, by the same choice."""
     upstream = (upstream_top, upstream_rest)
     return tf.cond(
         tf.reduce_all(rest > _FAST_REST),
