@@ -40,101 +40,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_distill import _validation as validation
+from keras_distill._sampling import continue_tokens
+from keras_distill._sampling import step_seed
+from keras_distill._sampling import training_seed  # noqa: F401 (public)
 
 TOKEN_IDS = "token_ids"
 PADDING_MASK = "padding_mask"
-_TINY = float(np.finfo(np.float32).tiny)
-
-
-def step_seed(seed, index):
-    """The stateless seed of one draw: `seed` (shape `(2,)`, int) with
-    `index` folded in. Index 0 draws the prompt lengths; index `i + 1`
-    the noise of the `i`-th new token."""
-    return tf.random.experimental.stateless_fold_in(
-        tf.cast(seed, "int64"), tf.cast(index, "int64")
-    )
-
-
-def training_seed(seed, step):
-    """The stateless seed of a training step: `[seed, 0]` with the
-    optimizer's `step` and the replica's index folded in."""
-    context = tf.distribute.get_replica_context()
-    replica = 0 if context is None else context.replica_id_in_sync_group
-    base = tf.constant([seed, 0], "int64")
-    return step_seed(step_seed(base, step), replica)
-
-
-def gumbel_noise(seed, index, shape):
-    """The Gumbel noise `-log(-log(u))` added to the logits of the
-    `index - 1`-th new token, `u` uniform in (0, 1) from
-    `step_seed(seed, index)` (float32)."""
-    u = tf.random.stateless_uniform(
-        shape, seed=step_seed(seed, index), minval=_TINY, maxval=1.0
-    )
-    return -tf.math.log(-tf.math.log(u))
-
-
-def choose(logits, temperature, seed, index):
-    """The next token of each row: the argmax of `logits / temperature`
-    plus Gumbel noise (a sample of the softened distribution), or of the
-    logits alone where `temperature` is 0 (greedy)."""
-    logits = tf.cast(logits, "float32")
-    if temperature > 0:
-        noise = gumbel_noise(seed, index, tf.shape(logits))
-        logits = logits / temperature + noise
-    return tf.argmax(logits, axis=-1, output_type=tf.int32)
-
-
-def continue_tokens(
-    logits_fn, tokens, prompts, new_tokens, temperature, seed, mask=None
-):
-    """Writes `new_tokens` sampled tokens after each row's prompt.
-
-    Args:
-        logits_fn: `(tokens, mask) -> (rows, window, vocabulary)` logits
-            of a causal model (`mask` is None without a padding mask).
-        tokens: `(rows, window)` int32 token ids.
-        prompts: `(rows,)` int32 prompt lengths (at least 1; a prompt plus
-            `new_tokens` fits the window).
-        new_tokens: How many tokens to write (a Python int).
-        temperature: 0 (greedy) or the sampling temperature.
-        seed: A stateless seed, shape `(2,)`.
-        mask: Optional `(rows, window)` padding mask (bool or 0/1) of the
-            prompts; the result marks the prompt and generated positions.
-
-    Returns:
-        `(tokens, mask)`: the prompt, then the new tokens at positions
-        `prompt ... prompt + new_tokens - 1` (the positions after them
-        unchanged), and the mask (None if `mask` was None).
-    """
-    positions = tf.range(tf.shape(tokens)[1])[None, :]
-    prompts = tf.cast(prompts, "int32")
-    in_prompt = positions < prompts[:, None]
-    if mask is not None:
-        in_prompt = tf.logical_and(tf.cast(mask, "bool"), in_prompt)
-
-    def filled(i):
-        written = tf.logical_and(
-            positions >= prompts[:, None], positions < (prompts + i)[:, None]
-        )
-        return tf.logical_or(in_prompt, written)
-
-    def as_mask(i):
-        return None if mask is None else tf.cast(filled(i), mask.dtype)
-
-    def body(i, tokens):
-        logits = logits_fn(tokens, as_mask(i))
-        last = tf.gather(logits, prompts + i - 1, axis=1, batch_dims=1)
-        chosen = choose(last, temperature, seed, i + 1)
-        at = tf.equal(positions, (prompts + i)[:, None])
-        return i + 1, tf.where(at, chosen[:, None], tokens)
-
-    _, tokens = tf.while_loop(
-        lambda i, _: i < new_tokens,
-        body,
-        (tf.constant(0), tf.cast(tokens, "int32")),
-    )
-    return tokens, as_mask(new_tokens)
 
 
 def token_inputs(x):
@@ -182,8 +93,9 @@ class Generation:
 
     def __init__(
         self, fraction, prompt_length, new_tokens, temperature, seed,
-        teacher_top_k=None,
+        teacher_top_k=None, keep_data=False,
     ):
+        self.keep_data = validation.check_bool("keep_data", keep_data)
         self.fraction = validation.check_fraction("fraction", fraction)
         self.prompt_length = _check_prompt_length(prompt_length)
         self.new_tokens = validation.check_int("new_tokens", new_tokens, low=1)
@@ -289,13 +201,21 @@ class Generation:
             follows); its supervised weight is the same for
             `SequenceLevel` and 0 for `OnPolicy`. With a padding mask a
             prompt ends at its row's last valid token at the latest. The
-            other rows keep their data and weights.
+            other rows keep their data and weights; with `keep_data`,
+            every row of the batch does, after the generated ones.
         """
         tokens, mask, rebuild = token_inputs(x)
         tokens = tf.cast(tokens, "int32")
         batch, window = tf.shape(tokens)[0], tf.shape(tokens)[1]
         self._check_window(tokens.shape[1])
         rows = self._rows(batch)
+        kept = 0 if self.keep_data else rows  # the first data row kept
+        if self.keep_data:  # other inputs of a dict: the rows copied too
+            _, _, rebuild = token_inputs(
+                tf.nest.map_structure(
+                    lambda t: tf.concat([t[:rows], t], axis=0), x
+                )
+            )
         prompts = self.prompts(rows, seed)
         # The generated rows alone, every input of theirs (other keys of
         # a dict included).
@@ -318,15 +238,15 @@ class Generation:
             seed,
             head_mask,
         )
-        new_tokens = tf.concat([head, tokens[rows:]], axis=0)
+        new_tokens = tf.concat([head, tokens[kept:]], axis=0)
         new_mask = None
         if mask is not None:
-            new_mask = tf.concat([head_mask, mask[rows:]], axis=0)
+            new_mask = tf.concat([head_mask, mask[kept:]], axis=0)
         covered = _covered(prompts, self.new_tokens, window)
         if y is not None:
             following = tf.concat([head[:, 1:], head[:, -1:]], axis=1)
             labels = tf.where(covered, following, tf.cast(y[:rows], "int32"))
-            y = tf.concat([tf.cast(labels, y.dtype), y[rows:]], axis=0)
+            y = tf.concat([tf.cast(labels, y.dtype), y[kept:]], axis=0)
         base = tf.ones_like(tokens, "float32")
         if sample_weight is not None:
             weight = tf.cast(sample_weight, "float32")
@@ -337,8 +257,8 @@ class Generation:
         if sample_weight is not None and sample_weight.shape.rank == 1:
             on = on * base[:rows]  # a row's own weight
         supervised_on = on if self.supervises_generated else on * 0.0
-        distillation = tf.concat([on, base[rows:]], axis=0)
-        supervised = tf.concat([supervised_on, base[rows:]], axis=0)
+        distillation = tf.concat([on, base[kept:]], axis=0)
+        supervised = tf.concat([supervised_on, base[kept:]], axis=0)
         return rebuild(new_tokens, new_mask), y, supervised, distillation
 
     def get_config(self):
@@ -350,6 +270,7 @@ class Generation:
             "temperature": self.temperature,
             "seed": self.seed,
             "teacher_top_k": self.teacher_top_k,
+            "keep_data": self.keep_data,
         }
 
     @classmethod
@@ -408,6 +329,12 @@ class OnPolicy(Generation):
             losses get the teacher's k largest logits and its rest mass,
             the form of a `TeacherCache(top_k=k)`, computed in the step
             (the losses' `top_k_form` applies).
+        keep_data: If True, the continued rows come in addition to the
+            batch (copies of its first rows) instead of replacing them:
+            every data row keeps its supervised and distillation losses,
+            as MiniLLM keeps a language-modelling loss on data beside its
+            on-policy term, at `1 + fraction` times a step's work.
+            Defaults to False.
 
     Raises:
         ValueError: If a value is out of range; at the first batch, if a
@@ -434,11 +361,11 @@ class OnPolicy(Generation):
 
     def __init__(
         self, fraction=0.5, prompt_length=8, new_tokens=16, temperature=1.0,
-        seed=0, teacher_top_k=None,
+        seed=0, teacher_top_k=None, keep_data=False,
     ):
         super().__init__(
             fraction, prompt_length, new_tokens, temperature, seed,
-            teacher_top_k,
+            teacher_top_k, keep_data,
         )
 
 
@@ -460,6 +387,7 @@ class SequenceLevel(Generation):
         temperature: 0 (greedy, the default) or a sampling temperature.
         seed: An int seeding the draws. Defaults to 0.
         teacher_top_k: As for `OnPolicy`.
+        keep_data: As for `OnPolicy`.
 
     Raises:
         ValueError: As for `OnPolicy`.
@@ -487,11 +415,11 @@ class SequenceLevel(Generation):
 
     def __init__(
         self, fraction=1.0, prompt_length=8, new_tokens=16, temperature=0.0,
-        seed=0, teacher_top_k=None,
+        seed=0, teacher_top_k=None, keep_data=False,
     ):
         super().__init__(
             fraction, prompt_length, new_tokens, temperature, seed,
-            teacher_top_k,
+            teacher_top_k, keep_data,
         )
 
 

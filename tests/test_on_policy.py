@@ -188,6 +188,40 @@ def test_the_loss_covers_exactly_the_generated_positions(models):
     )
 
 
+def test_keep_data_adds_the_continued_rows_to_the_whole_batch(models):
+    teacher, student = models
+    on_policy = generation.OnPolicy(
+        fraction=0.5, prompt_length=3, new_tokens=2, temperature=1.0,
+        seed=2, keep_data=True,
+    )
+    tokens, labels = data()
+    logs = on_policy_distiller(models, on_policy, alpha=0.5).fit(
+        tokens, labels, batch_size=4, epochs=1, verbose=0, shuffle=False
+    ).history
+    seed = fold([2, 0], 0, 0)
+    head = numpy_continue(student, tokens[:2], np.full(2, 3), 2, 1.0, seed)
+    # Six rows: the two continued copies, then all four data rows.
+    batch = np.concatenate([head, tokens])
+    t = np.asarray(teacher(batch), np.float64)
+    s = np.asarray(student(batch), np.float64)
+    weight = np.ones((6, WINDOW))
+    weight[:2] = 0.0
+    weight[:2, 2:4] = 1.0  # the logits that predict tokens 3 and 4
+    np.testing.assert_allclose(
+        logs["distillation_loss"][0],
+        (kl(t, s) * weight).sum() / weight.sum(),
+        rtol=1e-5,
+    )
+    # The supervised loss: the data rows with their own labels, the
+    # copies weighing 0 (Keras' mean over every position of six rows).
+    picked = np.take_along_axis(
+        log_softmax(s[2:]), labels[..., None], -1
+    )[..., 0]
+    np.testing.assert_allclose(
+        logs["student_loss"][0], -picked.sum() / (6 * WINDOW), rtol=1e-5
+    )
+
+
 def test_sequence_level_trains_on_the_teachers_greedy_tokens(models):
     teacher, student = models
     distiller = on_policy_distiller(
@@ -250,8 +284,15 @@ def test_config_round_trip_and_errors(models):
         "temperature": 0.8,
         "seed": 7,
         "teacher_top_k": None,
+        "keep_data": False,
     }
     assert generation.SequenceLevel(teacher_top_k=4).teacher_top_k == 4
+    assert generation.SequenceLevel.from_config(
+        generation.SequenceLevel(keep_data=True).get_config()
+    ).keep_data
+    with pytest.raises(ValueError, match="Expected a bool. Received: "
+                       "keep_data=1"):
+        generation.OnPolicy(keep_data=1)
     with pytest.raises(ValueError, match="teacher_top_k"):
         generation.OnPolicy(teacher_top_k=0)
     squared = keras_distill.Distiller(
@@ -318,6 +359,18 @@ def test_small_batches_short_rows_and_other_inputs(models):
     np.testing.assert_array_equal(weight.numpy()[0], [0, 1, 1, 0, 0, 0, 0, 0])
     np.testing.assert_array_equal(weight.numpy()[1], [0, 0, 0, 1, 1, 0, 0, 0])
     np.testing.assert_array_equal(new_tokens[2:], tokens[2:])
+    # keep_data: the copies first, then every data row, other inputs too.
+    kept = generation.OnPolicy(0.3, 4, 2, keep_data=True)
+    kept_x, kept_y, _, kept_w = kept.batch(
+        logits, x, tf.constant(labels), None, seed
+    )
+    np.testing.assert_array_equal(kept_x["token_ids"][:2], new_tokens[:2])
+    np.testing.assert_array_equal(kept_x["token_ids"][2:], tokens)
+    np.testing.assert_array_equal(kept_x["padding_mask"][2:], mask)
+    np.testing.assert_array_equal(kept_x["extra"], extra[[0, 1, 0, 1, 2, 3]])
+    np.testing.assert_array_equal(kept_y[2:], labels)
+    np.testing.assert_array_equal(kept_w[:2], weight[:2])
+    np.testing.assert_array_equal(kept_w[2:], np.ones((4, WINDOW)))
     # One row of one: a fraction above 0 still generates.
     one, _, _, w = on_policy.batch(
         lambda t: student(t), tf.constant(tokens[:1]), None, None, seed
