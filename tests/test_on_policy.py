@@ -348,8 +348,9 @@ def test_small_batches_short_rows_and_other_inputs(models):
     x = {"token_ids": tf.constant(tokens), "padding_mask": tf.constant(mask),
          "extra": tf.constant(extra)}
     seed = tf.constant([0, 0], "int64")
-    new_x, _, _, weight = on_policy.batch(logits, x, tf.constant(labels),
-                                          None, seed)
+    new_x, new_y, _, weight = on_policy.batch(
+        logits, x, tf.constant(labels), None, seed
+    )
     assert seen and set(seen) == {(2, 3)}  # ceil(0.3 * 4) = 2 rows
     new_tokens, new_mask = new_x["token_ids"].numpy(), new_x["padding_mask"]
     # Row 0's prompt ends at its last valid token: tokens 2, 3 are new.
@@ -368,6 +369,8 @@ def test_small_batches_short_rows_and_other_inputs(models):
     np.testing.assert_array_equal(kept_x["token_ids"][2:], tokens)
     np.testing.assert_array_equal(kept_x["padding_mask"][2:], mask)
     np.testing.assert_array_equal(kept_x["extra"], extra[[0, 1, 0, 1, 2, 3]])
+    np.testing.assert_array_equal(kept_x["padding_mask"][:2], new_mask[:2])
+    np.testing.assert_array_equal(kept_y[:2], new_y[:2])
     np.testing.assert_array_equal(kept_y[2:], labels)
     np.testing.assert_array_equal(kept_w[:2], weight[:2])
     np.testing.assert_array_equal(kept_w[2:], np.ones((4, WINDOW)))

@@ -201,3 +201,24 @@ def test_the_students_top_k_and_rest_and_their_gradient(compiled, low):
         -1,
     )
     np.testing.assert_allclose(gradient, expected, atol=1e-5)
+    # Which form ran: the one-pass functions themselves on these rows,
+    # which they serve only where every rest is above exp(-60).
+    from keras_distill.losses import divergences
+
+    flat = tf.constant(logits.reshape(6, 10))
+    flat_indices = tf.constant(indices.reshape(6, 3))
+    one_top, one_rest, one_lse = divergences._one_pass_top_k_and_rest(
+        flat, flat_indices
+    )
+    assert bool(np.all(one_rest.numpy() > -60)) == (low == -30.0)
+    if low == -30.0:
+        np.testing.assert_allclose(one_top, np.reshape(top, (6, 3)),
+                                   atol=1e-5)
+        np.testing.assert_allclose(one_rest, np.reshape(rest, 6), rtol=1e-4)
+        one_gradient = divergences._one_pass_gradient(
+            flat, flat_indices, one_rest, one_lse,
+            (up_top.reshape(6, 3), up_rest.reshape(6)),
+        )
+        np.testing.assert_allclose(
+            one_gradient, expected.reshape(6, 10), atol=1e-5
+        )

@@ -207,7 +207,9 @@ def _one_pass_top_k_and_rest(logits, indices):
 
 def _one_pass_gradient(logits, indices, rest, lse, upstream):
     """`_top_k_and_rest_gradient` where every rest exceeds `_FAST_REST`:
-    `q_out = q · exp(-rest)` off the indices, so one exponential."""
+    `q_out = q · exp(-rest)` off the indices, so one exponential. The
+    indices' entries are written, not added: they must be distinct, as
+    a teacher's top k are."""
     upstream_top, upstream_rest = upstream
     total = tf.reduce_sum(upstream_top, axis=-1) + upstream_rest
     q = tf.exp(logits - lse[:, None])

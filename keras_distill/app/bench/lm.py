@@ -503,9 +503,11 @@ def ratios(mean_ce, mean_nll=None, seconds=None):
     for key in seconds or {}:
         if key.startswith("top") and key.endswith("_rest"):
             other = key.replace("_rest", "_renormalized")
-            out[f"{key}/{other} s/epoch"] = statistics.median(
-                seconds[key]
-            ) / statistics.median(seconds[other])
+            below = statistics.median(seconds[other])
+            if below > 0:  # (rounded to 0.01 s: a tiny quick run's 0)
+                out[f"{key}/{other} s/epoch"] = (
+                    statistics.median(seconds[key]) / below
+                )
     return out
 
 
