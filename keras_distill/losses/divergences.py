@@ -152,16 +152,19 @@ def _coordinates(indices):
     return tf.stack([row, indices], axis=-1)
 
 
+def _outside(logits, indices):
+    """The logits with -1e30 at the indices: the tokens outside them."""
+    return tf.tensor_scatter_nd_update(
+        logits, _coordinates(indices), tf.fill(tf.shape(indices), -1e30)
+    )
+
+
 def _top_k_and_rest(logits, indices):
     """`(log q at indices, log q_rest, logsumexp over every token)` of
     `(rows, V)` float32 logits, the rest's log-sum-exp taken over the
     tokens outside the indices on their own (exact at any rest mass)."""
-    rows, k = tf.shape(indices)[0], tf.shape(indices)[1]
-    outside = tf.tensor_scatter_nd_update(
-        logits, _coordinates(indices), tf.fill([rows, k], -1e30)
-    )
     lse = tf.reduce_logsumexp(logits, axis=-1)
-    lse_out = tf.reduce_logsumexp(outside, axis=-1)
+    lse_out = tf.reduce_logsumexp(_outside(logits, indices), axis=-1)
     top = tf.gather(logits, indices, batch_dims=1) - lse[:, None]
     rest = tf.maximum(lse_out - lse, _LOG_ZERO)
     return top, rest, lse
@@ -174,16 +177,15 @@ def _top_k_and_rest_gradient(logits, indices, rest, lse, upstream):
     and no rest term where the rest was clipped (nothing left)."""
     upstream_top, upstream_rest = upstream
     g_rest = tf.where(rest > _LOG_ZERO, upstream_rest, 0.0)
-    coords = _coordinates(indices)
     q = tf.exp(logits - lse[:, None])
-    outside = tf.tensor_scatter_nd_update(
-        logits, coords, tf.fill(tf.shape(indices), -1e30)
-    )
+    outside = _outside(logits, indices)
     lse_out = tf.reduce_logsumexp(outside, axis=-1)  # `rest` may be clipped
     q_out = tf.exp(outside - lse_out[:, None])
     total = tf.reduce_sum(upstream_top, axis=-1) + g_rest
     gradient = g_rest[:, None] * q_out - total[:, None] * q
-    return tf.tensor_scatter_nd_add(gradient, coords, upstream_top)
+    return tf.tensor_scatter_nd_add(
+        gradient, _coordinates(indices), upstream_top
+    )
 
 
 def _one_pass_top_k_and_rest(logits, indices):
