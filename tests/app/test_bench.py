@@ -186,10 +186,12 @@ def _check_speed_result(result, processes):
 def test_bench_speed_quick_writes_every_field(tmp_path, capsys):
     output = tmp_path / "speed.json"
     args = ["bench", "speed", "--preset", "mlp", "--quick"]
-    status = cli.main(args + ["--processes", "1", "--output", str(output)])
+    args += ["--processes", "1", "--threads", "0"]  # TensorFlow's own here
+    status = cli.main(args + ["--output", str(output)])
     assert status == 0
     result = json.loads(output.read_text())
     _check_speed_result(result, processes=1)
+    assert result["config"]["threads"] == 0
     assert "bound: one tf.function step" in capsys.readouterr().out
     # Three processes combined: here the same epochs, slowed down by 10%
     # and 20% in the second and third, so every ratio stays and every
@@ -234,8 +236,42 @@ def test_bench_speed_runs_its_processes_apart(tmp_path, capsys):
     args = ["bench", "speed", "--preset", "mlp", "--quick"]
     status = cli.main(args + ["--processes", "2", "--output", str(output)])
     assert status == 0
-    _check_speed_result(json.loads(output.read_text()), processes=2)
+    result = json.loads(output.read_text())
+    _check_speed_result(result, processes=2)
+    assert result["config"]["threads"] == 1  # the default, in fresh processes
     assert "process 2/2" in capsys.readouterr().out
+
+
+def test_bench_speed_variants_take_turns_epoch_by_epoch():
+    # Three stand-in variants recording their calls: after two epochs each
+    # (warm-up, sizing), one epoch a turn, every other round backwards.
+    calls = []
+
+    def variant(name):
+        def epochs(n=1):
+            calls.extend([name] * n)
+            return [(0.01, 0.01)] * n
+
+        return epochs
+
+    epochs = {k: variant(k) for k in "abc"}
+    walls, cpu, counts = speed_bench.time_rounds(
+        epochs, rounds=3, log=lambda line: None, prefix="t"
+    )
+    assert counts == {"a": 1, "b": 1, "c": 1}
+    assert calls[6:] == list("abccbaabc")
+    assert walls["a"] == [[0.01]] * 3 and cpu["c"] == [[0.01]] * 3
+
+
+def test_bench_speed_threads_need_a_fresh_process():
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1.0  # TensorFlow's thread pools exist from here
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    with pytest.raises(RuntimeError, match="needs a fresh process"):
+        speed_bench._set_threads(current + 3)
+    with pytest.raises(ValueError, match="threads"):
+        speed_bench.run(threads=-1)
 
 
 def _bench_recipes(output, *flags):

@@ -19,10 +19,12 @@ from keras_distill._utils import write_text
 from keras_distill.app.bench import options
 
 SPEED_DESCRIPTION = (
-    "Speed benchmark: the median epoch time of keras_distill's Distiller "
-    "(online and from a teacher cache) against keras.distillation, the "
-    "keras.io example's pattern, the student alone and the bound of one "
-    "tf.function step, in one process, the variants taking turns."
+    "Speed benchmark: the epoch time of keras_distill's Distiller (online "
+    "and from a teacher cache) against keras.distillation, the keras.io "
+    "example's pattern, the student alone and the bound of one tf.function "
+    "step, the variants taking turns epoch by epoch in each of several "
+    "fresh single-threaded processes (first quartile of each variant's "
+    "epochs, median over processes; the goals read process CPU time)."
 )
 
 
@@ -121,13 +123,13 @@ def add_arguments(parser):
     speed_parser.add_argument(
         "--quick",
         action="store_true",
-        help="512 examples, 3 rounds a process, one epoch a unit",
+        help="512 examples, 3 rounds a process",
     )
     speed_parser.add_argument(
         "--rounds",
         type=int,
         default=options.DEFAULT_ROUNDS,
-        help="timed units per variant in each process",
+        help="rounds per process: each is one turn of every variant",
     )
     speed_parser.add_argument(
         "--processes",
@@ -139,8 +141,16 @@ def add_arguments(parser):
     speed_parser.add_argument(
         "--min-seconds",
         type=float,
-        default=2.0,
-        help="the least time of a timed unit (epochs repeat until then)",
+        default=options.DEFAULT_MIN_SECONDS,
+        help="the least time of a variant's turn (epochs repeat until "
+        "then; 0: one epoch a turn)",
+    )
+    speed_parser.add_argument(
+        "--threads",
+        type=int,
+        default=options.DEFAULT_THREADS,
+        help="TensorFlow's intra- and inter-op threads in each process "
+        "(0: TensorFlow's own choice)",
     )
     speed_parser.add_argument("--batch-size", type=int, default=64)
     memory = sub.add_parser(
@@ -221,6 +231,7 @@ def main(args, log=print):
             rounds=args.rounds,
             min_seconds=args.min_seconds,
             processes=args.processes,
+            threads=args.threads,
             **common,
         )
         text = speed_bench.table(result)

@@ -55,10 +55,16 @@ PRESETS = {
     "mlp": dict(teacher="mlp-large", student="mlp-small"),
     "mnist-cnn": dict(teacher="cnn-large", student="cnn-small"),
 }
-# speed: fresh processes per run, and timed units per variant in each
-# (about 12 minutes a run on a 2-core machine). A variant can run a few
-# per cent faster or slower for a whole process: with one process of 21
-# rounds or three of 7, 11 of 21 ratio comparisons in three pairs of
-# runs agreed within 3%; with six of 3, 18 of 21.
+# speed: fresh processes per run, rounds per process (a round is one
+# epoch of every variant, the variants taking turns epoch by epoch), the
+# least time of a variant's turn (0: one epoch) and TensorFlow's threads
+# in each process (about 13 minutes a run on a 2-core machine). Turns of
+# 2 s or more (3 rounds) and TensorFlow's own thread pools agreed within
+# 3% on 24 of 28 ratio comparisons in four pairs of runs: a machine's
+# speed moves from one second to the next, and a turn of several epochs
+# sits in one such second; one epoch a turn spreads each variant over
+# twelve of them.
 DEFAULT_PROCESSES = 6
-DEFAULT_ROUNDS = 3
+DEFAULT_ROUNDS = 12
+DEFAULT_MIN_SECONDS = 0.0
+DEFAULT_THREADS = 1

@@ -1,20 +1,25 @@
 """The speed benchmark behind `keras-distill bench speed`.
 
 Every variant trains (or runs) on the same data with the same models, in
-one process. After a warm-up epoch each, one timed epoch sets how many
-epochs make a timed unit of at least `min_seconds` (2 s by default: a
-short epoch sits on the timer plateaus of a virtual machine). Then the
-variants take turns, unit by unit (A B C ... A B C ...), so that a slow
-patch of a shared machine hits them all. Every epoch of a unit is timed
-on its own (wall clock and process CPU time), so a run holds hundreds of
-epoch times per variant. A variant's figure is the first quartile of all
-its epoch times: on a shared machine interference only adds time, to
-some epochs more than others, and the first quartile of many epochs
-stays near the undisturbed cost where a mean or even a median moves with
-the share of disturbed epochs. Each ratio of `GOALS` is the ratio of two
-such figures (the goals read the CPU-time ratios), reported with the
-spread of the same ratio taken round by round (the ratio of each round's
-median epoch times: its median and interquartile range over rounds).
+one process. After a warm-up epoch each, the variants take turns, a turn
+being one epoch by default (`min_seconds=0`; with `min_seconds`, as many
+epochs as make at least that long, sized from one timed epoch), for
+`rounds` rounds, every other round in reverse order (A B C, C B A, ...).
+A shared machine's speed moves from one second to the next: one epoch a
+turn spreads each variant over as many of those seconds as there are
+rounds, where a turn of several epochs sits in one. Every epoch is timed
+on its own (wall clock and process CPU time). A variant's figure is the
+first quartile of its epoch times: on a shared machine interference only
+adds time, to some epochs more than others, and the first quartile of
+many epochs stays near the undisturbed cost where a mean or even a
+median moves with the share of disturbed epochs. Each ratio of `GOALS`
+is the ratio of two such figures (the goals read the CPU-time ratios),
+reported with the spread of the same ratio taken round by round (the
+ratio of each round's median epoch times: its median and interquartile
+range over rounds). TensorFlow runs on one thread by default
+(`threads=1`), so the figures are the cost of each variant's work: with
+TensorFlow's own pools (a thread a core) on a 2-core machine, one
+variant could sit 10% off the others for a whole process.
 
 Before any of that, `first_step_seconds` times a fresh model's first
 `fit` of one batch (tracing included), as a notebook's first cell
@@ -58,8 +63,10 @@ from keras_distill import losses
 from keras_distill._validation import check_choice
 from keras_distill._validation import check_int
 from keras_distill.app import zoo
+from keras_distill.app.bench.options import DEFAULT_MIN_SECONDS
 from keras_distill.app.bench.options import DEFAULT_PROCESSES
 from keras_distill.app.bench.options import DEFAULT_ROUNDS
+from keras_distill.app.bench.options import DEFAULT_THREADS
 from keras_distill.app.bench.options import PRESETS
 from keras_distill.app.bench.speed_stats import GOALS
 from keras_distill.app.bench.speed_stats import combine
@@ -323,7 +330,7 @@ def units(epochs, min_seconds):
     return counts
 
 
-def time_rounds(epochs, rounds, log, prefix, min_seconds=2.0):
+def time_rounds(epochs, rounds, log, prefix, min_seconds=0.0):
     """Times `rounds` turns of every variant's unit, after a warm-up.
 
     Returns:
@@ -334,9 +341,12 @@ def time_rounds(epochs, rounds, log, prefix, min_seconds=2.0):
     counts = units(epochs, min_seconds)
     times = {k: [] for k in epochs}
     cpu = {k: [] for k in epochs}
+    names = list(epochs)
     for r in range(rounds):
-        for k, epoch in epochs.items():
-            measured = epoch(counts[k])
+        # Every other round backwards (A B C, C B A, ...): a drift of the
+        # machine's speed within a round hits each pair of variants alike.
+        for k in names if r % 2 == 0 else names[::-1]:
+            measured = epochs[k](counts[k])
             times[k].append([wall for wall, _ in measured])
             cpu[k].append([seconds for _, seconds in measured])
         log(
@@ -385,9 +395,10 @@ def run(
     quick=False,
     rounds=DEFAULT_ROUNDS,
     batch_size=64,
-    min_seconds=2.0,
+    min_seconds=DEFAULT_MIN_SECONDS,
     log=print,
     processes=DEFAULT_PROCESSES,
+    threads=DEFAULT_THREADS,
 ):
     """Runs the speed benchmark in `processes` fresh processes, one after
     the other, and combines them (`combine`).
@@ -408,6 +419,8 @@ def run(
             until a unit takes this long).
         log: A function that prints a progress line.
         processes: Fresh processes; 1 runs in this one.
+        threads: TensorFlow's intra- and inter-op threads in each process
+            (0: TensorFlow's own choice, one per core).
 
     Returns:
         The result dict: versions, configuration, median and first-quartile
@@ -419,12 +432,14 @@ def run(
     """
     check_choice("preset", preset, sorted(PRESETS))
     check_int("processes", processes, low=1)
+    check_int("threads", threads, low=0)
     arguments = dict(
         preset=preset,
         quick=quick,
         rounds=rounds,
         batch_size=batch_size,
         min_seconds=min_seconds,
+        threads=threads,
     )
     if processes == 1:
         return combine([run_one(**arguments, log=log)])
@@ -453,9 +468,12 @@ def _in_fresh_process(arguments):
     return json.loads(lines[-1])
 
 
-def run_one(preset, quick, rounds, batch_size, min_seconds, log=print):
+def run_one(
+    preset, quick, rounds, batch_size, min_seconds, threads=0, log=print
+):
     """One process' run: the arguments and result of `run` (without
     `process_ratios`)."""
+    _set_threads(threads)
     rounds = 3 if quick else rounds
     min_seconds = 0.0 if quick else min_seconds
     x, y, dataset = _data(quick, batch_size)
@@ -487,6 +505,7 @@ def run_one(preset, quick, rounds, batch_size, min_seconds, log=print):
             rounds=rounds,
             quick=quick,
             min_seconds=min_seconds,
+            threads=threads,
             epochs_per_unit=counts,
             temperature=TEMPERATURE,
             alpha=ALPHA,
@@ -521,6 +540,22 @@ def run_one(preset, quick, rounds, batch_size, min_seconds, log=print):
             for k in ("online", "keras")
         },
     }
+
+
+def _set_threads(threads):
+    """Sets TensorFlow's thread pools to `threads` threads (0: leaves
+    them), before they exist."""
+    if not threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as error:
+        raise RuntimeError(
+            f"threads={threads} needs a fresh process: TensorFlow has "
+            "already started its thread pools in this one. Run with "
+            "processes > 1 (each is fresh) or threads=0."
+        ) from error
 
 
 def table(result):
