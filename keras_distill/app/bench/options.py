@@ -58,12 +58,10 @@ PRESETS = {
 # speed: fresh processes per run, rounds per process (a round is one
 # epoch of every variant, the variants taking turns epoch by epoch), the
 # least time of a variant's turn (0: one epoch) and TensorFlow's threads
-# in each process (about 13 minutes a run on a 2-core machine). Turns of
-# 2 s or more (3 rounds) and TensorFlow's own thread pools agreed within
-# 3% on 24 of 28 ratio comparisons in four pairs of runs: a machine's
-# speed moves from one second to the next, and a turn of several epochs
-# sits in one such second; one epoch a turn spreads each variant over
-# twelve of them.
+# in each process (15 to 16 minutes a run on a 2-core machine). Against
+# turns of 2 s or more (3 rounds) on TensorFlow's own threads, this
+# halves the spread of a ratio from one process to the next (3.4-5.6%
+# to 2.1-3.1%); `docs/benchmarks.md` has both layouts' pairs of runs.
 DEFAULT_PROCESSES = 6
 DEFAULT_ROUNDS = 12
 DEFAULT_MIN_SECONDS = 0.0

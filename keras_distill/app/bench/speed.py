@@ -331,7 +331,8 @@ def units(epochs, min_seconds):
 
 
 def time_rounds(epochs, rounds, log, prefix, min_seconds=0.0):
-    """Times `rounds` turns of every variant's unit, after a warm-up.
+    """Times `rounds` turns of every variant, after a warm-up, every
+    other round in reverse order.
 
     Returns:
         `(wall seconds, process CPU seconds, epochs per unit)`, each by
@@ -411,12 +412,13 @@ def run(
 
     Args:
         preset: A name from `PRESETS`.
-        quick: A short run (512 examples, 3 rounds, one epoch a unit) for
-            smoke tests.
-        rounds: Timed units per variant and process (after the warm-up).
+        quick: A short run (512 examples, 3 rounds, one epoch a turn)
+            for smoke tests.
+        rounds: Rounds per process (after the warm-up), each one turn of
+            every variant, every other one in reverse order.
         batch_size: Batch size.
-        min_seconds: The least time of a timed unit (epochs are repeated
-            until a unit takes this long).
+        min_seconds: The least time of a variant's turn (epochs are
+            repeated until a turn takes this long; 0: one epoch a turn).
         log: A function that prints a progress line.
         processes: Fresh processes; 1 runs in this one.
         threads: TensorFlow's intra- and inter-op threads in each process
