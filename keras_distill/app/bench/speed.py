@@ -57,12 +57,11 @@ import time
 
 import keras
 import tensorflow as tf
-from keras import ops
 
-from keras_distill import losses
 from keras_distill._validation import check_choice
 from keras_distill._validation import check_int
 from keras_distill.app import zoo
+from keras_distill.app.bench import speed_models as models
 from keras_distill.app.bench.options import DEFAULT_MIN_SECONDS
 from keras_distill.app.bench.options import DEFAULT_PROCESSES
 from keras_distill.app.bench.options import DEFAULT_ROUNDS
@@ -77,8 +76,6 @@ from keras_distill.app.bench.speed_stats import round_ratios
 from keras_distill.app.datasets import load_arrays
 from keras_distill.app.environment import versions
 from keras_distill.app.report import format_table
-from keras_distill.distiller import Distiller
-from keras_distill.losses.logits import soft_kl
 from keras_distill.quantization import quantization_aware
 from keras_distill.teachers import TeacherCache
 
@@ -94,76 +91,6 @@ VARIANTS = {
     "bound": "bound: one tf.function step",
     "quantization_aware": "keras_distill, int8 quantization-aware student",
 }
-TEMPERATURE = 4.0
-ALPHA = 0.1
-
-
-def _keras_io_distiller():
-    """The keras.io example's Distiller (Keras 3 version), as a baseline."""
-
-    class KerasIODistiller(keras.Model):
-        def __init__(self, student, teacher):
-            super().__init__()
-            self.teacher = teacher
-            self.student = student
-
-        def compile(
-            self,
-            optimizer,
-            metrics,
-            student_loss_fn,
-            distillation_loss_fn,
-            alpha=0.1,
-            temperature=3,
-        ):
-            super().compile(optimizer=optimizer, metrics=metrics)
-            self.student_loss_fn = student_loss_fn
-            self.distillation_loss_fn = distillation_loss_fn
-            self.alpha = alpha
-            self.temperature = temperature
-
-        def compute_loss(
-            self, x=None, y=None, y_pred=None, sample_weight=None, **kwargs
-        ):
-            teacher_pred = self.teacher(x, training=False)
-            student_loss = self.student_loss_fn(y, y_pred)
-            distillation_loss = self.distillation_loss_fn(
-                ops.softmax(teacher_pred / self.temperature, axis=1),
-                ops.softmax(y_pred / self.temperature, axis=1),
-            ) * (self.temperature**2)
-            return (
-                self.alpha * student_loss + (1 - self.alpha) * distillation_loss
-            )
-
-        def call(self, x):
-            return self.student(x)
-
-    return KerasIODistiller
-
-
-def _bound_epoch(teacher, student, optimizer, dataset):
-    """The `bound` variant: the least work an online distillation epoch
-    can do."""
-    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    @tf.function
-    def step(x, y):
-        t = teacher(x, training=False)
-        with tf.GradientTape() as tape:
-            s = student(x, training=True)
-            loss = ALPHA * ce(y, s) + (1 - ALPHA) * soft_kl(t, s, TEMPERATURE)
-        variables = student.trainable_weights
-        optimizer.apply_gradients(
-            zip(tape.gradient(loss, variables), variables)
-        )
-
-    def epoch():
-        for x, y in dataset:
-            step(x, y)
-
-    return epoch
-
-
 def _data(quick, batch_size):
     """MNIST-5k's training set (512 examples when `quick`), shuffled."""
     arrays = load_arrays("mnist5k")
@@ -225,68 +152,13 @@ def _repeated(function):
     return run
 
 
-def _keras_losses(feature):
-    """`keras.distillation` losses: KD, and a feature loss if asked."""
-    chosen = [
-        keras.distillation.LogitsDistillation(
-            temperature=TEMPERATURE, loss=keras.losses.KLDivergence()
-        )
-    ]
-    if feature:
-        chosen.append(_keras_feature_loss())
-    return chosen
-
-
-def _keras_feature_loss():
-    return keras.distillation.FeatureDistillation(
-        loss="mse", teacher_layer_name="logits", student_layer_name="logits"
-    )
-
-
-def _ours(teacher, student, feature=False):
-    chosen = [losses.LogitsDistillation(TEMPERATURE)]
-    if feature:
-        chosen.append(_keras_feature_loss())
-    distiller = Distiller(teacher, student, chosen, student_loss_weight=ALPHA)
-    distiller.compile("adam", _ce(), metrics=["accuracy"])
-    return distiller
-
-
-def _keras(teacher, student, feature=False):
-    distiller = keras.distillation.Distiller(
-        teacher=teacher,
-        student=student,
-        distillation_losses=_keras_losses(feature),
-        student_loss_weight=ALPHA,
-    )
-    distiller.compile("adam", loss=_ce(), metrics=["accuracy"])
-    return distiller
-
-
-def _keras_io(teacher, student):
-    distiller = _keras_io_distiller()(student, teacher)
-    distiller.compile(
-        optimizer=keras.optimizers.Adam(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy()],
-        student_loss_fn=_ce(),
-        distillation_loss_fn=keras.losses.KLDivergence(),
-        alpha=ALPHA,
-        temperature=TEMPERATURE,
-    )
-    return distiller
-
-
-def _ce():
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
 def epochs_of_variants(teacher, new_student, x, y, dataset, batch_size):
     """The epochs of each variant, as a function of their number `n`.
 
     Returns:
         `(epochs by variant, seconds the teacher cache took to build)`.
     """
-    alone = _compiled_student(new_student())
+    alone = models.compiled_student(new_student())
     start = time.perf_counter()
     cache = TeacherCache(teacher, x, batch_size=256, verbose=0)
     cache_seconds = time.perf_counter() - start
@@ -296,23 +168,26 @@ def epochs_of_variants(teacher, new_student, x, y, dataset, batch_size):
         "teacher_inference": _repeated(
             lambda: teacher.predict(x, batch_size=batch_size, verbose=0)
         ),
-        "online": _epochs(_ours(teacher, new_student()), dataset),
-        "cached": _epochs(_ours(teacher, new_student()), cached),
-        "keras": _epochs(_keras(teacher, new_student()), dataset),
-        "keras_io": _epochs(_keras_io(teacher, new_student()), dataset),
+        "online": _epochs(models.ours(teacher, new_student()), dataset),
+        "cached": _epochs(models.ours(teacher, new_student()), cached),
+        "keras": _epochs(
+            models.keras_distiller(teacher, new_student()), dataset
+        ),
+        "keras_io": _epochs(models.keras_io(teacher, new_student()), dataset),
         "online_feature": _epochs(
-            _ours(teacher, new_student(), feature=True), dataset
+            models.ours(teacher, new_student(), feature=True), dataset
         ),
         "keras_feature": _epochs(
-            _keras(teacher, new_student(), feature=True), dataset
+            models.keras_distiller(teacher, new_student(), feature=True),
+            dataset,
         ),
         "bound": _repeated(
-            _bound_epoch(
+            models.bound_epoch(
                 teacher, new_student(), keras.optimizers.Adam(), dataset
             )
         ),
         "quantization_aware": _epochs(
-            _ours(teacher, quantization_aware(new_student())), dataset
+            models.ours(teacher, quantization_aware(new_student())), dataset
         ),
     }
     return epochs, cache_seconds
@@ -371,11 +246,11 @@ def first_steps(teacher, new_student, dataset, repeats=3):
     """
     batch = dataset.take(1)
     makers = {
-        "student_alone": lambda: _compiled_student(new_student()),
-        "online": lambda: _ours(teacher, new_student()),
-        "keras": lambda: _keras(teacher, new_student()),
+        "student_alone": lambda: models.compiled_student(new_student()),
+        "online": lambda: models.ours(teacher, new_student()),
+        "keras": lambda: models.keras_distiller(teacher, new_student()),
     }
-    warm = _compiled_student(new_student())  # TF's own first-use set-up
+    warm = models.compiled_student(new_student())  # TF's own first-use set-up
     warm.fit(batch, verbose=0, shuffle=False)
     seconds = {k: [] for k in makers}
     for _ in range(repeats):
@@ -384,11 +259,6 @@ def first_steps(teacher, new_student, dataset, repeats=3):
             make().fit(batch, epochs=1, verbose=0, shuffle=False)
             seconds[k].append(time.perf_counter() - start)
     return seconds
-
-
-def _compiled_student(student):
-    student.compile("adam", _ce(), metrics=["accuracy"])
-    return student
 
 
 def run(
@@ -509,8 +379,8 @@ def run_one(
             min_seconds=min_seconds,
             threads=threads,
             epochs_per_unit=counts,
-            temperature=TEMPERATURE,
-            alpha=ALPHA,
+            temperature=models.TEMPERATURE,
+            alpha=models.ALPHA,
             teacher_params=int(teacher.count_params()),
             student_params=int(new_student().count_params()),
         ),
