@@ -1,9 +1,10 @@
 """The speed benchmark behind `keras-distill bench speed`.
 
 Every variant trains (or runs) on the same data with the same models, in
-one process. After a warm-up epoch each, the variants take turns, a turn
-being one epoch by default (`min_seconds=0`; with `min_seconds`, as many
-epochs as make at least that long, sized from one timed epoch), for
+one process. After two untimed epochs each (a warm-up, and one that
+sizes the turns), the variants take turns, a turn being one epoch by
+default (`min_seconds=0`; with `min_seconds`, as many epochs as make at
+least that long, sized from that second epoch), for
 `rounds` rounds, every other round in reverse order (A B C, C B A, ...).
 A shared machine's speed moves from one second to the next: one epoch a
 turn spreads each variant over as many of those seconds as there are
