@@ -93,13 +93,54 @@ def shuffled_batches(tensors, batch_size, seed):
 
     def one_pass(key):
         order = tf.random.experimental.stateless_shuffle(tf.range(n), key)
-        return tf.data.Dataset.from_tensor_slices(take(order)).batch(
-            batch_size
-        )
+        return batched(take(order), batch_size)
 
     return seeded_passes(seed, one_pass).apply(
         tf.data.experimental.assert_cardinality(steps)
     )
+
+
+def batched(tensors, batch_size):
+    """Consecutive batches of `tensors` (a structure of tensors with a
+    common first axis), the last one smaller if the batch size does not
+    divide it: the batches of `Dataset.from_tensor_slices(tensors)
+    .batch(batch_size)`, cut as one slice per batch instead of one per
+    example (about 5,000 fewer dataset elements a pass over 5,000 MNIST
+    images).
+
+    Args:
+        tensors: A structure of tensors whose first axis has a known
+            length.
+        batch_size: Positive int.
+
+    Returns:
+        A `tf.data.Dataset` of batches with the structure of `tensors`.
+
+    Example:
+
+    ```python
+    x = tf.random.normal((1000, 28, 28, 1))
+    y = tf.zeros((1000,), "int32")
+    batches = keras_distill.pipelines.batched((x, y), 64)  # 16 batches
+    ```
+    """
+    n = int(tf.nest.flatten(tensors)[0].shape[0])
+    whole, rest = divmod(n, batch_size)
+
+    def blocks(t):
+        if t.shape[1:].is_fully_defined():
+            shape = [whole, batch_size, *t.shape[1:]]
+        else:
+            shape = tf.concat([[whole, batch_size], tf.shape(t)[1:]], 0)
+        return tf.reshape(t[: whole * batch_size], shape)
+
+    data = tf.data.Dataset.from_tensor_slices(
+        tf.nest.map_structure(blocks, tensors)
+    )
+    if rest:
+        last = tf.nest.map_structure(lambda t: t[-rest:], tensors)
+        data = data.concatenate(tf.data.Dataset.from_tensors(last))
+    return data
 
 
 def shuffled_positions(n, batch_size, seed):

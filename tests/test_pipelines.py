@@ -151,3 +151,19 @@ def test_resumable_data_refuses_a_fit_with_no_pipeline_recorded():
             shuffle=False,
             callbacks=[ResumableData()],
         )
+
+
+@pytest.mark.parametrize("n, batch_size", [(10, 4), (12, 4), (3, 8)])
+def test_batched_serves_the_batches_of_from_tensor_slices(n, batch_size):
+    # One slice per batch instead of one per example: the same batches,
+    # the last one smaller, a structure kept as it is.
+    import tensorflow as tf
+
+    x = np.arange(n * 6, dtype="float32").reshape(n, 2, 3)
+    tensors = ({"a": tf.constant(x)}, tf.constant(np.arange(n) * 10))
+    got = list(pipelines.batched(tensors, batch_size))
+    want = list(tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size))
+    assert len(got) == len(want) == -(-n // batch_size)
+    for (g_x, g_y), (w_x, w_y) in zip(got, want):
+        np.testing.assert_array_equal(g_x["a"].numpy(), w_x["a"].numpy())
+        np.testing.assert_array_equal(g_y.numpy(), w_y.numpy())

@@ -99,12 +99,31 @@ def test_bench_accuracy_writes_json(tmp_path, capsys, monkeypatch):
         "kd/keras",
         "dkd/kd",
     }
-    assert result["versions"]["tensorflow"]
+    assert result["versions"]["tensorflow"] and result["versions"]["cpu"]
     out = capsys.readouterr().out
     assert "KD+shift" in out and "JSON written to" in out
     assert "DKD" in out and "KD+hint" in out
     # teacher, scratch and the five variants (kd from the cache)
     _assert_same_batches(read, 7, steps=len(read[0]))
+
+
+def test_cpu_model_names_the_cpu_and_its_vector_instructions(tmp_path):
+    from keras_distill.app.environment import cpu_model
+
+    info = tmp_path / "cpuinfo"
+    processor = (
+        "processor\t: {}\ncpu family\t: 6\nmodel\t\t: 143\n"
+        "model name\t: Intel(R) Xeon(R) Processor\n"
+        "flags\t\t: fpu sse2 avx2 avx512f amx_tile\n"
+    )
+    info.write_text(processor.format(0) + "\n" + processor.format(1))
+    assert cpu_model(str(info)) == (
+        "Intel(R) Xeon(R) Processor (family 6, model 143; "
+        "avx2 avx512f amx_tile)"
+    )
+    info.write_text("processor\t: 0\nmodel name\t: Old\nflags\t: sse2\n")
+    assert cpu_model(str(info)) == "Old (family ?, model ?; no avx2)"
+    assert isinstance(cpu_model(str(tmp_path / "absent")), str)
 
 
 def test_accuracy_table_formats_results():
