@@ -154,15 +154,26 @@ def test_resumable_data_refuses_a_fit_with_no_pipeline_recorded():
 
 
 @pytest.mark.parametrize("n, batch_size", [(10, 4), (12, 4), (3, 8)])
-def test_batched_serves_the_batches_of_from_tensor_slices(n, batch_size):
-    # One slice per batch instead of one per example: the same batches,
-    # the last one smaller, a structure kept as it is.
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_batched_serves_the_batches_of_from_tensor_slices(
+    n, batch_size, shuffled
+):
+    # Gathered straight into batches: the same batches as slicing the
+    # examples in that order one by one, the last one smaller, a
+    # structure kept as it is.
     import tensorflow as tf
 
     x = np.arange(n * 6, dtype="float32").reshape(n, 2, 3)
+    order = np.random.default_rng(n).permutation(n) if shuffled else None
     tensors = ({"a": tf.constant(x)}, tf.constant(np.arange(n) * 10))
-    got = list(pipelines.batched(tensors, batch_size))
-    want = list(tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size))
+    got = list(pipelines.batched(tensors, batch_size, order))
+    served = x if order is None else x[order]
+    labels = np.arange(n) * 10 if order is None else order * 10
+    want = list(
+        tf.data.Dataset.from_tensor_slices(({"a": served}, labels)).batch(
+            batch_size
+        )
+    )
     assert len(got) == len(want) == -(-n // batch_size)
     for (g_x, g_y), (w_x, w_y) in zip(got, want):
         np.testing.assert_array_equal(g_x["a"].numpy(), w_x["a"].numpy())
