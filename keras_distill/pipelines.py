@@ -106,7 +106,8 @@ def batched(tensors, batch_size, order=None):
     divide their length: the batches of
     `Dataset.from_tensor_slices(gathered).batch(batch_size)`, gathered
     straight into their batches, one dataset element a batch instead of
-    one an example.
+    one an example. The dataset holds that gathered copy of `tensors`
+    (`shuffled_batches` uses it up to `WHOLE_PASS_BYTES` only).
 
     Args:
         tensors: A structure of tensors whose first axis has a known

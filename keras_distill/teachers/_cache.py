@@ -17,7 +17,6 @@ from keras_distill.augment import shift_images
 from keras_distill.losses.divergences import TOP_K_VALUES
 from keras_distill.losses.divergences import top_k_teacher
 from keras_distill.pipelines import batch_keys
-from keras_distill.pipelines import batched
 from keras_distill.pipelines import shuffled_batches
 from keras_distill.pipelines import shuffled_positions
 
@@ -458,7 +457,9 @@ class TeacherCache:
             if shuffle:
                 data = shuffled_batches(element, batch_size, seed)
             else:
-                data = batched(element, batch_size)
+                # Sliced example by example: no second copy of the cache.
+                data = tf.data.Dataset.from_tensor_slices(element)
+                data = data.batch(batch_size)
         else:
             data = tf.data.Dataset.zip((index, batch_keys(seed + 1)))
             data = data.map(lookup, num_parallel_calls=tf.data.AUTOTUNE)

@@ -58,10 +58,11 @@ PRESETS = {
 # speed: fresh processes per run, rounds per process (a round is one
 # epoch of every variant, the variants taking turns epoch by epoch), the
 # least time of a variant's turn (0: one epoch) and TensorFlow's threads
-# in each process (15 to 16.5 minutes a run on a 2-core machine). Against
+# in each process (13 to 16.5 minutes a run on a 2-core machine). Against
 # turns of 2 s or more (3 rounds) on TensorFlow's own threads, this
 # halves the spread of a ratio from one process to the next (3.4-5.6%
-# to 2.1-3.1%); `docs/benchmarks.md` has both layouts' pairs of runs.
+# to 2.1-3.1%; 1.1-3.4% on a quieter host, where three pairs of runs
+# agreed within 2.1%); `docs/benchmarks.md` has the pairs of runs.
 DEFAULT_PROCESSES = 6
 DEFAULT_ROUNDS = 12
 DEFAULT_MIN_SECONDS = 0.0
